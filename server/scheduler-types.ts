@@ -1,0 +1,120 @@
+/**
+ * The scheduler's vocabulary: the events it is fed and the commands it returns.
+ * The scheduler is pure: `handle(event) → Command[]`, no sockets, no timers, no clock
+ * (time arrives in events as `now`, in milliseconds). The coordinator turns socket
+ * messages into events and commands into emits.
+ */
+import type { WireError } from '../shared/errors.js'
+
+/** Dask's task states. */
+export type TaskStatus = 'waiting' | 'queued' | 'processing' | 'memory' | 'erred' | 'released' | 'forgotten'
+
+export type WorkerKind = 'browser' | 'node'
+
+/** What a client submits for one task (the coordinator keeps the argument bytes; the scheduler only sizes). */
+export interface TaskSpec {
+  /** Unique key, e.g. `inc-3f2a9c…`. Resubmitting an existing key adds the client as a wanter (pure dedupe). */
+  key: string
+  /** Hash of the function's source; `null` for scattered data (no lineage). */
+  fn: string | null
+  /** Keys this task's arguments reference (Futures). Unknown keys make the task err with code 'lost-data'. */
+  deps: string[]
+  /** Task group for progress/dashboards: the function name (`inc`). */
+  group: string
+  /** Higher runs first. Default 0. */
+  priority: number
+  /** How many times an erred run is retried. */
+  retries: number
+  /** Run on k distinct workers and accept a result only when k of them agree (by digest). 1 = normal. For scattered data: number of replicas to store. */
+  redundancy: number
+  /** If non-empty, only these worker ids (or names) may run it. */
+  workers: string[]
+  /** Size of the encoded arguments/data in bytes. */
+  nbytes: number
+}
+
+export type SchedulerEvent =
+  | { type: 'client-added'; client: string }
+  /** After the coordinator's grace period: every key the client wanted is released; unwanted work is cancelled. */
+  | { type: 'client-removed'; client: string }
+  | { type: 'submit'; client: string; tasks: TaskSpec[] }
+  /** The client no longer holds futures to these keys. */
+  | { type: 'release'; client: string; keys: string[] }
+  /** The client cancels these keys (and their not-yet-done dependents that it submitted): every client wanting them gets state 'cancelled'. */
+  | { type: 'cancel'; client: string; keys: string[] }
+  /** The client wants the data of these keys sent to it once they are in memory. */
+  | { type: 'gather'; client: string; keys: string[] }
+  | { type: 'worker-added'; worker: string; name: string; kind: WorkerKind; slots: number; /** keys it already holds (a tab that reloaded, with spilled data) */ held?: { key: string; nbytes: number }[] }
+  /** The worker is gone for good (after the grace period, or it left): reschedule, recompute or fail. */
+  | { type: 'worker-removed'; worker: string; reason: 'disconnected' | 'left' | 'lease-expired' | 'kicked' }
+  /** Paused by the volunteer, or past its memory high-water mark: gets no new tasks. */
+  | { type: 'worker-status'; worker: string; accepting: boolean }
+  /** Graceful leave: stop assigning, hand off data still wanted to other workers, then emit 'retire-done'. */
+  | { type: 'worker-retiring'; worker: string }
+  | { type: 'task-finished'; worker: string; key: string; attempt: number; nbytes: number; ms: number; /** hash of the encoded result, for redundancy */ digest?: string }
+  | { type: 'task-erred'; worker: string; key: string; attempt: number; error: WireError; /** the run killed its thread/Web Worker */ crashed?: boolean }
+  /** The worker could not get these dependencies from the workers said to hold them. */
+  | { type: 'missing-data'; worker: string; key: string; attempt: number; missing: { key: string; holder: string }[] }
+  /** A holder failed to produce data it was said to hold (for a gather or a relay). */
+  | { type: 'data-lost'; worker: string; keys: string[] }
+  | { type: 'steal-response'; worker: string; key: string; attempt: number; ok: boolean }
+  /** Data was stored on a worker: scattered data acked, or a replica/hand-off arrived. */
+  | { type: 'data-added'; worker: string; key: string; nbytes: number }
+  /** The worker dropped data (evicted / asked). */
+  | { type: 'data-released'; worker: string; keys: string[] }
+  /** A lease ran out: the worker stopped answering for this attempt (tab frozen). Reschedule it elsewhere. */
+  | { type: 'lease-expired'; worker: string; key: string; attempt: number }
+
+/** Every event may carry these. */
+export interface EventMeta { /** ms since epoch (or any monotonic ms) */ now?: number; /** stimulus id for stories, e.g. 'submit-42' */ stimulus?: string }
+
+export interface AssignedTask {
+  key: string
+  attempt: number
+  fn: string | null
+  /** every dependency with the workers that hold it (the worker fetches those it lacks through the coordinator) */
+  deps: { key: string; nbytes: number; holders: string[] }[]
+  /** a client already waits for the value: send it back with the finished report */
+  push: boolean
+  priority: number
+}
+
+export type Command =
+  | { type: 'assign'; worker: string; task: AssignedTask }
+  | { type: 'cancel-task'; worker: string; key: string; attempt: number }
+  | { type: 'steal-request'; worker: string; key: string; attempt: number }
+  /** Worker may drop these keys' data. */
+  | { type: 'free-keys'; worker: string; keys: string[] }
+  /** Store scattered data (bytes held by the coordinator) on this worker. */
+  | { type: 'put-data'; worker: string; key: string }
+  /** Copy data from one worker to another (hand-off before leaving, replicas). */
+  | { type: 'move-data'; key: string; from: string; to: string }
+  /** Tell clients about a key. */
+  | { type: 'key-state'; clients: string[]; key: string; state: 'memory' | 'erred' | 'cancelled' | 'lost'; error?: WireError; nbytes?: number }
+  /** Send a key's data from a holder to a client that gathers it. */
+  | { type: 'send-data'; client: string; key: string; worker: string }
+  /** The scheduler forgot the key: drop its stored arguments/bytes. */
+  | { type: 'forget'; key: string }
+  /** A retiring worker handed off everything; the coordinator may disconnect it. */
+  | { type: 'retire-done'; worker: string }
+
+export interface SchedulerOptions {
+  /** Check every invariant after each event and throw on a broken one (tests). */
+  validate?: boolean
+  /** Entries kept per task story. Default 32. */
+  storyLength?: number
+  /** Assumed bandwidth for fetch cost, bytes/ms. Default 100_000 (100 MB/s). */
+  bandwidth?: number
+  /** Work (in ms of expected run time) kept queued on a worker beyond its slots. Default 5. */
+  pipelineMs?: number
+  /** Upper bound of tasks ahead per worker beyond its slots. Default 1000. */
+  maxAhead?: number
+  /** Times a task may be running on a worker that dies/crashes before it is failed ('killed-worker'). Default 3. */
+  allowedFailures?: number
+}
+
+export interface StoryEntry { key: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; worker?: string; now: number; note?: string }
+
+export interface WorkerInfo { id: string; name: string; kind: WorkerKind; slots: number; accepting: boolean; retiring: boolean; processing: number; held: number; nbytes: number; done: number; since: number }
+
+export interface GroupCounts { group: string; waiting: number; queued: number; processing: number; memory: number; erred: number; released: number }

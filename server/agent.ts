@@ -1,0 +1,85 @@
+/**
+ * The Node worker agent (`tabgrid worker URL`): a pool of worker_threads driven by the
+ * shared worker runtime. `--nprocs` threads, each running up to `--nthreads` tasks at once.
+ */
+import { Worker } from 'node:worker_threads'
+import { availableParallelism, hostname } from 'node:os'
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
+import type * as Comlink from 'comlink'
+import { connectLink, type Link } from '../shared/link.js'
+import { WorkerRuntime, type ThreadHandle } from '../shared/runtime.js'
+import type { ToWorkerMessage, WorkerMessage, Hello } from '../shared/protocol.js'
+
+export interface WorkerOptions {
+  /** threads (processes in Dask's words). Default: the machine's cores. */
+  nprocs?: number
+  /** tasks each thread runs at once. Default 1. */
+  nthreads?: number
+  token?: string
+  name?: string
+  /** ms to wait for the coordinator. Default 10 s. */
+  timeout?: number
+  log?: (line: string) => void
+}
+
+/** Makes one worker_thread running an Executor. Works from the build and from sources (via tsx). */
+export function spawnThread(): ThreadHandle {
+  const fromSource = import.meta.url.endsWith('.ts')
+  const url = new URL(fromSource ? './thread.ts' : './thread.js', import.meta.url)
+  const worker = new Worker(url, fromSource ? { execArgv: ['--import', 'tsx'] } : {})
+  let exited = false
+  const exitCbs: ((reason: string) => void)[] = []
+  const fire = (reason: string): void => {
+    if (exited) return
+    exited = true
+    for (const cb of exitCbs) cb(reason)
+  }
+  worker.on('error', err => fire(`error: ${err.message}`))
+  worker.on('exit', code => fire(`exited with code ${code}`))
+  return {
+    endpoint: nodeEndpoint(worker) as Comlink.Endpoint,
+    onExit: cb => { exitCbs.push(cb) },
+    terminate: () => { void worker.terminate() },
+  }
+}
+
+export interface RunningWorker {
+  runtime: WorkerRuntime
+  /** resolves when the coordinator says goodbye or the agent is closed */
+  closed: Promise<string>
+  /** graceful: hand data off, then leave (resolves when done or after `timeoutMs`) */
+  retire(timeoutMs?: number): Promise<void>
+  close(): Promise<void>
+}
+
+/** Joins a coordinator as a Node worker. */
+export async function startWorker(url: string, options: WorkerOptions = {}): Promise<RunningWorker> {
+  const nprocs = positive(options.nprocs ?? availableParallelism(), '--nprocs')
+  const nthreads = positive(options.nthreads ?? 1, '--nthreads')
+  const hello: Hello = { role: 'worker', kind: 'node', slots: nprocs * nthreads, name: options.name ?? `${hostname()}-${process.pid}` }
+  if (options.token) hello.token = options.token
+  const link: Link<WorkerMessage, ToWorkerMessage> = await connectLink(url, hello, { timeout: options.timeout ?? 10_000 })
+  const runtime = new WorkerRuntime(link, { nprocs, nthreads, spawn: spawnThread, log: options.log ?? (() => {}) })
+  let resolveClosed!: (why: string) => void
+  const closed = new Promise<string>(r => { resolveClosed = r })
+  runtime.onStatusChange = s => {
+    if (s.state === 'goodbye' || s.state === 'closed') resolveClosed(s.reason)
+    if (s.state === 'disconnected') options.log?.(`lost the coordinator (${s.reason}); reconnecting`)
+    if (s.state === 'welcome') options.log?.(`${s.resumed ? 'rejoined' : 'joined'} ${url} as ${s.id} (${nprocs} threads × ${nthreads} tasks)`)
+  }
+  return {
+    runtime,
+    closed,
+    retire: async (timeoutMs = 30_000) => {
+      runtime.retire()
+      await Promise.race([closed, new Promise(r => setTimeout(r, timeoutMs))])
+      await runtime.close()
+    },
+    close: async () => { await runtime.close(); resolveClosed('closed') },
+  }
+}
+
+function positive(n: number, name: string): number {
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new RangeError(`${name} must be a whole number from 1 to 1024 (got ${n})`)
+  return n
+}

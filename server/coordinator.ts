@@ -1,0 +1,590 @@
+/**
+ * The coordinator's core: connections in, scheduler events out, commands back to
+ * connections. It knows nothing of socket.io or HTTP (see http.ts), so `Client.local`
+ * runs the very same core in memory. It keeps what the scheduler doesn't: task
+ * arguments and function sources, scattered bytes until a worker has them, and the
+ * relay of data between workers and to clients (workers never talk to each other).
+ */
+import { Scheduler } from './scheduler.js'
+import type { Command, SchedulerEvent, EventMeta, TaskSpec, WorkerKind } from './scheduler-types.js'
+import {
+  PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
+  type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage,
+} from '../shared/protocol.js'
+import { PartJoiner } from '../shared/wire.js'
+import { toWireError, type WireError } from '../shared/errors.js'
+
+/** One connected peer, whatever carries it. `send` gets a batch of messages of one frame. */
+export interface Connection {
+  readonly id: string
+  send(msg: object): void
+  close(reason: string): void
+}
+
+export interface CoordinatorOptions {
+  clientToken?: string | undefined
+  workerToken?: string | undefined
+  /** ms a disconnected worker keeps its identity before it is declared gone. Default 5 s. */
+  workerGraceMs?: number
+  /** ms a disconnected client keeps its futures. Default 30 s. */
+  clientGraceMs?: number
+  /** malformed messages a connection may send before it is cut. Default 100. */
+  maxBadMessages?: number
+  /** check scheduler invariants after every event (tests) */
+  validate?: boolean
+  log?: (line: string) => void
+  now?: () => number
+}
+
+interface Peer {
+  conn: Connection | undefined
+  role: 'client' | 'worker' | 'dashboard'
+  id: string
+  name: string
+  bad: number
+  joiner: PartJoiner
+  graceTimer: TimerHandle | undefined
+}
+interface WorkerPeer extends Peer {
+  role: 'worker'
+  kind: WorkerKind
+  slots: number
+  fns: Set<string>
+  /** assignments in flight, resent after a reconnect */
+  assigned: Map<string, ToWorkerMessage & { type: 'assign' }>
+  memory: number
+  spilled: number
+  since: number
+}
+interface ClientPeer extends Peer {
+  role: 'client'
+  fns: Set<string>
+}
+
+interface StoredTask { fn: string; args: Uint8Array; redundancy: number }
+
+/** A pending data relay: bytes asked of a holder, for a requester. */
+interface Relay {
+  key: string
+  holder: string
+  tried: Set<string>
+  to: { kind: 'worker'; worker: string; id: number } | { kind: 'client'; client: string } | { kind: 'move'; worker: string }
+}
+
+let seq = 0
+const newId = (prefix: string): string => `${prefix}-${Date.now().toString(36)}-${(seq++).toString(36)}`
+
+export class Coordinator {
+  readonly scheduler: Scheduler
+  private readonly peers = new Map<string, Peer>()
+  private readonly functions = new Map<string, string>()
+  private readonly modules = new Map<string, string>()
+  private readonly tasks = new Map<string, StoredTask>()
+  private readonly scattered = new Map<string, { data: Uint8Array; replicas: number; stored: number }>()
+  private readonly relays = new Map<number, Relay>()
+  private relaySeq = 1
+  /** results pushed with `finished` this turn, for send-data */
+  private pushed = new Map<string, Uint8Array>()
+  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken'>> & CoordinatorOptions
+  /** counters for /metrics and the dashboard */
+  readonly metrics = { badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0 }
+  private closed = false
+
+  constructor(options: CoordinatorOptions = {}) {
+    this.opts = { workerGraceMs: 5_000, clientGraceMs: 30_000, maxBadMessages: 100, validate: false, log: () => {}, now: () => Date.now(), ...options }
+    this.scheduler = new Scheduler({ validate: this.opts.validate })
+  }
+
+  // ------------------------------------------------------------ connections
+
+  /**
+   * Checks a hello (socket.io `auth`): returns an error message to refuse the connection
+   * with, or undefined to accept.
+   */
+  authorize(hello: unknown): { ok: true; hello: Hello } | { ok: false; code: 'auth' | 'bad-message'; message: string } {
+    const parsed = helloSchema.safeParse(hello)
+    if (!parsed.success) return { ok: false, code: 'bad-message', message: `bad hello: ${describeIssues(parsed.error)}` }
+    const h = parsed.data
+    const want = h.role === 'worker' ? this.opts.workerToken : h.role === 'client' ? this.opts.clientToken : this.opts.clientToken
+    if (h.role === 'dashboard') {
+      // the dashboard is read-only: it needs the client token only when one is set
+      if (want && h.token !== want) return { ok: false, code: 'auth', message: 'this coordinator needs a token to watch it (wrong or missing token)' }
+      return { ok: true, hello: h }
+    }
+    if (want && h.token !== want) return { ok: false, code: 'auth', message: `wrong or missing ${h.role} token` }
+    return { ok: true, hello: h }
+  }
+
+  /** A connection authorized with `hello` joins. Returns the peer id. */
+  accept(conn: Connection, hello: Hello): string {
+    if (hello.role === 'worker') return this.acceptWorker(conn, hello)
+    if (hello.role === 'client') return this.acceptClient(conn, hello)
+    const peer: Peer = { conn, role: 'dashboard', id: conn.id, name: 'dashboard', bad: 0, joiner: new PartJoiner(), graceTimer: undefined }
+    this.peers.set(peer.id, peer)
+    conn.send({ type: 'welcome', id: peer.id, version: PROTOCOL_VERSION, resumed: false } satisfies ToDashboardMessage)
+    return peer.id
+  }
+
+  private acceptWorker(conn: Connection, hello: Extract<Hello, { role: 'worker' }>): string {
+    const old = hello.resume ? this.peers.get(hello.resume) : undefined
+    if (old && old.role === 'worker' && old.graceTimer !== undefined) {
+      const w = old as WorkerPeer
+      clearTimeout(w.graceTimer)
+      w.graceTimer = undefined
+      w.conn = conn
+      w.fns = new Set()
+      w.joiner = new PartJoiner()
+      this.opts.log(`worker ${w.name} is back`)
+      conn.send({ type: 'welcome', id: w.id, version: PROTOCOL_VERSION, resumed: true } satisfies ToWorkerMessage)
+      for (const [name, source] of this.modules) conn.send({ type: 'module', name, source } satisfies ToWorkerMessage)
+      // what it no longer holds (a reloaded tab keeps only what it spilled)
+      if (hello.held) {
+        const still = new Set(hello.held.map(h => h.key))
+        const gone = this.scheduler.workers().length ? this.heldBy(w.id).filter(k => !still.has(k)) : []
+        if (gone.length) this.handle({ type: 'data-released', worker: w.id, keys: gone })
+      }
+      for (const a of w.assigned.values()) this.sendAssign(w, a)
+      return w.id
+    }
+    const id = newId('w')
+    const w: WorkerPeer = {
+      conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined,
+      kind: hello.kind, slots: hello.slots, fns: new Set(), assigned: new Map(), memory: 0, spilled: 0, since: this.opts.now(),
+    }
+    this.peers.set(id, w)
+    conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false } satisfies ToWorkerMessage)
+    for (const [name, source] of this.modules) conn.send({ type: 'module', name, source } satisfies ToWorkerMessage)
+    this.opts.log(`worker ${w.name} joined (${w.kind}, ${w.slots} slots)`)
+    const ev: SchedulerEvent = { type: 'worker-added', worker: id, name: w.name, kind: w.kind, slots: w.slots }
+    if (hello.held?.length) ev.held = hello.held
+    this.handle(ev)
+    return id
+  }
+
+  private heldBy(worker: string): string[] {
+    const out: string[] = []
+    for (const key of this.tasks.keys()) if (this.scheduler.whoHas(key).includes(worker)) out.push(key)
+    return out
+  }
+
+  private acceptClient(conn: Connection, hello: Extract<Hello, { role: 'client' }>): string {
+    const old = hello.resume ? this.peers.get(hello.resume) : undefined
+    if (old && old.role === 'client' && old.graceTimer !== undefined) {
+      clearTimeout(old.graceTimer)
+      old.graceTimer = undefined
+      old.conn = conn
+      ;(old as ClientPeer).fns = new Set()
+      old.joiner = new PartJoiner()
+      conn.send({ type: 'welcome', id: old.id, version: PROTOCOL_VERSION, resumed: true } satisfies ToClientMessage)
+      return old.id
+    }
+    const id = newId('c')
+    const c: ClientPeer = { conn, role: 'client', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, fns: new Set() }
+    this.peers.set(id, c)
+    conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false } satisfies ToClientMessage)
+    this.handle({ type: 'client-added', client: id })
+    return id
+  }
+
+  /** The connection of peer `id` closed. Its identity is kept for a grace period. */
+  disconnected(id: string, reason: string): void {
+    const p = this.peers.get(id)
+    if (!p || this.closed) return
+    p.conn = undefined
+    if (p.role === 'dashboard') { this.peers.delete(id); return }
+    // relays waiting on this peer fail now
+    for (const [rid, r] of this.relays) if (r.holder === id) this.relayFailed(rid, { code: 'lost-data', message: `holder of ${r.key} disconnected`, key: r.key })
+    const grace = p.role === 'worker' ? this.opts.workerGraceMs : this.opts.clientGraceMs
+    this.opts.log(`${p.role} ${p.name} disconnected (${reason}); grace ${grace} ms`)
+    p.graceTimer = setTimeout(() => this.gone(id, reason === 'left' ? 'left' : 'disconnected'), grace)
+  }
+
+  private gone(id: string, reason: 'left' | 'disconnected' | 'kicked'): void {
+    const p = this.peers.get(id)
+    if (!p) return
+    if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
+    this.peers.delete(id)
+    if (p.conn) p.conn.close(reason)
+    if (p.role === 'worker') {
+      this.opts.log(`worker ${p.name} is gone (${reason})`)
+      for (const [rid, r] of this.relays) if (r.holder === id) this.relayFailed(rid, { code: 'lost-data', message: `holder of ${r.key} left`, key: r.key })
+      this.handle({ type: 'worker-removed', worker: id, reason })
+    } else if (p.role === 'client') {
+      this.handle({ type: 'client-removed', client: id })
+    }
+  }
+
+  // ------------------------------------------------------------ inbound
+
+  /** A frame of messages from peer `id`, already decoded from msgpack (not yet validated). */
+  receive(id: string, msgs: unknown[]): void {
+    const p = this.peers.get(id)
+    if (!p || !p.conn) return
+    if (p.role === 'dashboard') {
+      this.refuse(p, { code: 'bad-message', message: 'the dashboard role is read-only' })
+      return
+    }
+    const schema = p.role === 'client' ? clientMessage : workerMessage
+    for (const raw of msgs) {
+      const parsed = schema.safeParse(raw)
+      if (!parsed.success) {
+        const type = typeof (raw as { type?: unknown })?.type === 'string' ? String((raw as { type: string }).type).slice(0, 40) : '?'
+        this.refuse(p, { code: 'bad-message', message: `bad ${p.role} message "${type}": ${describeIssues(parsed.error)}` })
+        if (!this.peers.get(id)?.conn) return
+        continue
+      }
+      try {
+        if (p.role === 'client') this.onClient(p as ClientPeer, parsed.data as ClientMessage)
+        else this.onWorker(p as WorkerPeer, parsed.data as WorkerMessage)
+      } catch (err) {
+        // a bug or an impossible request: answer, count, never crash
+        this.opts.log(`error handling ${(parsed.data as { type: string }).type} from ${p.name}: ${(err as Error).stack}`)
+        this.refuse(p, toWireError(err, 'internal'))
+      }
+    }
+  }
+
+  /** Counts a bad message, answers with an error, and cuts a peer that keeps sending junk. */
+  refuse(p: Peer | string, error: WireError): void {
+    const peer = typeof p === 'string' ? this.peers.get(p) : p
+    this.metrics.badMessages++
+    if (!peer?.conn) return
+    peer.bad++
+    peer.conn.send({ type: 'error', error })
+    if (peer.bad >= this.opts.maxBadMessages) {
+      this.opts.log(`cutting ${peer.role} ${peer.name}: ${peer.bad} bad messages`)
+      const conn = peer.conn
+      this.disconnected(peer.id, 'kicked')
+      conn.close('too many bad messages')
+    }
+  }
+
+  private onClient(c: ClientPeer, m: ClientMessage): void {
+    switch (m.type) {
+      case 'function':
+        this.functions.set(m.hash, m.source)
+        c.fns.add(m.hash)
+        return
+      case 'submit': {
+        const specs: TaskSpec[] = []
+        for (const t of m.tasks) {
+          if (!this.functions.has(t.fn)) {
+            c.conn?.send({ type: 'key-state', key: t.key, state: 'erred', error: { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first`, key: t.key } } satisfies ToClientMessage)
+            continue
+          }
+          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: t.args.slice(), redundancy: t.redundancy ?? 1 })
+          specs.push({
+            key: t.key, fn: t.fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
+            redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
+          })
+        }
+        this.metrics.tasksSubmitted += specs.length
+        if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
+        return
+      }
+      case 'scatter': {
+        const data = c.joiner.add(`scatter:${m.key}`, m)
+        if (!data) return
+        if (!this.scattered.has(m.key) && this.scheduler.taskStatus(m.key) === undefined) {
+          this.scattered.set(m.key, { data: data === m.data ? data.slice() : data, replicas: m.replicas ?? 1, stored: 0 })
+        }
+        this.handle({ type: 'submit', client: c.id, tasks: [{ key: m.key, fn: null, deps: [], group: 'scatter', priority: 0, retries: 0, redundancy: m.replicas ?? 1, workers: [], nbytes: data.byteLength }] })
+        return
+      }
+      case 'release': return this.handle({ type: 'release', client: c.id, keys: m.keys })
+      case 'cancel': return this.handle({ type: 'cancel', client: c.id, keys: m.keys })
+      case 'gather': return this.handle({ type: 'gather', client: c.id, keys: m.keys })
+      case 'request': return this.onRequest(c, m.id, m.op)
+      default: {
+        const never: never = m
+        throw new Error(`unhandled client message ${(never as { type: string }).type}`)
+      }
+    }
+  }
+
+  private onRequest(c: ClientPeer, id: number, op: Extract<ClientMessage, { type: 'request' }>['op']): void {
+    const reply = (value: unknown): void => c.conn?.send({ type: 'reply', id, ok: true, value } satisfies ToClientMessage)
+    switch (op.op) {
+      case 'workers': return reply(this.workerSummaries())
+      case 'upload-module': {
+        this.modules.set(op.name, op.source)
+        for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source } satisfies ToWorkerMessage)
+        return reply(true)
+      }
+      case 'story': return reply(this.scheduler.story(op.key))
+      case 'who-has': return reply(Object.fromEntries(op.keys.map(k => [k, this.scheduler.whoHas(k)])))
+      case 'status': return reply(Object.fromEntries(op.keys.map(k => [k, this.scheduler.taskStatus(k) ?? 'forgotten'])))
+      default: {
+        const never: never = op
+        throw new Error(`unknown request ${(never as { op: string }).op}`)
+      }
+    }
+  }
+
+  /** What `client.workers()` returns. */
+  workerSummaries(): Array<Record<string, unknown>> {
+    return this.scheduler.workers().map(w => {
+      const p = this.peers.get(w.id) as WorkerPeer | undefined
+      return { ...w, connected: !!p?.conn, memory: p?.memory ?? 0, spilled: p?.spilled ?? 0 }
+    })
+  }
+
+  private onWorker(w: WorkerPeer, m: WorkerMessage): void {
+    switch (m.type) {
+      case 'finished': {
+        w.assigned.delete(`${m.key}@${m.attempt}`)
+        this.metrics.tasksFinished++
+        if (m.data) this.pushed.set(m.key, m.data)
+        const ev: SchedulerEvent = { type: 'task-finished', worker: w.id, key: m.key, attempt: m.attempt, nbytes: m.nbytes, ms: m.ms }
+        if (m.digest) ev.digest = m.digest
+        this.handle(ev)
+        return
+      }
+      case 'erred': {
+        w.assigned.delete(`${m.key}@${m.attempt}`)
+        this.metrics.tasksErred++
+        const ev: SchedulerEvent = { type: 'task-erred', worker: w.id, key: m.key, attempt: m.attempt, error: m.error }
+        if (m.crashed) ev.crashed = true
+        return this.handle(ev)
+      }
+      case 'missing':
+        w.assigned.delete(`${m.key}@${m.attempt}`)
+        return this.handle({ type: 'missing-data', worker: w.id, key: m.key, attempt: m.attempt, missing: m.missing })
+      case 'steal-response':
+        if (m.ok) w.assigned.delete(`${m.key}@${m.attempt}`)
+        return this.handle({ type: 'steal-response', worker: w.id, key: m.key, attempt: m.attempt, ok: m.ok })
+      case 'stored': {
+        const s = this.scattered.get(m.key)
+        if (s && ++s.stored >= s.replicas) this.scattered.delete(m.key)
+        return this.handle({ type: 'data-added', worker: w.id, key: m.key, nbytes: m.nbytes })
+      }
+      case 'fetch': {
+        // a worker needs a dependency: relay it from a holder
+        const holders = this.scheduler.whoHas(m.key).filter(h => h !== w.id && this.peers.get(h)?.conn)
+        if (!holders.length) {
+          w.conn?.send({ type: 'data-error', id: m.id, key: m.key, error: { code: 'lost-data', message: `no worker holds ${m.key}`, key: m.key } } satisfies ToWorkerMessage)
+          return
+        }
+        this.startRelay(m.key, holders, { kind: 'worker', worker: w.id, id: m.id })
+        return
+      }
+      case 'data': return this.onRelayData(w, m)
+      case 'data-error': {
+        const r = this.relays.get(m.id)
+        if (!r || r.holder !== w.id) return
+        w.joiner.drop(`relay:${m.id}`)
+        this.handle({ type: 'data-lost', worker: w.id, keys: [m.key] })
+        this.retryRelay(m.id, m.error)
+        return
+      }
+      case 'status':
+        w.memory = m.memory ?? w.memory
+        w.spilled = m.spilled ?? w.spilled
+        return this.handle({ type: 'worker-status', worker: w.id, accepting: m.accepting })
+      case 'released': return this.handle({ type: 'data-released', worker: w.id, keys: m.keys })
+      case 'retire': return this.handle({ type: 'worker-retiring', worker: w.id })
+      default: {
+        const never: never = m
+        throw new Error(`unhandled worker message ${(never as { type: string }).type}`)
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ relay
+
+  private startRelay(key: string, holders: string[], to: Relay['to'], tried = new Set<string>()): void {
+    const holder = holders[0]!
+    const rid = this.relaySeq++
+    tried.add(holder)
+    this.relays.set(rid, { key, holder, tried, to })
+    ;(this.peers.get(holder) as WorkerPeer).conn!.send({ type: 'fetch', id: rid, key } satisfies ToWorkerMessage)
+  }
+
+  /** Data from a holder: forward each part as it arrives (a stream, not a store-and-forward). */
+  private onRelayData(w: WorkerPeer, m: Extract<WorkerMessage, { type: 'data' }>): void {
+    const r = this.relays.get(m.id)
+    if (!r || r.holder !== w.id) return
+    const last = (m.parts ?? 1) <= 1 || m.part === (m.parts ?? 1) - 1
+    this.metrics.bytesRelayed += m.data.byteLength
+    const parts: { part?: number; parts?: number; total?: number } = {}
+    if (m.parts !== undefined) { parts.part = m.part ?? 0; parts.parts = m.parts; parts.total = m.total ?? 0 }
+    if (r.to.kind === 'worker') {
+      const dest = this.peers.get(r.to.worker)
+      dest?.conn?.send({ type: 'data', id: r.to.id, key: r.key, data: m.data, ...parts } satisfies ToWorkerMessage)
+    } else if (r.to.kind === 'client') {
+      const dest = this.peers.get(r.to.client)
+      dest?.conn?.send({ type: 'data', key: r.key, data: m.data, ...parts } satisfies ToClientMessage)
+    } else {
+      const dest = this.peers.get(r.to.worker)
+      dest?.conn?.send({ type: 'put', key: r.key, data: m.data, ...parts } satisfies ToWorkerMessage)
+    }
+    if (last) this.relays.delete(m.id)
+  }
+
+  private retryRelay(rid: number, error: WireError): void {
+    const r = this.relays.get(rid)
+    if (!r) return
+    this.relays.delete(rid)
+    const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
+    if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
+    else this.relayFailed(rid, error, r)
+  }
+
+  private relayFailed(rid: number, error: WireError, r = this.relays.get(rid)): void {
+    if (!r) return
+    this.relays.delete(rid)
+    if (r.to.kind === 'worker') {
+      this.peers.get(r.to.worker)?.conn?.send({ type: 'data-error', id: r.to.id, key: r.key, error } satisfies ToWorkerMessage)
+    } else if (r.to.kind === 'client') {
+      // the scheduler recomputes or declares it lost; the client will hear a key-state.
+      // Ask again once the key is back in memory:
+      this.handle({ type: 'gather', client: r.to.client, keys: [r.key] })
+    }
+  }
+
+  // ------------------------------------------------------------ scheduler
+
+  /** Feeds the scheduler one event and carries out its commands. */
+  handle(event: SchedulerEvent): void {
+    const t0 = performance.now()
+    let commands: Command[]
+    try {
+      commands = this.scheduler.handle({ ...event, now: this.opts.now() } as SchedulerEvent & EventMeta)
+    } catch (err) {
+      this.opts.log(`scheduler error on ${event.type}: ${(err as Error).stack}`)
+      if (this.opts.validate) throw err
+      return
+    }
+    this.metrics.events++
+    this.metrics.schedulerMs += performance.now() - t0
+    for (const c of commands) {
+      try { this.apply(c) } catch (err) { this.opts.log(`error applying ${c.type}: ${(err as Error).stack}`) }
+    }
+    if (this.pushed.size) this.pushed = new Map()
+  }
+
+  private apply(c: Command): void {
+    switch (c.type) {
+      case 'assign': {
+        const w = this.peers.get(c.worker) as WorkerPeer | undefined
+        const t = c.task.fn ? this.tasks.get(c.task.key) : undefined
+        if (!w || !t) return
+        const msg: ToWorkerMessage & { type: 'assign' } = {
+          type: 'assign', key: c.task.key, attempt: c.task.attempt, fn: t.fn, args: t.args,
+          deps: c.task.deps.map(d => ({ key: d.key, nbytes: d.nbytes })), push: c.task.push,
+        }
+        if (t.redundancy > 1) msg.digest = true
+        w.assigned.set(`${msg.key}@${msg.attempt}`, msg)
+        this.sendAssign(w, msg)
+        return
+      }
+      case 'cancel-task':
+      case 'steal-request': {
+        const w = this.peers.get(c.worker) as WorkerPeer | undefined
+        if (c.type === 'cancel-task') w?.assigned.delete(`${c.key}@${c.attempt}`)
+        w?.conn?.send({ type: c.type === 'cancel-task' ? 'cancel-task' : 'steal', key: c.key, attempt: c.attempt } satisfies ToWorkerMessage)
+        return
+      }
+      case 'free-keys':
+        this.peers.get(c.worker)?.conn?.send({ type: 'free', keys: c.keys } satisfies ToWorkerMessage)
+        return
+      case 'put-data': {
+        const s = this.scattered.get(c.key)
+        const w = this.peers.get(c.worker)
+        if (s && w?.conn) w.conn.send({ type: 'put', key: c.key, data: s.data } satisfies ToWorkerMessage)
+        return
+      }
+      case 'move-data': {
+        const from = this.peers.get(c.from)
+        if (!from?.conn) return
+        this.startRelay(c.key, [c.from], { kind: 'move', worker: c.to })
+        return
+      }
+      case 'key-state': {
+        const msg: ToClientMessage = { type: 'key-state', key: c.key, state: c.state }
+        if (c.error) msg.error = c.error
+        if (c.nbytes !== undefined) msg.nbytes = c.nbytes
+        for (const id of c.clients) this.peers.get(id)?.conn?.send(msg)
+        return
+      }
+      case 'send-data': {
+        const client = this.peers.get(c.client)
+        if (!client?.conn) return
+        const pushed = this.pushed.get(c.key)
+        if (pushed) {
+          client.conn.send({ type: 'data', key: c.key, data: pushed } satisfies ToClientMessage)
+          return
+        }
+        const holders = [c.worker, ...this.scheduler.whoHas(c.key).filter(h => h !== c.worker)].filter(h => this.peers.get(h)?.conn)
+        if (!holders.length) {
+          client.conn.send({ type: 'data-error', key: c.key, error: { code: 'lost-data', message: `no connected worker holds ${c.key}`, key: c.key } } satisfies ToClientMessage)
+          return
+        }
+        this.startRelay(c.key, holders, { kind: 'client', client: c.client })
+        return
+      }
+      case 'forget':
+        this.tasks.delete(c.key)
+        this.scattered.delete(c.key)
+        return
+      case 'retire-done': {
+        const w = this.peers.get(c.worker)
+        w?.conn?.send({ type: 'goodbye', reason: 'retired: your data was handed to other workers' } satisfies ToWorkerMessage)
+        this.gone(c.worker, 'left')
+        return
+      }
+      default: {
+        const never: never = c
+        throw new Error(`unknown command ${(never as { type: string }).type}`)
+      }
+    }
+  }
+
+  private sendAssign(w: WorkerPeer, msg: ToWorkerMessage & { type: 'assign' }): void {
+    if (!w.conn) return
+    if (!w.fns.has(msg.fn)) {
+      const source = this.functions.get(msg.fn)
+      if (source !== undefined) {
+        w.fns.add(msg.fn)
+        w.conn.send({ type: 'function', hash: msg.fn, source } satisfies ToWorkerMessage)
+      }
+    }
+    w.conn.send(msg)
+  }
+
+  // ------------------------------------------------------------ status
+
+  /** A bounded summary for /health, /metrics and the dashboard. */
+  status(): Record<string, unknown> {
+    let clients = 0, workers = 0, dashboards = 0
+    for (const p of this.peers.values()) {
+      if (!p.conn) continue
+      if (p.role === 'client') clients++
+      else if (p.role === 'worker') workers++
+      else dashboards++
+    }
+    return {
+      clients, workers, dashboards,
+      tasks: this.scheduler.counts(),
+      functions: this.functions.size, modules: this.modules.size,
+      ...this.metrics,
+    }
+  }
+
+  /** Sends a message to every dashboard. */
+  broadcastDashboards(msg: ToDashboardMessage): void {
+    for (const p of this.peers.values()) if (p.role === 'dashboard' && p.conn) p.conn.send(msg)
+  }
+
+  /** Ends every connection. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const p of this.peers.values()) {
+      if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
+      if (p.role === 'worker') p.conn?.send({ type: 'goodbye', reason: 'the coordinator is shutting down' } satisfies ToWorkerMessage)
+      p.conn?.close('coordinator closed')
+    }
+    this.peers.clear()
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The coordinator's edges: an HTTP server (pages, /tabgrid-client.js, /health, /metrics)
+ * and a socket.io server whose sockets become Connections of the core (coordinator.ts).
+ */
+import { createServer, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http'
+import { readFile, stat } from 'node:fs/promises'
+import { extname, join, normalize, resolve, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { AddressInfo } from 'node:net'
+import { Server as IOServer, type Socket } from 'socket.io'
+import { Coordinator, type CoordinatorOptions, type Connection } from './coordinator.js'
+import { LIMITS } from '../shared/protocol.js'
+import { Outbox, encodeFrame, decodeFrame } from '../shared/wire.js'
+
+export interface StartOptions extends CoordinatorOptions {
+  /** Default 8786; 0 picks a free port. */
+  port?: number
+  /** Default 127.0.0.1. */
+  host?: string
+  /** Folder with the built pages (vite). Default: dist/web next to this package. */
+  webRoot?: string
+  /** ms between dashboard snapshots. Default 500. */
+  dashboardMs?: number
+}
+
+export interface RunningCoordinator {
+  coordinator: Coordinator
+  /** http://host:port */
+  url: string
+  port: number
+  workerPageUrl: string
+  dashboardUrl: string
+  close(): Promise<void>
+}
+
+const here = dirname(fileURLToPath(import.meta.url))
+/** The package root, from src (server/) or from the build (dist/server/). */
+export const packageRoot = resolve(here, here.includes(`${'dist'}`) ? '../..' : '..')
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8', '.json': 'application/json', '.svg': 'image/svg+xml', '.png': 'image/png',
+  '.map': 'application/json', '.ts': 'text/plain; charset=utf-8', '.ico': 'image/x-icon', '.woff2': 'font/woff2',
+}
+
+/** Starts a coordinator; resolves when it listens. */
+export async function startCoordinator(options: StartOptions = {}): Promise<RunningCoordinator> {
+  const coordinator = new Coordinator(options)
+  const webRoot = options.webRoot ?? join(packageRoot, 'dist', 'web')
+  const libRoot = join(packageRoot, 'dist', 'lib')
+
+  const http: HttpServer = createServer((req, res) => {
+    handleHttp(req, res).catch(err => {
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' })
+      res.end(`internal error: ${(err as Error).message}`)
+    })
+  })
+
+  async function handleHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x')
+    const path = url.pathname
+    if (path === '/health') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+      res.end(JSON.stringify({ ok: true, ...coordinator.status() }))
+      return
+    }
+    if (path === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' })
+      res.end(metricsText(coordinator.status()))
+      return
+    }
+    if (path === '/tabgrid-client.js' || path.startsWith('/lib/')) {
+      const file = path === '/tabgrid-client.js' ? 'tabgrid-client.js' : path.slice('/lib/'.length)
+      await serveFile(res, libRoot, file, {})
+      return
+    }
+    // pages: / (dashboard), /worker (volunteer page), and their assets
+    const page = path === '/' ? 'index.html' : path === '/worker' || path === '/worker/' ? 'worker.html' : path.slice(1)
+    const headers: Record<string, string> = {}
+    if (page === 'worker.html' || page.startsWith('assets/worker')) {
+      // tasks run only in Web Workers and may reach nothing but this coordinator
+      headers['content-security-policy'] = WORKER_CSP
+    }
+    await serveFile(res, webRoot, page, headers)
+  }
+
+  const io = new IOServer(http, {
+    maxHttpBufferSize: LIMITS.frameBytes + (1 << 16),
+    transports: ['websocket', 'polling'],
+    pingInterval: 5_000,
+    pingTimeout: 10_000,
+    cors: { origin: true },
+  })
+
+  io.use((socket, next) => {
+    const verdict = coordinator.authorize(socket.handshake.auth)
+    if (verdict.ok) {
+      socket.data.hello = verdict.hello
+      next()
+    } else {
+      coordinator.metrics.badMessages++
+      next(Object.assign(new Error(verdict.message), { data: { code: verdict.code } }))
+    }
+  })
+
+  io.on('connection', (socket: Socket) => {
+    const outbox = new Outbox<object>(msgs => { socket.emit('frame', encodeFrame(msgs)) })
+    const conn: Connection = {
+      id: socket.id,
+      send: msg => outbox.push(msg),
+      close: () => { outbox.flush(); setImmediate(() => socket.disconnect(true)) },
+    }
+    const peerId = coordinator.accept(conn, socket.data.hello)
+    socket.on('frame', (frame: unknown) => {
+      let msgs: unknown[]
+      try { msgs = decodeFrame(frame) } catch (err) {
+        coordinator.refuse(peerId, { code: 'bad-message', message: (err as Error).message })
+        return
+      }
+      coordinator.receive(peerId, msgs)
+    })
+    socket.onAny((event: string) => {
+      if (event !== 'frame') coordinator.refuse(peerId, { code: 'bad-message', message: `unknown event "${String(event).slice(0, 40)}": send frames only` })
+    })
+    socket.on('disconnect', reason => {
+      outbox.close()
+      coordinator.disconnected(peerId, reason)
+    })
+  })
+
+  const dashTimer = setInterval(() => {
+    coordinator.broadcastDashboards({ type: 'snapshot', value: { status: coordinator.status(), workers: coordinator.workerSummaries(), groups: coordinator.scheduler.groups() } })
+  }, options.dashboardMs ?? 500)
+  dashTimer.unref()
+
+  const host = options.host ?? '127.0.0.1'
+  await new Promise<void>((resolveListen, reject) => {
+    http.once('error', reject)
+    http.listen(options.port ?? 8786, host, () => { http.off('error', reject); resolveListen() })
+  })
+  const port = (http.address() as AddressInfo).port
+  const shownHost = host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host
+  const url = `http://${shownHost}:${port}`
+  let closing: Promise<void> | undefined
+  return {
+    coordinator, url, port,
+    workerPageUrl: `${url}/worker`,
+    dashboardUrl: `${url}/`,
+    close: () => closing ??= (async () => {
+      clearInterval(dashTimer)
+      coordinator.close()
+      await new Promise<void>(r => setTimeout(r, 20))
+      await new Promise<void>(r => io.close(() => r()))
+      http.closeAllConnections?.()
+      await new Promise<void>(r => http.close(() => r()))
+    })(),
+  }
+}
+
+/** Tasks in Web Workers may talk only to the coordinator; 'unsafe-eval' because task functions travel as source. */
+export const WORKER_CSP = [
+  "default-src 'self'",
+  "script-src 'self' 'unsafe-eval' blob:",
+  "worker-src 'self' blob:",
+  "connect-src 'self' ws: wss:",
+  "img-src 'self' data:",
+  "style-src 'self' 'unsafe-inline'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "frame-ancestors 'none'",
+  "form-action 'none'",
+].join('; ')
+
+async function serveFile(res: ServerResponse, root: string, rel: string, headers: Record<string, string>): Promise<void> {
+  const file = normalize(join(root, decodeURIComponent(rel)))
+  if (!file.startsWith(normalize(root))) {
+    res.writeHead(403, { 'content-type': 'text/plain' })
+    res.end('forbidden')
+    return
+  }
+  try {
+    const s = await stat(file)
+    if (!s.isFile()) throw new Error('not a file')
+  } catch {
+    res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' })
+    res.end(rel.endsWith('.html') || rel.endsWith('.js')
+      ? `not found: ${rel}\n(the pages are built by \`npm run build\`; \`npm start\` builds them first)`
+      : `not found: ${rel}`)
+    return
+  }
+  const body = await readFile(file)
+  res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache', ...headers })
+  res.end(body)
+}
+
+function metricsText(status: Record<string, unknown>): string {
+  const lines: string[] = []
+  for (const [k, v] of Object.entries(status)) {
+    if (typeof v === 'number') lines.push(`tabgrid_${k.replace(/[A-Z]/g, c => `_${c.toLowerCase()}`)} ${v}`)
+    else if (v && typeof v === 'object') {
+      for (const [k2, v2] of Object.entries(v)) if (typeof v2 === 'number') lines.push(`tabgrid_${k}{state="${k2}"} ${v2}`)
+    }
+  }
+  return `${lines.join('\n')}\n`
+}

@@ -1,0 +1,16 @@
+/**
+ * Entry of one worker_thread of a Node agent: an Executor exposed through comlink's
+ * Node adapter. Modules uploaded by clients are imported from data: URLs.
+ */
+import { parentPort } from 'node:worker_threads'
+import * as Comlink from 'comlink'
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
+import { createExecutorApi } from '../shared/executor.js'
+
+if (!parentPort) throw new Error('server/thread.ts runs only as a worker_thread')
+
+const api = createExecutorApi(
+  source => import(`data:text/javascript;base64,${Buffer.from(source).toString('base64')}`),
+  Comlink.transfer,
+)
+Comlink.expose(api, nodeEndpoint(parentPort))

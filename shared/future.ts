@@ -1,0 +1,341 @@
+/**
+ * Futures: a handle on a value that lives (or will live) on the grid, and the helpers
+ * that wait on many of them (`asCompleted`, `wait`, `partitionAll`).
+ *
+ * Several Future objects may share one key (pure tasks dedupe): their client keeps one
+ * `KeyRecord` per key with a count of the Future objects that hold it. A Future is
+ * deliberately not thenable (no `then`): `await f` must not pull a value off the grid
+ * by accident; call `f.result()`.
+ */
+import type { Client } from './client.js'
+import { CancelledError, TabgridError, TimeoutError } from './errors.js'
+import { describe, resolveWaitOptions, type WaitOptions } from './options.js'
+
+/**
+ * Where a future's task stands, from this client's point of view:
+ * `pending` (not done yet), `finished` (the value is on the grid), `error` (the task
+ * failed), `cancelled`, `lost` (the data is gone and cannot be recomputed).
+ */
+export type FutureStatus = 'pending' | 'finished' | 'error' | 'cancelled' | 'lost'
+
+/** @internal A resolvable promise. */
+export interface Deferred<T> {
+  promise: Promise<T>
+  resolve: (v: T) => void
+  reject: (e: Error) => void
+}
+
+/** @internal */
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void
+  let reject!: (e: Error) => void
+  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej })
+  return { promise, resolve, reject }
+}
+
+/** @internal The client's record of one key, shared by every Future object with that key. */
+export interface KeyRecord {
+  readonly key: string
+  status: FutureStatus
+  /** why the key is not `finished`, once it failed */
+  error: Error | undefined
+  /** Future objects holding this record and not yet released */
+  refs: number
+  /** a fetch of the value in flight: everyone awaiting the value shares it */
+  fetch: Deferred<unknown> | undefined
+  /** resolved when status leaves `pending` (created only when someone waits) */
+  settled: Deferred<void> | undefined
+}
+
+/** @internal What a Future needs from the client that made it. */
+export interface FutureOwner {
+  /** the value of rec's key, fetched from the grid */
+  fetch(rec: KeyRecord): Promise<unknown>
+  /** one Future object holding rec let go of it */
+  release(rec: KeyRecord, future: Future): void
+  cancel(futures: Future[]): Promise<void>
+}
+
+/** @internal Marks rec as done (or pending again) and wakes those waiting for it to finish. */
+export function settleRecord(rec: KeyRecord, status: FutureStatus, error?: Error): void {
+  rec.status = status
+  rec.error = error
+  if (status !== 'pending' && rec.settled) {
+    const s = rec.settled
+    rec.settled = undefined
+    s.resolve()
+  }
+}
+
+/**
+ * A value that lives (or will live) on the grid: the result of `client.submit`,
+ * `client.map` or `client.scatter`. Pass it as an argument to more tasks to run them
+ * where the data is; call `result()` only when you need the value here.
+ *
+ * @example
+ * ```ts
+ * const x = client.submit((n) => new Float64Array(n).fill(1), 1e8)
+ * const total = client.submit((a) => a.reduce((s, v) => s + v, 0), x)   // runs where x lives
+ * console.log(await total.result(), x.status)
+ * x.release()
+ * ```
+ */
+export class Future<T = unknown> {
+  /** The task's key on the grid, e.g. `inc-3f2a9c…`. Futures with the same key share one result. */
+  readonly key: string
+  /** The client that made this future. */
+  readonly client: Client
+  private readonly rec: KeyRecord
+  private readonly owner: FutureOwner
+  private released = false
+  /** only there to make Future<T> carry T in its structure */
+  declare private readonly _type?: T
+
+  /** @internal Futures are made by a Client (`submit`, `map`, `scatter`). */
+  constructor(client: Client, rec: KeyRecord, owner: FutureOwner) {
+    this.key = rec.key
+    this.client = client
+    this.rec = rec
+    this.owner = owner
+    rec.refs++
+  }
+
+  /**
+   * Where the task stands: `'pending' | 'finished' | 'error' | 'cancelled' | 'lost'`.
+   *
+   * @example
+   * ```ts
+   * if (f.status === 'error') console.error(await f.exception())
+   * ```
+   */
+  get status(): FutureStatus { return this.rec.status }
+
+  /**
+   * True once the task is no longer pending (finished, failed, cancelled or lost).
+   *
+   * @example
+   * ```ts
+   * const ready = fs.filter(f => f.done())
+   * ```
+   */
+  done(): boolean { return this.rec.status !== 'pending' }
+
+  /**
+   * The value, pulled from the grid to here (each call fetches it again: values are not
+   * cached on the client). Rejects with the task's error: a `TaskError` (with the
+   * remote stack), `CancelledError` or `LostDataError`.
+   *
+   * @example
+   * ```ts
+   * const v = await client.submit((a, b) => a + b, 1, 2).result()   // 3
+   * await f.result({ timeout: 5000 })                               // TimeoutError after 5 s
+   * ```
+   */
+  result(opts?: { timeout?: number }): Promise<T> {
+    if (this.released) return Promise.reject(releasedError(this.key))
+    const p = this.owner.fetch(this.rec) as Promise<T>
+    return opts?.timeout === undefined ? p : withTimeout(p, opts.timeout, `result of ${this.key}`)
+  }
+
+  /**
+   * Waits until the task is done and returns its error, or undefined if it finished.
+   *
+   * @example
+   * ```ts
+   * const err = await f.exception()
+   * if (err instanceof TaskError) console.error(err.remoteStack)
+   * ```
+   */
+  async exception(): Promise<Error | undefined> {
+    await this.whenDone()
+    return this.rec.status === 'finished' ? undefined : this.rec.error
+  }
+
+  /**
+   * Cancels the task; `result()` then rejects with a `CancelledError`.
+   *
+   * @example
+   * ```ts
+   * await f.cancel()
+   * ```
+   */
+  cancel(): Promise<void> { return this.owner.cancel([this]) }
+
+  /**
+   * Lets the grid forget this future's data once no other future holds its key.
+   * Idempotent; also happens when the Future is garbage-collected.
+   *
+   * @example
+   * ```ts
+   * const n = await client.submit(a => a.length, x).result()
+   * x.release()
+   * ```
+   */
+  release(): void {
+    if (this.released) return
+    this.released = true
+    this.owner.release(this.rec, this)
+  }
+
+  /** @internal Resolves when the task is no longer pending. */
+  whenDone(): Promise<void> {
+    if (this.rec.status !== 'pending') return Promise.resolve()
+    if (this.released) return Promise.reject(releasedError(this.key))
+    return (this.rec.settled ??= deferred<void>()).promise
+  }
+
+  /** @internal */
+  get isReleased(): boolean { return this.released }
+
+  /** @internal */
+  get record(): KeyRecord { return this.rec }
+
+  toString(): string { return `<Future ${this.key} ${this.rec.status}>` }
+  toJSON(): unknown { return { future: this.key, status: this.rec.status } }
+}
+
+function releasedError(key: string): Error {
+  return new TabgridError('not-found', `future ${key} was released: a released future cannot be used any more`)
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  if (!(ms >= 0)) return Promise.reject(new RangeError(`timeout must be a number of milliseconds ≥ 0, got ${describe(ms)}`))
+  if (ms === Infinity) return p
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new TimeoutError(`${what}: not ready within ${ms} ms`)), ms)
+    p.then(v => { clearTimeout(timer); resolve(v) }, (e: unknown) => { clearTimeout(timer); reject(e) })
+  })
+}
+
+function toFutureList(futures: Iterable<Future> | Future, what: string): Future[] {
+  if (futures instanceof Future) return [futures]
+  if (futures === null || typeof futures !== 'object' || typeof (futures as Iterable<Future>)[Symbol.iterator] !== 'function') {
+    throw new TypeError(`${what} takes a Future or an iterable of Futures, got ${describe(futures)}`)
+  }
+  const out = Array.isArray(futures) ? futures as Future[] : [...futures]
+  for (let i = 0; i < out.length; i++) {
+    if (!(out[i] instanceof Future)) throw new TypeError(`${what}: item ${i} is not a Future (got ${describe(out[i])})`)
+  }
+  return out
+}
+
+/**
+ * Yields futures as they finish (finished, failed, cancelled or lost), in completion
+ * order. Futures may come from any client. A released future ends the iteration with
+ * an error instead of waiting forever.
+ *
+ * @example
+ * ```ts
+ * for await (const f of asCompleted(client.map(slow, seq))) {
+ *   if (f.status === 'finished') console.log(await f.result())
+ * }
+ * ```
+ */
+export async function* asCompleted<T>(futures: Iterable<Future<T>>): AsyncGenerator<Future<T>, void, undefined> {
+  const list = toFutureList(futures, 'asCompleted') as Future<T>[]
+  const ready: Future<T>[] = []
+  let failure: Error | undefined
+  let wake: (() => void) | undefined
+  let left = list.length
+  const onDone = (f: Future<T>): void => { ready.push(f); wake?.() }
+  for (const f of list) {
+    if (f.done()) ready.push(f)
+    else f.whenDone().then(() => onDone(f), (e: Error) => { failure ??= e; wake?.() })
+  }
+  let i = 0
+  while (left > 0) {
+    while (i < ready.length) {
+      left--
+      yield ready[i++]!
+    }
+    if (left === 0) break
+    if (failure) throw failure
+    // a long stream: drop what has been yielded so the queue does not hold everything
+    if (i > 1024) { ready.splice(0, i); i = 0 }
+    await new Promise<void>(resolve => { wake = resolve })
+    wake = undefined
+  }
+}
+
+/**
+ * Waits for futures (from any client). Resolves with the futures that are done and
+ * those that are not: when all are done (default), at the first done
+ * (`'FIRST_COMPLETED'`), at the first that failed (`'FIRST_EXCEPTION'`), or when
+ * `timeout` ms have passed — whichever comes first. Never rejects because a task
+ * failed: check `status` or `exception()`.
+ *
+ * @example
+ * ```ts
+ * await wait(fs)                                              // all done
+ * const { done, notDone } = await wait(fs, { returnWhen: 'FIRST_COMPLETED', timeout: 1000 })
+ * ```
+ */
+export function wait<T>(futures: Iterable<Future<T>> | Future<T>, options?: WaitOptions): Promise<{ done: Set<Future<T>>; notDone: Set<Future<T>> }> {
+  let list: Future<T>[]
+  let opts: ReturnType<typeof resolveWaitOptions>
+  try {
+    list = toFutureList(futures as Iterable<Future>, 'wait') as Future<T>[]
+    opts = resolveWaitOptions(options)
+  } catch (err) { return Promise.reject(err) }
+  const { returnWhen, timeout } = opts
+  const split = (): { done: Set<Future<T>>; notDone: Set<Future<T>> } => {
+    const done = new Set<Future<T>>()
+    const notDone = new Set<Future<T>>()
+    for (const f of list) (f.done() ? done : notDone).add(f)
+    return { done, notDone }
+  }
+  const failed = (f: Future<T>): boolean => f.status !== 'pending' && f.status !== 'finished'
+  const enough = (): boolean => {
+    if (returnWhen === 'FIRST_COMPLETED') return list.length === 0 || list.some(f => f.done())
+    if (returnWhen === 'FIRST_EXCEPTION' && list.some(failed)) return true
+    return list.every(f => f.done())
+  }
+  if (enough() || timeout === 0) return Promise.resolve(split())
+  return new Promise((resolve, reject) => {
+    let finished = false
+    let left = 0
+    const timer = timeout !== undefined && timeout !== Infinity ? setTimeout(() => finish(), timeout) : undefined
+    function finish(err?: Error): void {
+      if (finished) return
+      finished = true
+      if (timer !== undefined) clearTimeout(timer)
+      if (err) reject(err)
+      else resolve(split())
+    }
+    for (const f of list) {
+      if (f.done()) continue
+      left++
+      f.whenDone().then(() => {
+        left--
+        if (returnWhen === 'FIRST_COMPLETED' || left === 0 || (returnWhen === 'FIRST_EXCEPTION' && failed(f))) finish()
+      }, (e: Error) => finish(e))
+    }
+  })
+}
+
+/**
+ * Splits an iterable into arrays of `n` items (the last may be shorter): the way to make
+ * tasks big enough that the per-task overhead does not matter.
+ *
+ * @example
+ * ```ts
+ * const chunks = client.map(xs => xs.map(f), [...partitionAll(10_000, seq)])
+ * [...partitionAll(2, [1, 2, 3])]   // [[1, 2], [3]]
+ * ```
+ */
+export function* partitionAll<T>(n: number, iterable: Iterable<T>): Generator<T[], void, undefined> {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) throw new RangeError(`partitionAll: n must be a whole number ≥ 1, got ${describe(n)}`)
+  if (iterable === null || typeof (iterable as Iterable<T> | undefined)?.[Symbol.iterator] !== 'function') {
+    throw new TypeError(`partitionAll: expected an iterable (an array, a Set, a generator…), got ${describe(iterable)}`)
+  }
+  if (Array.isArray(iterable)) {
+    for (let i = 0; i < iterable.length; i += n) yield iterable.slice(i, i + n)
+    return
+  }
+  let chunk: T[] = []
+  for (const item of iterable) {
+    chunk.push(item)
+    if (chunk.length === n) { yield chunk; chunk = [] }
+  }
+  if (chunk.length) yield chunk
+}

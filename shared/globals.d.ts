@@ -1,0 +1,18 @@
+/**
+ * The few host globals that both browsers and Node provide, declared here because
+ * shared/ sees neither DOM nor Node typings (so it cannot lean on either by accident).
+ */
+declare global {
+  interface Console { log(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void; info(...a: unknown[]): void }
+  var console: Console
+  type TimerHandle = { readonly __timer?: never } | number
+  function setTimeout(fn: () => void, ms?: number): TimerHandle
+  function clearTimeout(handle: TimerHandle | undefined): void
+  function setInterval(fn: () => void, ms?: number): TimerHandle
+  function clearInterval(handle: TimerHandle | undefined): void
+  function queueMicrotask(fn: () => void): void
+  var performance: { now(): number }
+  class TextEncoder { encode(s: string): Uint8Array }
+  class TextDecoder { constructor(label?: string); decode(b: Uint8Array): string }
+}
+export {}

@@ -1,0 +1,134 @@
+/**
+ * A Link is one side of a connection to the coordinator, whatever carries it: a
+ * socket.io socket (`connectLink`) or memory (`memoryLinkPair`, for `Client.local`).
+ * Messages are queued and leave in one frame at the end of the turn.
+ */
+import { io, type Socket } from 'socket.io-client'
+import type { Hello } from './protocol.js'
+import { AuthError } from './errors.js'
+import { Outbox, encodeFrame, decodeFrame } from './wire.js'
+
+export type LinkStatus =
+  | { state: 'connected'; /** true after a reconnect */ again: boolean }
+  | { state: 'disconnected'; reason: string }
+  | { state: 'closed'; reason: string }
+
+export interface Link<Out extends object, In extends object> {
+  /** Queue a message; it leaves with the others of this turn. */
+  send(msg: Out): void
+  /** Send what is queued now (before a close, say). */
+  flush(): void
+  /** Messages from the peer, one frame at a time. */
+  onMessages: (msgs: In[]) => void
+  onStatus: (status: LinkStatus) => void
+  /** The hello sent on (re)connect; owners update `resume` after a welcome. */
+  hello: Hello
+  close(): void
+  readonly connected: boolean
+}
+
+export interface ConnectOptions {
+  /** ms to wait for the first connection before failing. Default 10 s. */
+  timeout?: number
+  /** Reconnect after a lost connection (default true). */
+  reconnect?: boolean
+}
+
+/**
+ * Connects to a coordinator over socket.io (websocket only). Resolves once connected;
+ * rejects with AuthError when the token is refused, or a plain Error when nothing answers.
+ */
+export function connectLink<Out extends object, In extends object>(url: string, hello: Hello, opts: ConnectOptions = {}): Promise<Link<Out, In>> {
+  const socket: Socket = io(url, {
+    transports: ['websocket'],
+    reconnection: opts.reconnect ?? true,
+    reconnectionDelay: 200,
+    reconnectionDelayMax: 2000,
+    timeout: opts.timeout ?? 10_000,
+    auth: cb => cb(link.hello as unknown as Record<string, unknown>),
+  })
+  const outbox = new Outbox<Out>(msgs => { socket.emit('frame', encodeFrame(msgs)) })
+  let closed = false
+  let everConnected = false
+  const link: Link<Out, In> = {
+    hello,
+    send: msg => outbox.push(msg),
+    flush: () => outbox.flush(),
+    onMessages: () => {},
+    onStatus: () => {},
+    close: () => {
+      if (closed) return
+      closed = true
+      outbox.flush()
+      outbox.close()
+      socket.close()
+      link.onStatus({ state: 'closed', reason: 'closed by this side' })
+    },
+    get connected() { return socket.connected },
+  }
+  socket.on('frame', (frame: unknown) => {
+    let msgs: unknown[]
+    try { msgs = decodeFrame(frame) } catch (err) {
+      console.error(`tabgrid: dropped a frame from the coordinator: ${(err as Error).message}`)
+      return
+    }
+    link.onMessages(msgs as In[])
+  })
+  socket.on('disconnect', reason => {
+    if (!closed) link.onStatus({ state: 'disconnected', reason })
+  })
+  return new Promise((resolve, reject) => {
+    const fail = (err: Error & { data?: { code?: string } }): void => {
+      if (err.data?.code === 'auth' || /token/i.test(err.message)) {
+        closed = true
+        socket.close()
+        const e = new AuthError(err.message)
+        if (everConnected) link.onStatus({ state: 'closed', reason: e.message })
+        else reject(e)
+        return
+      }
+      if (!everConnected && !(opts.reconnect ?? true)) { socket.close(); reject(new Error(`cannot reach the coordinator at ${url}: ${err.message}`)) }
+    }
+    socket.on('connect_error', fail)
+    const firstTimeout = setTimeout(() => {
+      if (!everConnected) { closed = true; socket.close(); reject(new Error(`cannot reach the coordinator at ${url} within ${opts.timeout ?? 10_000} ms`)) }
+    }, opts.timeout ?? 10_000)
+    socket.on('connect', () => {
+      const again = everConnected
+      everConnected = true
+      clearTimeout(firstTimeout)
+      if (!again) resolve(link)
+      link.onStatus({ state: 'connected', again })
+    })
+  })
+}
+
+/**
+ * Two links joined in memory: what one side sends, the other receives at the end of
+ * the turn, without encoding (values are already bytes). Used by `Client.local`.
+ */
+export function memoryLinkPair<A extends object, B extends object>(helloA: Hello, helloB: Hello): [Link<A, B>, Link<B, A>] {
+  let closed = false
+  const make = <O extends object, I extends object>(hello: Hello, deliver: (msgs: O[]) => void): Link<O, I> => {
+    const outbox = new Outbox<O>(msgs => deliver(msgs))
+    const link: Link<O, I> = {
+      hello,
+      send: msg => outbox.push(msg),
+      flush: () => outbox.flush(),
+      onMessages: () => {},
+      onStatus: () => {},
+      close: () => {
+        if (closed) return
+        closed = true
+        outbox.flush()
+        a.onStatus({ state: 'closed', reason: 'closed' })
+        b.onStatus({ state: 'closed', reason: 'closed' })
+      },
+      get connected() { return !closed },
+    }
+    return link
+  }
+  const a: Link<A, B> = make<A, B>(helloA, msgs => b.onMessages(msgs))
+  const b: Link<B, A> = make<B, A>(helloB, msgs => a.onMessages(msgs))
+  return [a, b]
+}

@@ -1,0 +1,250 @@
+/**
+ * Every wire message, defined once. Each role's messages are a discriminated union on
+ * `type`, validated by a zod schema with size caps: types validate nothing, so every
+ * socket handler parses `unknown` through these before it trusts a byte.
+ *
+ * On the wire a connection carries one socket.io event, `frame`, whose single argument
+ * is a msgpack-encoded array of messages (see `wire.ts`): many assignments or results
+ * travel in one frame, and binary fields travel as binary, never as JSON.
+ */
+import { z } from 'zod'
+
+/** Limits every side enforces on what it receives. */
+export const LIMITS = {
+  /** longest key */
+  key: 256,
+  /** longest function or module source */
+  source: 1 << 20,
+  /** most messages in one frame */
+  messagesPerFrame: 200_000,
+  /** most keys in one list */
+  keys: 200_000,
+  /** largest encoded frame a coordinator accepts (socket.io maxHttpBufferSize) */
+  frameBytes: 16 << 20,
+  /** binary payloads above this are split into parts of this size */
+  chunkBytes: 1 << 20,
+  /** largest single value (encoded) that may travel */
+  valueBytes: 1 << 30,
+  /** longest name (worker, module, group) */
+  name: 128,
+  /** longest error message or stack */
+  text: 64 << 10,
+} as const
+
+export const PROTOCOL_VERSION = 1
+
+const key = z.string().min(1).max(LIMITS.key)
+const keys = z.array(key).max(LIMITS.keys)
+const name = z.string().min(1).max(LIMITS.name)
+const text = z.string().max(LIMITS.text)
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+const bytes = z.custom<Uint8Array>(v => v instanceof Uint8Array, 'expected binary data')
+
+const errorCode = z.enum([
+  'task-error', 'cancelled', 'lost-data', 'auth', 'serialization', 'too-large', 'bad-message',
+  'killed-worker', 'not-found', 'timeout', 'disconnected', 'redundancy-mismatch', 'internal',
+])
+/** An error as it travels (see errors.ts). */
+export const wireError = z.object({
+  code: errorCode,
+  message: text,
+  name: z.string().max(LIMITS.name).optional(),
+  stack: text.optional(),
+  key: key.optional(),
+})
+
+/**
+ * A binary payload that may be split into parts: a message with `parts` > 1 is one
+ * piece of `total` bytes; the receiver joins the pieces (wire.ts `PartJoiner`).
+ */
+const partFields = {
+  /** this piece's index, from 0 */
+  part: count.optional(),
+  /** how many pieces make the whole (absent: 1) */
+  parts: count.max(LIMITS.valueBytes / LIMITS.chunkBytes + 1).optional(),
+  /** bytes of the whole */
+  total: count.max(LIMITS.valueBytes).optional(),
+}
+
+// ---------------------------------------------------------------- handshake
+
+/** What a connecting socket says about itself (socket.io `auth`). */
+export const hello = z.discriminatedUnion('role', [
+  z.object({
+    role: z.literal('client'),
+    token: z.string().max(1024).optional(),
+    /** a previous clientId, to pick up its futures after a reconnect within the grace period */
+    resume: z.string().max(64).optional(),
+    name: name.optional(),
+  }),
+  z.object({
+    role: z.literal('worker'),
+    token: z.string().max(1024).optional(),
+    /** a previous workerId, kept across a reload within the grace period */
+    resume: z.string().max(64).optional(),
+    name: name.optional(),
+    kind: z.enum(['browser', 'node']),
+    /** how many tasks it runs at once (processes × threads) */
+    slots: z.number().int().min(1).max(4096),
+    /** keys it still holds (a reloaded tab re-announces what it spilled to IndexedDB) */
+    held: z.array(z.object({ key, nbytes: count })).max(LIMITS.keys).optional(),
+  }),
+  z.object({
+    role: z.literal('dashboard'),
+    token: z.string().max(1024).optional(),
+  }),
+])
+export type Hello = z.infer<typeof hello>
+export type Role = Hello['role']
+
+// ---------------------------------------------------------------- client → coordinator
+
+/** One task as a client submits it. */
+export const taskSubmit = z.object({
+  /** unique key, named after the function: `inc-3f2a…` */
+  key,
+  /** hash of the function's source (sent before in a `function` message); absent for scattered data */
+  fn: z.string().min(1).max(64),
+  /** encoded arguments array (codec.ts), FutureRefs inside */
+  args: bytes,
+  /** keys of the futures inside args */
+  deps: keys,
+  group: name,
+  priority: z.number().finite().optional(),
+  retries: z.number().int().min(0).max(100).optional(),
+  redundancy: z.number().int().min(1).max(16).optional(),
+  workers: z.array(z.string().max(LIMITS.name)).max(1024).optional(),
+})
+export type TaskSubmit = z.infer<typeof taskSubmit>
+
+export const clientMessage = z.discriminatedUnion('type', [
+  /** a task function's source; sent once per connection before the tasks that use it */
+  z.object({ type: z.literal('function'), hash: z.string().min(1).max(64), source: z.string().min(1).max(LIMITS.source) }),
+  /** tasks to run */
+  z.object({ type: z.literal('submit'), tasks: z.array(taskSubmit).max(LIMITS.keys) }),
+  /** one value onto the grid (possibly in parts) */
+  z.object({ type: z.literal('scatter'), key, data: bytes, replicas: z.number().int().min(1).max(64).optional(), ...partFields }),
+  /** the client holds no future to these keys any more */
+  z.object({ type: z.literal('release'), keys }),
+  /** cancel these keys */
+  z.object({ type: z.literal('cancel'), keys }),
+  /** send me these keys' data when ready */
+  z.object({ type: z.literal('gather'), keys }),
+  /** a request with an answer (`reply`) */
+  z.object({ type: z.literal('request'), id: count, op: z.discriminatedUnion('op', [
+    z.object({ op: z.literal('workers') }),
+    z.object({ op: z.literal('upload-module'), name, source: z.string().min(1).max(LIMITS.source) }),
+    z.object({ op: z.literal('story'), key }),
+    z.object({ op: z.literal('who-has'), keys }),
+    z.object({ op: z.literal('status'), keys }),
+  ]) }),
+])
+export type ClientMessage = z.infer<typeof clientMessage>
+export type ClientRequest = Extract<ClientMessage, { type: 'request' }>['op']
+
+// ---------------------------------------------------------------- coordinator → client
+
+export const keyStateMessage = z.object({
+  type: z.literal('key-state'), key,
+  state: z.enum(['memory', 'erred', 'cancelled', 'lost']),
+  error: wireError.optional(), nbytes: count.optional(),
+})
+
+export const toClientMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('welcome'), id: z.string(), version: z.number(), resumed: z.boolean() }),
+  keyStateMessage,
+  /** a key's data (possibly in parts) */
+  z.object({ type: z.literal('data'), key, data: bytes, ...partFields }),
+  /** a gathered key's data could not be had */
+  z.object({ type: z.literal('data-error'), key, error: wireError }),
+  z.object({ type: z.literal('reply'), id: count, ok: z.boolean(), value: z.unknown().optional(), error: wireError.optional() }),
+  /** something the client sent was refused */
+  z.object({ type: z.literal('error'), error: wireError }),
+])
+export type ToClientMessage = z.infer<typeof toClientMessage>
+
+// ---------------------------------------------------------------- coordinator → worker
+
+export const toWorkerMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('welcome'), id: z.string(), version: z.number(), resumed: z.boolean() }),
+  z.object({ type: z.literal('function'), hash: z.string(), source: z.string() }),
+  z.object({ type: z.literal('module'), name, source: z.string() }),
+  z.object({
+    type: z.literal('assign'), key, attempt: count,
+    /** function hash; its source came earlier in a `function` message */
+    fn: z.string(),
+    args: bytes,
+    /** dependencies: the worker uses its own copy or fetches the rest */
+    deps: z.array(z.object({ key, nbytes: count })),
+    /** send the encoded result back with `finished` */
+    push: z.boolean(),
+    /** report a digest of the encoded result (redundant runs) */
+    digest: z.boolean().optional(),
+  }),
+  z.object({ type: z.literal('cancel-task'), key, attempt: count }),
+  z.object({ type: z.literal('steal'), key, attempt: count }),
+  z.object({ type: z.literal('free'), keys }),
+  /** store this value (scattered data, or a hand-off from a leaving worker) */
+  z.object({ type: z.literal('put'), key, data: bytes, ...partFields }),
+  /** send me key's data, answer with `data` carrying the same id */
+  z.object({ type: z.literal('fetch'), id: count, key }),
+  /** answer to the worker's own fetch */
+  z.object({ type: z.literal('data'), id: count, key, data: bytes, ...partFields }),
+  z.object({ type: z.literal('data-error'), id: count, key, error: wireError }),
+  /** the coordinator asks the worker to leave (retire done, or shutting down) */
+  z.object({ type: z.literal('goodbye'), reason: text }),
+  z.object({ type: z.literal('error'), error: wireError }),
+])
+export type ToWorkerMessage = z.infer<typeof toWorkerMessage>
+
+// ---------------------------------------------------------------- worker → coordinator
+
+export const workerMessage = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('finished'), key, attempt: count, nbytes: count,
+    /** run time in ms */
+    ms: z.number().nonnegative().finite(),
+    /** hash of the encoded result, when the task asks for redundancy */
+    digest: z.string().max(64).optional(),
+    /** the encoded result, when the assignment said `push` (small values only) */
+    data: bytes.optional(),
+  }),
+  z.object({ type: z.literal('erred'), key, attempt: count, error: wireError, crashed: z.boolean().optional() }),
+  z.object({ type: z.literal('missing'), key, attempt: count, missing: z.array(z.object({ key, holder: z.string().max(64) })).max(LIMITS.keys) }),
+  z.object({ type: z.literal('steal-response'), key, attempt: count, ok: z.boolean() }),
+  /** a `put` was stored */
+  z.object({ type: z.literal('stored'), key, nbytes: count }),
+  /** the worker needs key's data from elsewhere; answered by `data` with the same id */
+  z.object({ type: z.literal('fetch'), id: count, key }),
+  /** answer to the coordinator's fetch */
+  z.object({ type: z.literal('data'), id: count, key, data: bytes, ...partFields }),
+  z.object({ type: z.literal('data-error'), id: count, key, error: wireError }),
+  /** accepting false: paused by the volunteer or past the memory high-water mark */
+  z.object({ type: z.literal('status'), accepting: z.boolean(), memory: count.optional(), spilled: count.optional() }),
+  /** the worker dropped these keys */
+  z.object({ type: z.literal('released'), keys }),
+  /** graceful leave: hand off data, then the coordinator says goodbye */
+  z.object({ type: z.literal('retire') }),
+])
+export type WorkerMessage = z.infer<typeof workerMessage>
+
+// ---------------------------------------------------------------- coordinator → dashboard
+
+export const toDashboardMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('welcome'), id: z.string(), version: z.number(), resumed: z.boolean() }),
+  /** a periodic, bounded snapshot */
+  z.object({ type: z.literal('snapshot'), value: z.unknown() }),
+  z.object({ type: z.literal('error'), error: wireError }),
+])
+export type ToDashboardMessage = z.infer<typeof toDashboardMessage>
+
+/** socket.io event maps, the same on both ends: one event carrying a frame of messages. */
+export interface FrameEvents {
+  /** a msgpack-encoded array of messages */
+  frame: (frame: Uint8Array) => void
+}
+
+/** What a parse failure reports: which message and why, capped so junk can't make the reply huge. */
+export function describeIssues(err: z.ZodError): string {
+  return err.issues.slice(0, 3).map(i => `${i.path.join('.') || '(message)'}: ${i.message}`).join('; ').slice(0, 500)
+}

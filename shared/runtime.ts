@@ -1,0 +1,476 @@
+/**
+ * The worker runtime's main side, the same for a Node agent and a browser tab: it talks
+ * to the coordinator over a Link and drives a pool of threads (worker_threads or Web
+ * Workers) through comlink. It sends each task to the thread that already holds its
+ * data, fetches what no local thread holds through the coordinator, answers the
+ * coordinator's fetches from its threads, and survives a thread that crashes: only that
+ * thread's tasks fail, its data is reported gone, and a new thread takes its place.
+ */
+import * as Comlink from 'comlink'
+import type { Link, LinkStatus } from './link.js'
+import type { ToWorkerMessage, WorkerMessage } from './protocol.js'
+import { PartJoiner, PendingRequests } from './wire.js'
+import { ownBytes, type ExecEvent, type ExecTask, type ExecutorApi } from './executor.js'
+import { toWireError, TimeoutError, type WireError } from './errors.js'
+
+/** A thread as the host made it. */
+export interface ThreadHandle {
+  /** comlink endpoint of the thread (a Worker, or nodeEndpoint(worker) in Node) */
+  endpoint: Comlink.Endpoint
+  /** called once when the thread dies for any reason, with why */
+  onExit(cb: (reason: string) => void): void
+  terminate(): void
+}
+
+export interface RuntimeOptions {
+  /** processes: how many threads */
+  nprocs: number
+  /** threads: tasks each runs at once */
+  nthreads: number
+  /** makes a thread */
+  spawn: () => ThreadHandle
+  /** ms a call into a thread may take before the thread is declared hung. Default 60 s. */
+  callTimeout?: number
+  /** tasks queued in a thread beyond its running ones. Default 64. */
+  lookahead?: number
+  /** log lines go here */
+  log?: (line: string) => void
+}
+
+type Assign = Extract<ToWorkerMessage, { type: 'assign' }>
+
+interface Thread {
+  index: number
+  handle: ThreadHandle
+  api: Comlink.Remote<ExecutorApi>
+  ready: Promise<unknown>
+  alive: boolean
+  /** tasks sent and not reported */
+  inflight: Map<string, Assign>
+  /** keys whose data this thread holds */
+  held: Set<string>
+  fns: Set<string>
+  modules: Set<string>
+  dead: Promise<never>
+  kill: (reason: string) => void
+  started: number
+}
+
+const id = (key: string, attempt: number): string => `${key}@${attempt}`
+
+export class WorkerRuntime {
+  readonly threads: Thread[] = []
+  private readonly functions = new Map<string, string>()
+  private readonly modules = new Map<string, string>()
+  /** assigned, not yet in a thread */
+  private readonly waiting: Assign[] = []
+  /** assignments known, by key@attempt */
+  private readonly known = new Map<string, Assign>()
+  /** finished reports, kept so a reconnect can resend ones that may have been lost */
+  private readonly reports = new Map<string, WorkerMessage>()
+  /** the primary thread holding each key */
+  private readonly where = new Map<string, Thread>()
+  private readonly fetches = new PendingRequests<Uint8Array>()
+  private readonly fetching = new Map<string, Promise<Uint8Array>>()
+  private readonly joiner = new PartJoiner()
+  private readonly opts: Required<RuntimeOptions>
+  private deaths: number[] = []
+  private accepting = true
+  private closed = false
+  /** tasks done, and ms of CPU given, for the page */
+  done = 0
+  busyMs = 0
+  id = ''
+  onStatusChange: (status: LinkStatus | { state: 'welcome'; id: string; resumed: boolean } | { state: 'goodbye'; reason: string }) => void = () => {}
+
+  constructor(readonly link: Link<WorkerMessage, ToWorkerMessage>, options: RuntimeOptions) {
+    this.opts = { callTimeout: 60_000, lookahead: 64, log: () => {}, ...options }
+    for (let i = 0; i < this.opts.nprocs; i++) this.threads.push(this.makeThread(i))
+    link.onMessages = msgs => this.onMessages(msgs)
+    link.onStatus = s => {
+      if (s.state === 'disconnected') this.fetches.rejectAll(new TimeoutError(`connection lost: ${s.reason}`))
+      this.onStatusChange(s)
+    }
+  }
+
+  /** Total tasks the pool runs at once. */
+  get slots(): number { return this.opts.nprocs * this.opts.nthreads }
+
+  private makeThread(index: number): Thread {
+    const handle = this.opts.spawn()
+    const api = Comlink.wrap<ExecutorApi>(handle.endpoint)
+    let kill!: (reason: string) => void
+    const dead = new Promise<never>((_, reject) => { kill = reason => reject(new Error(reason)) })
+    dead.catch(() => {})
+    const t: Thread = {
+      index, handle, api, alive: true, inflight: new Map(), held: new Set(), fns: new Set(), modules: new Set(),
+      dead, kill, started: Date.now(), ready: Promise.resolve(),
+    }
+    handle.onExit(reason => this.threadDied(t, reason))
+    t.ready = this.call(t, 'init', () => api.init(Comlink.proxy((events: ExecEvent[]) => this.onEvents(t, events)), this.opts.nthreads))
+    return t
+  }
+
+  /** A call into a thread with a timeout, failing at once if the thread dies. */
+  private call<T>(t: Thread, what: string, f: () => Promise<T>, timeout = this.opts.callTimeout): Promise<T> {
+    if (!t.alive) return Promise.reject(new Error(`thread ${t.index} is gone`))
+    let timer: TimerHandle | undefined
+    const timed = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new TimeoutError(`thread ${t.index} did not answer ${what} in ${timeout} ms`))
+        this.opts.log(`thread ${t.index} hung in ${what}; replacing it`)
+        t.handle.terminate()
+        this.threadDied(t, `hung in ${what}`)
+      }, timeout)
+    })
+    return Promise.race([f(), t.dead, timed]).finally(() => clearTimeout(timer))
+  }
+
+  private threadDied(t: Thread, reason: string): void {
+    if (!t.alive) return
+    t.alive = false
+    t.kill(reason)
+    const lost: string[] = []
+    for (const key of t.held) {
+      if (this.where.get(key) === t) {
+        this.where.delete(key)
+        if (![...this.threads].some(o => o !== t && o.alive && o.held.has(key))) lost.push(key)
+        else this.where.set(key, this.threads.find(o => o !== t && o.alive && o.held.has(key))!)
+      }
+    }
+    for (const [k, a] of t.inflight) {
+      this.known.delete(k)
+      this.link.send({ type: 'erred', key: a.key, attempt: a.attempt, crashed: true, error: { code: 'task-error', message: `the thread running ${a.key} died: ${reason}`, key: a.key } })
+    }
+    t.inflight.clear()
+    if (lost.length) this.link.send({ type: 'released', keys: lost })
+    if (this.closed) return
+    this.opts.log(`thread ${t.index} died: ${reason}`)
+    // replace it, unless threads keep dying at start (no respawn loop)
+    const now = Date.now()
+    this.deaths = this.deaths.filter(d => now - d < 10_000)
+    this.deaths.push(now)
+    const slot = this.threads.indexOf(t)
+    if (this.deaths.length > 3 * this.opts.nprocs + 3) {
+      this.opts.log('threads keep dying; not replacing them for now')
+      setTimeout(() => { if (!this.closed && slot >= 0 && !this.threads[slot]!.alive) this.replace(slot) }, 5_000)
+      return
+    }
+    if (slot >= 0) this.replace(slot)
+  }
+
+  private replace(slot: number): void {
+    this.threads[slot] = this.makeThread(slot)
+    this.pump()
+  }
+
+  private onMessages(msgs: ToWorkerMessage[]): void {
+    for (const m of msgs) {
+      try { this.onMessage(m) } catch (err) { this.opts.log(`error handling ${m.type}: ${(err as Error).stack}`) }
+    }
+    this.pump()
+  }
+
+  private onMessage(m: ToWorkerMessage): void {
+    switch (m.type) {
+      case 'welcome':
+        this.id = m.id
+        this.link.hello = { ...this.link.hello, resume: m.id } as typeof this.link.hello
+        if (m.resumed) for (const r of this.reports.values()) this.link.send(r)
+        this.onStatusChange({ state: 'welcome', id: m.id, resumed: m.resumed })
+        return
+      case 'function':
+        this.functions.set(m.hash, m.source)
+        return
+      case 'module':
+        this.modules.set(m.name, m.source)
+        for (const t of this.threads) if (t.alive) { t.modules.add(m.name); void this.call(t, 'defineModule', () => t.api.defineModule(m.name, m.source)).catch(() => {}) }
+        return
+      case 'assign': {
+        const k = id(m.key, m.attempt)
+        const report = this.reports.get(k)
+        if (report) { this.link.send(report); return }
+        if (this.known.has(k)) return
+        const a = { ...m, args: ownBytes(m.args) }
+        this.known.set(k, a)
+        this.waiting.push(a)
+        return
+      }
+      case 'cancel-task':
+      case 'steal': {
+        const k = id(m.key, m.attempt)
+        const ok = this.dropWaiting(k)
+        if (m.type === 'cancel-task') {
+          if (!ok) this.cancelInThread(m.key, m.attempt, () => {})
+          return
+        }
+        if (ok) { this.link.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: true }); return }
+        this.cancelInThread(m.key, m.attempt, dropped => this.link.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: dropped }))
+        return
+      }
+      case 'free':
+        this.free(m.keys)
+        return
+      case 'put': {
+        const data = this.joiner.add(`put:${m.key}`, m)
+        if (data) void this.store(m.key, data)
+        return
+      }
+      case 'fetch':
+        void this.serve(m.id, m.key)
+        return
+      case 'data': {
+        const data = this.joiner.add(`fetch:${m.id}`, m)
+        if (data) this.fetches.resolve(m.id, data)
+        return
+      }
+      case 'data-error':
+        this.joiner.drop(`fetch:${m.id}`)
+        this.fetches.reject(m.id, m.error)
+        return
+      case 'goodbye':
+        this.onStatusChange({ state: 'goodbye', reason: m.reason })
+        void this.close()
+        return
+      case 'error':
+        this.opts.log(`the coordinator refused a message: ${m.error.message}`)
+        return
+      default: {
+        const never: never = m
+        this.opts.log(`unknown message ${(never as { type: string }).type}`)
+      }
+    }
+  }
+
+  private dropWaiting(k: string): boolean {
+    const i = this.waiting.findIndex(a => id(a.key, a.attempt) === k)
+    if (i < 0) return false
+    this.waiting.splice(i, 1)
+    this.known.delete(k)
+    return true
+  }
+
+  private cancelInThread(key: string, attempt: number, done: (dropped: boolean) => void): void {
+    const k = id(key, attempt)
+    const t = this.threads.find(th => th.inflight.has(k))
+    if (!t) { done(false); return }
+    this.call(t, 'cancel', () => t.api.cancel(key, attempt)).then(dropped => {
+      if (dropped) { t.inflight.delete(k); this.known.delete(k) }
+      done(dropped)
+      this.pump()
+    }, () => done(false))
+  }
+
+  private free(keys: string[]): void {
+    const byThread = new Map<Thread, string[]>()
+    for (const key of keys) {
+      this.where.delete(key)
+      for (const t of this.threads) if (t.held.delete(key)) {
+        let l = byThread.get(t)
+        if (!l) byThread.set(t, l = [])
+        l.push(key)
+      }
+    }
+    for (const [t, ks] of byThread) void this.call(t, 'free', () => t.api.free(ks)).catch(() => {})
+  }
+
+  private async store(key: string, data: Uint8Array): Promise<void> {
+    const t = this.leastLoaded(true)
+    if (!t) return
+    try {
+      await t.ready
+      const nbytes = await this.call(t, 'put', () => t.api.put(key, Comlink.transfer(ownBytes(data), [ownBytes(data).buffer as ArrayBuffer])))
+      t.held.add(key)
+      this.where.set(key, t)
+      this.link.send({ type: 'stored', key, nbytes })
+    } catch (err) {
+      this.opts.log(`could not store ${key}: ${(err as Error).message}`)
+    }
+  }
+
+  /** Answers the coordinator's fetch of a key we hold. */
+  private async serve(reqId: number, key: string): Promise<void> {
+    const t = this.where.get(key)
+    if (!t || !t.alive) {
+      this.link.send({ type: 'data-error', id: reqId, key, error: { code: 'lost-data', message: `${key} is not held by this worker`, key } })
+      return
+    }
+    try {
+      const data = await this.call(t, 'get', () => t.api.get(key))
+      this.link.send({ type: 'data', id: reqId, key, data })
+    } catch (err) {
+      this.link.send({ type: 'data-error', id: reqId, key, error: toWireError(err, 'lost-data', key) })
+    }
+  }
+
+  private leastLoaded(any = false): Thread | undefined {
+    let best: Thread | undefined
+    for (const t of this.threads) {
+      if (!t.alive) continue
+      if (!any && t.inflight.size >= this.opts.nthreads + this.opts.lookahead) continue
+      if (!best || t.inflight.size < best.inflight.size) best = t
+    }
+    return best
+  }
+
+  /** Hands waiting tasks to threads: to the one holding most of their data, else the least busy. */
+  private pump(): void {
+    if (this.closed || this.waiting.length === 0) return
+    const batches = new Map<Thread, ExecTask[]>()
+    let i = 0
+    const cap = this.opts.nthreads + this.opts.lookahead
+    while (i < this.waiting.length) {
+      const a = this.waiting[i]!
+      let t: Thread | undefined
+      if (a.deps.length) {
+        let bestBytes = -1
+        for (const th of this.threads) {
+          if (!th.alive || th.inflight.size >= cap) continue
+          let b = 0
+          for (const d of a.deps) if (th.held.has(d.key)) b += d.nbytes + 1
+          if (b > bestBytes || (b === bestBytes && t && th.inflight.size < t.inflight.size)) { bestBytes = b; t = th }
+        }
+      } else t = this.leastLoaded()
+      if (!t) { i++; continue }
+      this.waiting.splice(i, 1)
+      const k = id(a.key, a.attempt)
+      t.inflight.set(k, a)
+      const missing = a.deps.filter(d => !t!.held.has(d.key))
+      if (missing.length) {
+        void this.prepare(t, a, missing.map(d => d.key))
+        continue
+      }
+      let batch = batches.get(t)
+      if (!batch) batches.set(t, batch = [])
+      batch.push(this.execTask(t, a))
+    }
+    for (const [t, batch] of batches) this.send(t, batch)
+  }
+
+  private execTask(t: Thread, a: Assign): ExecTask {
+    if (!t.fns.has(a.fn)) {
+      const source = this.functions.get(a.fn)
+      if (source !== undefined) {
+        t.fns.add(a.fn)
+        void this.call(t, 'defineFunction', () => t.api.defineFunction(a.fn, source)).catch(() => {})
+      }
+    }
+    for (const [name, source] of this.modules) if (!t.modules.has(name)) {
+      t.modules.add(name)
+      void this.call(t, 'defineModule', () => t.api.defineModule(name, source)).catch(() => {})
+    }
+    return { key: a.key, attempt: a.attempt, fn: a.fn, args: a.args, deps: a.deps.map(d => d.key), push: a.push, digest: a.digest ?? false }
+  }
+
+  private send(t: Thread, batch: ExecTask[]): void {
+    t.ready.then(() => t.api.run(batch)).catch(err => this.opts.log(`run on thread ${t.index}: ${(err as Error).message}`))
+  }
+
+  /** Brings dependencies the thread lacks (from a sibling thread or through the coordinator), then runs the task. */
+  private async prepare(t: Thread, a: Assign, missing: string[]): Promise<void> {
+    const lostFrom: { key: string; holder: string }[] = []
+    await Promise.all(missing.map(async key => {
+      try {
+        let data: Uint8Array
+        const sibling = this.where.get(key)
+        if (sibling && sibling !== t && sibling.alive) data = await this.call(sibling, 'get', () => sibling.api.get(key))
+        else data = await this.fetchRemote(key)
+        if (!t.alive) return
+        if (!t.held.has(key)) {
+          await this.call(t, 'put', () => t.api.put(key, data))
+          t.held.add(key)
+          if (!this.where.has(key)) this.where.set(key, t)
+        }
+      } catch (err) {
+        lostFrom.push({ key, holder: (err as { holder?: string }).holder ?? '' })
+      }
+    }))
+    const k = id(a.key, a.attempt)
+    if (!t.alive || !t.inflight.has(k)) return
+    if (lostFrom.length) {
+      t.inflight.delete(k)
+      this.known.delete(k)
+      this.link.send({ type: 'missing', key: a.key, attempt: a.attempt, missing: lostFrom })
+      return
+    }
+    this.send(t, [this.execTask(t, a)])
+  }
+
+  private fetchRemote(key: string): Promise<Uint8Array> {
+    let p = this.fetching.get(key)
+    if (!p) {
+      const req = this.fetches.open(this.opts.callTimeout, `fetch ${key}`)
+      this.link.send({ type: 'fetch', id: req.id, key })
+      p = req.promise.finally(() => this.fetching.delete(key))
+      this.fetching.set(key, p)
+    }
+    return p
+  }
+
+  private onEvents(t: Thread, events: ExecEvent[]): void {
+    if (!t.alive) return
+    for (const ev of events) {
+      const k = id(ev.key, ev.attempt)
+      t.inflight.delete(k)
+      this.known.delete(k)
+      if (ev.type === 'finished') {
+        t.held.add(ev.key)
+        this.where.set(ev.key, t)
+        this.done++
+        this.busyMs += ev.ms
+        const msg: WorkerMessage = { type: 'finished', key: ev.key, attempt: ev.attempt, nbytes: ev.nbytes, ms: ev.ms }
+        if (ev.digest) msg.digest = ev.digest
+        this.remember(k, msg)
+        this.link.send(ev.data ? { ...msg, data: ev.data } : msg)
+      } else if (ev.missing?.length) {
+        this.link.send({ type: 'missing', key: ev.key, attempt: ev.attempt, missing: ev.missing.map(key => ({ key, holder: this.id })) })
+      } else {
+        const msg: WorkerMessage = { type: 'erred', key: ev.key, attempt: ev.attempt, error: ev.error }
+        this.remember(k, msg)
+        this.link.send(msg)
+      }
+    }
+    this.pump()
+  }
+
+  private remember(k: string, msg: WorkerMessage): void {
+    this.reports.set(k, msg)
+    if (this.reports.size > 20_000) {
+      let n = 10_000
+      for (const key of this.reports.keys()) { this.reports.delete(key); if (--n === 0) break }
+    }
+  }
+
+  /** Stop taking tasks (the volunteer paused) or take them again. */
+  setAccepting(accepting: boolean): void {
+    this.accepting = accepting
+    this.link.send({ type: 'status', accepting })
+  }
+
+  get isAccepting(): boolean { return this.accepting }
+
+  /** What the page shows: tasks running now, keys held. */
+  stats(): { running: number; queued: number; held: number; done: number; busyMs: number; threads: number } {
+    let running = 0
+    const held = new Set<string>()
+    for (const t of this.threads) {
+      if (!t.alive) continue
+      running += Math.min(t.inflight.size, this.opts.nthreads)
+      for (const k of t.held) held.add(k)
+    }
+    return { running, queued: this.waiting.length + this.threads.reduce((s, t) => s + Math.max(0, t.inflight.size - this.opts.nthreads), 0), held: held.size, done: this.done, busyMs: this.busyMs, threads: this.threads.filter(t => t.alive).length }
+  }
+
+  /** Graceful leave: the coordinator moves wanted data elsewhere, then says goodbye. */
+  retire(): void { this.link.send({ type: 'retire' }) }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.fetches.rejectAll(new Error('worker closed'))
+    this.link.close()
+    for (const t of this.threads) { t.alive = false; t.handle.terminate() }
+  }
+}
+
+export type { WireError }

@@ -250,11 +250,6 @@ function tokenize(src: string): Tok[] {
       push('p', '{')
       continue
     }
-    if (c === 36 && c1 === 123) {
-      // not reachable outside templates, but harmless
-      i++
-      continue
-    }
     let matched = ''
     for (const p of PUNCTS) {
       if (src.startsWith(p, i)) {
@@ -343,21 +338,20 @@ function shapeOf(toks: Tok[], m: Int32Array): Shape {
   return bad('unknown')
 }
 
-const NAMESPACES: Record<string, unknown> = {
-  Math, JSON, Object, Array, Number, String, Date, Reflect, Atomics, Promise, BigInt, Symbol, Intl,
-  ArrayBuffer, Map, Set,
-}
+const NAMESPACES = [
+  'Math', 'JSON', 'Object', 'Array', 'Number', 'String', 'Date', 'Reflect', 'Atomics', 'Promise', 'BigInt',
+  'Symbol', 'Intl', 'ArrayBuffer', 'Map', 'Set', 'console', 'crypto', 'performance',
+]
 
 /** Best guess of how user code refers to a native function, e.g. "Math.random". */
 function nativePath(fn: Function): string {
   const name = fn.name
   const g = globalThis as Record<string, unknown>
   if (name && g[name] === fn) return name
-  for (const [ns, obj] of Object.entries(NAMESPACES)) {
+  for (const ns of NAMESPACES) {
+    const obj = g[ns]
     if (obj && name && (obj as Record<string, unknown>)[name] === fn) return `${ns}.${name}`
   }
-  const c = (globalThis as unknown as { console?: Record<string, unknown> }).console
-  if (c && name && c[name] === fn) return `console.${name}`
   return name ? `obj.${name}` : 'f'
 }
 
@@ -406,7 +400,7 @@ const bySource = new Map<string, string>()
 const BY_SOURCE_MAX = 1000
 
 function sanitizeName(name: string): string {
-  const s = name.replace(/[^A-Za-z0-9_$.-]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 64)
+  const s = name.replace(/[^A-Za-z0-9_$.-]+/g, '_').slice(0, 64)
   return s === '' || s === 'anonymous' ? 'lambda' : s
 }
 
@@ -459,7 +453,6 @@ export function serializeFunction(fn: unknown): TaskFunction {
 /** Syntax check in the worker's strict mode, when eval is allowed here (it may be blocked by a CSP). */
 function checkCompiles(source: string): void {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-implied-eval
     new Function('"use strict";\nreturn (' + source + '\n)')
   } catch (e) {
     if (e instanceof SyntaxError) {
@@ -506,7 +499,7 @@ export class FunctionCache {
   private readonly names: string[]
   private readonly values: unknown[]
   private readonly max: number
-  private readonly fns = new Map<string, (...args: unknown[]) => unknown>()
+  private readonly fns = new Map<string, { source: string; fn: (...args: unknown[]) => unknown }>()
 
   constructor(globals: Record<string, unknown> = {}, max = 1000) {
     this.names = Object.keys(globals)
@@ -529,17 +522,21 @@ export class FunctionCache {
     this.fns.clear()
   }
 
+  /**
+   * The compiled, wrapped function for `source`. Cached by `hash`; a hit whose source
+   * differs from the cached one (a wrong or colliding hash) is recompiled, never reused.
+   * Throws `FunctionError` when the source does not compile or is not a function.
+   */
   compile(hash: string, source: string): (...args: unknown[]) => unknown {
     const hit = this.fns.get(hash)
-    if (hit) {
+    if (hit && hit.source === source) {
       // refresh LRU position
       this.fns.delete(hash)
       this.fns.set(hash, hit)
-      return hit
+      return hit.fn
     }
     let fn: unknown
     try {
-      // eslint-disable-next-line @typescript-eslint/no-implied-eval
       const factory = new Function(...this.names, '"use strict";\nreturn (' + source + '\n)') as (
         ...a: unknown[]
       ) => unknown
@@ -554,7 +551,8 @@ export class FunctionCache {
       throw new FunctionError(`task function ${hash} (${snippet(source)}) does not evaluate to a function`)
     }
     const wrapped = wrap(fn as (...args: unknown[]) => unknown, source)
-    this.fns.set(hash, wrapped)
+    this.fns.delete(hash)
+    this.fns.set(hash, { source, fn: wrapped })
     while (this.fns.size > this.max) {
       const oldest = this.fns.keys().next().value as string
       this.fns.delete(oldest)
@@ -592,7 +590,7 @@ function wrap(fn: (...args: unknown[]) => unknown, source: string): (...args: un
 // freeVariables
 // ---------------------------------------------------------------------------------------
 
-/** Names that are always available to a task (ES, worker and Node globals, plus importModule). */
+/** Names that are always available to a task (ES and web-worker globals, plus importModule). */
 export const KNOWN_GLOBALS: ReadonlySet<string> = new Set([
   // ES
   'globalThis', 'undefined', 'NaN', 'Infinity', 'eval', 'isFinite', 'isNaN', 'parseFloat', 'parseInt',
@@ -613,10 +611,12 @@ export const KNOWN_GLOBALS: ReadonlySet<string> = new Set([
   'ByteLengthQueuingStrategy', 'CountQueuingStrategy', 'CompressionStream', 'DecompressionStream',
   'DOMException', 'navigator', 'self', 'location', 'origin', 'isSecureContext', 'reportError',
   'OffscreenCanvas', 'ImageData', 'ImageBitmap', 'createImageBitmap', 'indexedDB', 'caches', 'WebSocket',
-  'Worker', 'FileReader', 'FileReaderSync', 'XMLHttpRequest', 'postMessage', 'close', 'name',
-  'requestAnimationFrame', 'cancelAnimationFrame', 'Intl', 'GPUBufferUsage', 'GPUMapMode',
-  'GPUShaderStage', 'GPUTextureUsage', 'CryptoKey', 'SubtleCrypto', 'Crypto', 'Performance',
-  'setImmediate', 'clearImmediate', 'process', 'Buffer', 'global',
+  'Worker', 'FileReader', 'FileReaderSync', 'XMLHttpRequest', 'requestAnimationFrame',
+  'cancelAnimationFrame', 'GPUBufferUsage', 'GPUMapMode', 'GPUShaderStage', 'GPUTextureUsage', 'CryptoKey',
+  'SubtleCrypto', 'Crypto', 'Performance',
+  // Deliberately absent: `name`, `close`, `postMessage`, `origin` exist on a browser worker's `self`, so a
+  // captured `name` would silently read the worker's name; Node-only `process`, `Buffer`, `global`,
+  // `setImmediate` do not exist in browser workers. These are reported (pass them in `extra` to allow).
   // tabgrid
   'importModule',
 ])

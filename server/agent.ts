@@ -34,7 +34,7 @@ export function spawnThread(): ThreadHandle {
     exited = true
     for (const cb of exitCbs) cb(reason)
   }
-  worker.on('error', err => fire(`error: ${err.message}`))
+  worker.on('error', (err: Error) => fire(`error: ${err.message}`))
   worker.on('exit', code => fire(`exited with code ${code}`))
   return {
     endpoint: nodeEndpoint(worker) as Comlink.Endpoint,

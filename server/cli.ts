@@ -85,15 +85,14 @@ cli.command('worker <url>', 'Join a coordinator as a Node worker')
 
 cli.help()
 cli.version(version)
-cli.on('command:*', () => {
-  console.error(`tabgrid: unknown command "${cli.args.join(' ')}"; try tabgrid --help`)
-  process.exit(2)
-})
 
 try {
   cli.parse(process.argv, { run: false })
-  if (!cli.matchedCommand && !cli.options.help && !cli.options.version) cli.outputHelp()
-  else await cli.runMatchedCommand()
+  if (cli.matchedCommand) await cli.runMatchedCommand()
+  else if (cli.args.length) {
+    console.error(`tabgrid: unknown command "${cli.args.join(' ')}"; try tabgrid --help`)
+    process.exit(2)
+  } else if (!cli.options.help && !cli.options.version) cli.outputHelp()
 } catch (err) {
   console.error(`tabgrid: ${(err as Error).message}`)
   process.exit(2)

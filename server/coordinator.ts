@@ -43,7 +43,7 @@ interface Peer {
   name: string
   bad: number
   joiner: PartJoiner
-  graceTimer: TimerHandle | undefined
+  graceTimer: ReturnType<typeof setTimeout> | undefined
 }
 interface WorkerPeer extends Peer {
   role: 'worker'

@@ -8,7 +8,7 @@
  * by accident; call `f.result()`.
  */
 import type { Client } from './client.js'
-import { CancelledError, TabgridError, TimeoutError } from './errors.js'
+import { TabgridError, TimeoutError } from './errors.js'
 import { describe, resolveWaitOptions, type WaitOptions } from './options.js'
 
 /**
@@ -323,15 +323,20 @@ export function wait<T>(futures: Iterable<Future<T>> | Future<T>, options?: Wait
  * [...partitionAll(2, [1, 2, 3])]   // [[1, 2], [3]]
  * ```
  */
-export function* partitionAll<T>(n: number, iterable: Iterable<T>): Generator<T[], void, undefined> {
+export function partitionAll<T>(n: number, iterable: Iterable<T>): Generator<T[], void, undefined> {
+  // checked here, not inside the generator, so a bad call fails where it is made
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) throw new RangeError(`partitionAll: n must be a whole number ≥ 1, got ${describe(n)}`)
   if (iterable === null || typeof (iterable as Iterable<T> | undefined)?.[Symbol.iterator] !== 'function') {
     throw new TypeError(`partitionAll: expected an iterable (an array, a Set, a generator…), got ${describe(iterable)}`)
   }
-  if (Array.isArray(iterable)) {
-    for (let i = 0; i < iterable.length; i += n) yield iterable.slice(i, i + n)
-    return
-  }
+  return Array.isArray(iterable) ? sliceArray(n, iterable as T[]) : chunkIterable(n, iterable)
+}
+
+function* sliceArray<T>(n: number, a: readonly T[]): Generator<T[], void, undefined> {
+  for (let i = 0; i < a.length; i += n) yield a.slice(i, i + n)
+}
+
+function* chunkIterable<T>(n: number, iterable: Iterable<T>): Generator<T[], void, undefined> {
   let chunk: T[] = []
   for (const item of iterable) {
     chunk.push(item)

@@ -50,7 +50,7 @@ export function connectLink<Out extends object, In extends object>(url: string, 
   const outbox = new Outbox<Out>(msgs => { socket.emit('frame', encodeFrame(msgs)) })
   let closed = false
   let everConnected = false
-  const link: Link<Out, In> = {
+  const link: Link<Out, In> = withEarlyBuffer({
     hello,
     send: msg => outbox.push(msg),
     flush: () => outbox.flush(),
@@ -65,7 +65,7 @@ export function connectLink<Out extends object, In extends object>(url: string, 
       link.onStatus({ state: 'closed', reason: 'closed by this side' })
     },
     get connected() { return socket.connected },
-  }
+  })
   socket.on('frame', (frame: unknown) => {
     let msgs: unknown[]
     try { msgs = decodeFrame(frame) } catch (err) {
@@ -111,7 +111,7 @@ export function memoryLinkPair<A extends object, B extends object>(helloA: Hello
   let closed = false
   const make = <O extends object, I extends object>(hello: Hello, deliver: (msgs: O[]) => void): Link<O, I> => {
     const outbox = new Outbox<O>(msgs => deliver(msgs))
-    const link: Link<O, I> = {
+    const link: Link<O, I> = withEarlyBuffer({
       hello,
       send: msg => outbox.push(msg),
       flush: () => outbox.flush(),
@@ -125,10 +125,27 @@ export function memoryLinkPair<A extends object, B extends object>(helloA: Hello
         b.onStatus({ state: 'closed', reason: 'closed' })
       },
       get connected() { return !closed },
-    }
+    })
     return link
   }
   const a: Link<A, B> = make<A, B>(helloA, msgs => b.onMessages(msgs))
   const b: Link<B, A> = make<B, A>(helloB, msgs => a.onMessages(msgs))
   return [a, b]
+}
+
+/**
+ * Messages can arrive before the link's owner has set `onMessages` (the welcome comes in
+ * the same packet as the connect): keep them until a handler is set, then hand them over.
+ */
+function withEarlyBuffer<O extends object, I extends object>(link: Link<O, I>): Link<O, I> {
+  let handler: ((msgs: I[]) => void) | undefined
+  const early: I[][] = []
+  Object.defineProperty(link, 'onMessages', {
+    get: () => (msgs: I[]) => { if (handler) handler(msgs); else early.push(msgs) },
+    set: (h: (msgs: I[]) => void) => {
+      handler = h
+      while (early.length) h(early.shift()!)
+    },
+  })
+  return link
 }

@@ -1,0 +1,187 @@
+/**
+ * The scheduler's records: one per task, worker, client and attempt. Plain classes
+ * with every field initialised in the constructor (one hidden class each, no
+ * closures, no per-task maps): a queued task costs a few hundred bytes, so a million
+ * of them fit the design's 1 kB-per-task budget with room for the coordinator.
+ * Collections are allocated lazily and only where a task needs them.
+ */
+import type { WireError } from '../shared/errors.js'
+import type { TaskStatus, WorkerKind } from './scheduler-types.js'
+
+/** A task's status, plus 'new' while a submit is being admitted. */
+export type Status = TaskStatus | 'new'
+
+/** The statuses in which a task still has to run and holds its dependencies' interest. */
+export function isActive(s: Status): boolean {
+  return s === 'waiting' || s === 'queued' || s === 'processing'
+}
+
+/** One story entry without its key (entries are shared between tasks of one event). */
+export interface Entry {
+  readonly from: Status
+  readonly to: TaskStatus
+  readonly stimulus: string
+  readonly worker: string | undefined
+  readonly now: number
+  readonly note: string | undefined
+}
+
+export const NO_TASKS: readonly TaskState[] = Object.freeze([]) as readonly TaskState[]
+
+export class ClientState {
+  /** Fair-turn counter per priority level. */
+  readonly turns = new Map<number, number>()
+  /** How many tasks list this client as a wanter (lets client-removed skip a scan). */
+  wanted = 0
+  constructor(readonly id: string) {}
+}
+
+/** One assignment of a task to a worker (or, with `put`, one put-data of scattered data). */
+export class Attempt {
+  live = true
+  /** The worker a steal-request was sent for; null when no steal is pending. */
+  thief: WorkerState | null = null
+  /** The victim refused a steal once: don't ask again. */
+  denied = false
+  constructor(readonly id: number, readonly task: TaskState, readonly worker: WorkerState, readonly put: boolean) {}
+}
+
+/** A finished run of a redundant task, waiting for enough runs to agree. */
+export interface Report { readonly worker: WorkerState; readonly digest: string; readonly nbytes: number }
+
+/** Per-task bookkeeping for redundancy > 1, allocated only for such tasks. */
+export class Redundancy {
+  results: Report[] = []
+  /** ids of workers that ran or run an attempt (k runs must be on distinct workers) */
+  tried: string[] = []
+  /** finished reports counted towards the 2k+1 limit */
+  reports = 0
+}
+
+export class TaskState {
+  status: Status = 'new'
+  deps: readonly TaskState[] = NO_TASKS
+  dependents: Set<TaskState> | null = null
+  /** client ids: one string for the common single-client case, an array beyond */
+  wanters: string | string[] | null = null
+  /** workers holding the data; non-null only in memory */
+  holders: WorkerState[] | null = null
+  /** live attempts */
+  attempts: Attempt[] | null = null
+  /** clients waiting for send-data once the task is in memory */
+  gatherers: string[] | null = null
+  /** one entry, or a ring of at most storyLength entries starting at storyHead */
+  story: Entry | Entry[] | null = null
+  storyHead = 0
+  error: WireError | null = null
+  redundant: Redundancy | null = null
+  /** runs lost with a worker that died or crashed (the killed-worker rule) */
+  failures = 0
+  turn = -1
+  seq = -1
+  heapIndex = -1
+  /** dependencies not in memory (kept for active tasks only) */
+  waitingOn = 0
+  /** dependents in waiting/queued/processing */
+  activeDependents = 0
+
+  constructor(
+    readonly key: string,
+    readonly fn: string | null,
+    readonly group: string,
+    readonly priority: number,
+    public retries: number,
+    readonly redundancy: number,
+    readonly restrict: readonly string[] | null,
+    /** encoded argument size while not computed; result size once in memory */
+    public nbytes: number,
+    readonly owner: ClientState,
+  ) {}
+}
+
+export class WorkerState {
+  alive = true
+  accepting = true
+  retiring = false
+  retireDone = false
+  /** accepting, not retiring, alive (cached for the open-worker count) */
+  open = false
+  inIdle = false
+  inSaturated = false
+  /** index in the scheduler's list of workers with free capacity, −1 if not there */
+  freeIndex = -1
+  /** live task attempts */
+  readonly attempts = new Set<Attempt>()
+  /** attempts in assignment order; dead ones are skipped and compacted away */
+  order: Attempt[] = []
+  /** pending put-data of scattered values */
+  puts: Set<Attempt> | null = null
+  readonly holds = new Set<TaskState>()
+  /** redundant tasks with a result of this worker still under vote */
+  reported: Set<TaskState> | null = null
+  /** keys being handed off while retiring */
+  handoffs: Set<TaskState> | null = null
+  nbytes = 0
+  pendingBytes = 0
+  done = 0
+  /** steal-requests sent on this worker's behalf, not yet answered */
+  incoming = 0
+  /** own attempts with a steal-request pending */
+  stealing = 0
+  /** scratch space for placement (bytes of a task's deps held here), valid when scratchMark matches */
+  scratch = 0
+  scratchMark = 0
+
+  constructor(
+    readonly id: string,
+    readonly name: string,
+    readonly kind: WorkerKind,
+    readonly slots: number,
+    readonly since: number,
+    /** join order, the tie-breaker that makes placement deterministic */
+    readonly seq: number,
+  ) {}
+}
+
+// Wanters are a string for one client and an array beyond: most tasks have one.
+
+export function hasWanter(t: TaskState, client: string): boolean {
+  const w = t.wanters
+  return w === client || (Array.isArray(w) && w.includes(client))
+}
+
+/** Adds a wanter; false if it was already there. */
+export function addWanter(t: TaskState, client: string): boolean {
+  const w = t.wanters
+  if (w === null) t.wanters = client
+  else if (typeof w === 'string') {
+    if (w === client) return false
+    t.wanters = [w, client]
+  } else {
+    if (w.includes(client)) return false
+    w.push(client)
+  }
+  return true
+}
+
+/** Removes a wanter; false if it was not there. */
+export function removeWanter(t: TaskState, client: string): boolean {
+  const w = t.wanters
+  if (w === null) return false
+  if (typeof w === 'string') {
+    if (w !== client) return false
+    t.wanters = null
+    return true
+  }
+  const i = w.indexOf(client)
+  if (i < 0) return false
+  w.splice(i, 1)
+  if (w.length === 1) t.wanters = w[0] as string
+  else if (w.length === 0) t.wanters = null
+  return true
+}
+
+export function wanterList(t: TaskState): string[] {
+  const w = t.wanters
+  return w === null ? [] : typeof w === 'string' ? [w] : w.slice()
+}

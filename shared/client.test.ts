@@ -1,0 +1,590 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { Client, setLocalClusterFactory } from './client.js'
+import { Future } from './future.js'
+import { memoryLinkPair, type Link } from './link.js'
+import type { ClientMessage, ToClientMessage } from './protocol.js'
+import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
+import { FutureRef, decodeValue, encodeValue } from './codec.js'
+import { splitParts } from './wire.js'
+import { CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError } from './errors.js'
+
+type Msg<T extends ClientMessage['type']> = Extract<ClientMessage, { type: T }>
+
+/** A client over a memory link, with the test playing the coordinator. */
+function harness() {
+  const [clientSide, coordinator] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
+  const frames: ClientMessage[][] = []
+  coordinator.onMessages = msgs => { frames.push(msgs) }
+  const client = Client.fromLink(clientSide)
+  const all = (): ClientMessage[] => frames.flat()
+  const of = <T extends ClientMessage['type']>(type: T): Msg<T>[] => all().filter((m): m is Msg<T> => m.type === type)
+  const send = (...msgs: ToClientMessage[]): void => { for (const m of msgs) coordinator.send(m) }
+  return { client, clientSide, coordinator, frames, all, of, send, clear: () => { frames.length = 0 } }
+}
+
+/** lets queued microtasks and the memory link deliver */
+const tick = (): Promise<void> => new Promise(resolve => setTimeout(resolve, 0))
+
+const closers: Client[] = []
+afterEach(async () => { for (const c of closers.splice(0)) await c.close() })
+function track<T extends { client: Client }>(h: T): T { closers.push(h.client); return h }
+
+describe('submit', () => {
+  it('batches 10,000 submits in one turn into one submit message, with the function sent once', async () => {
+    const h = track(harness())
+    const inc = (x: number): number => x + 1
+    const fs: Future<number>[] = []
+    for (let i = 0; i < 10_000; i++) fs.push(h.client.submit(inc, i))
+    expect(h.frames).toHaveLength(0) // nothing leaves before the turn ends
+    await tick()
+    expect(h.frames).toHaveLength(1)
+    const [fn, submit, ...rest] = h.frames[0]!
+    expect(rest).toHaveLength(0)
+    expect(fn).toMatchObject({ type: 'function' })
+    expect(submit!.type).toBe('submit')
+    const tasks = (submit as Msg<'submit'>).tasks
+    expect(tasks).toHaveLength(10_000)
+    expect(new Set(tasks.map(t => t.key)).size).toBe(10_000)
+    expect(tasks[0]!.key).toMatch(/^inc-[0-9a-f]{16}$/)
+    expect(tasks[0]!.fn).toBe((fn as Msg<'function'>).hash)
+    expect(tasks[0]!.group).toBe('inc')
+    expect(decodeValue(tasks[7]!.args)).toEqual([7])
+    expect(fs[7]!.key).toBe(tasks[7]!.key)
+    // a later turn does not send the function again
+    h.client.submit(inc, -1)
+    await tick()
+    expect(h.of('function')).toHaveLength(1)
+    expect(h.of('submit')).toHaveLength(2)
+  })
+
+  it('gives the same key to the same function and arguments (pure), and unique keys with pure: false', async () => {
+    const h = track(harness())
+    const add = (a: number, b: number): number => a + b
+    const a = h.client.submit(add, 1, 2)
+    const b = h.client.submit(add, 1, 2)
+    const c = h.client.submit(add, 2, 1)
+    expect(a.key).toBe(b.key)
+    expect(a.key).not.toBe(c.key)
+    const impure = h.client.with({ pure: false })
+    const r1 = impure.submit(() => Math.random())
+    const r2 = impure.submit(() => Math.random())
+    expect(r1.key).not.toBe(r2.key)
+    await tick()
+    expect(h.of('submit').flatMap(m => m.tasks).map(t => t.key)).toEqual([a.key, c.key, r1.key, r2.key])
+    // one record: the shared key finishes for both
+    h.send({ type: 'key-state', key: a.key, state: 'memory' })
+    await tick()
+    expect(a.status).toBe('finished')
+    expect(b.status).toBe('finished')
+  })
+
+  it('replaces futures in arguments (nested in arrays, objects, Maps and Sets) by refs and lists them as deps', async () => {
+    const h = track(harness())
+    const x = h.client.submit(() => 1)
+    const y = h.client.submit(() => 2)
+    const z = h.client.submit(() => 3)
+    const w = h.client.submit(() => 4)
+    const user = { list: [x, 5], nested: { y } }
+    const t = h.client.submit((...args: unknown[]) => args.length, user, new Map([['z', z]]), new Set([w]), x)
+    await tick()
+    const task = h.of('submit').flatMap(m => m.tasks).find(k => k.key === t.key)!
+    expect(new Set(task.deps)).toEqual(new Set([x.key, y.key, z.key, w.key]))
+    expect(task.deps).toHaveLength(4)
+    const args = decodeValue(task.args) as [{ list: unknown[]; nested: { y: unknown } }, Map<string, unknown>, Set<unknown>, unknown]
+    expect(args[0].list[0]).toEqual(new FutureRef(x.key))
+    expect(args[0].list[1]).toBe(5)
+    expect(args[0].nested.y).toEqual(new FutureRef(y.key))
+    expect(args[1].get('z')).toEqual(new FutureRef(z.key))
+    expect([...args[2]][0]).toEqual(new FutureRef(w.key))
+    expect(args[3]).toEqual(new FutureRef(x.key))
+    // the caller's objects are not touched
+    expect(user.list[0]).toBe(x)
+    // dependencies are in the same submit message, before the task that needs them
+    const keys = h.of('submit').flatMap(m => m.tasks).map(k => k.key)
+    expect(keys.indexOf(x.key)).toBeLessThan(keys.indexOf(t.key))
+  })
+
+  it('sends per-call options with each task', async () => {
+    const h = track(harness())
+    const f = h.client.with({ priority: 10, retries: 2, workers: 'tab-1', redundancy: 3 }).submit((a: number) => a, 1)
+    const k = h.client.with({ key: 'my-key' }).submit((a: number) => a, 1)
+    await tick()
+    const tasks = h.of('submit').flatMap(m => m.tasks)
+    expect(tasks[0]).toMatchObject({ key: f.key, priority: 10, retries: 2, workers: ['tab-1'], redundancy: 3 })
+    expect(tasks[1]).toMatchObject({ key: 'my-key' })
+    expect(tasks[1]).not.toHaveProperty('priority')
+  })
+
+  it('refuses functions and arguments that cannot travel, synchronously, with a SerializationError', () => {
+    const h = track(harness())
+    expect(() => h.client.submit(Math.random)).toThrow(SerializationError)
+    expect(() => h.client.submit(Math.random)).toThrow(/native function Math\.random.*wrap it/)
+    const obj = { double(x: number) { return x * 2 } }
+    expect(() => h.client.submit(obj.double, 1)).toThrow(/method shorthand/)
+    const y = 10
+    expect(() => h.client.submit((x: number) => x + y, 1)).toThrow(SerializationError)
+    expect(() => h.client.submit((x: number) => x + y, 1)).toThrow(/uses `y`, which would be undefined on the worker: .*pass it as an argument or define it inside the function/)
+    let err: unknown
+    try { h.client.submit((a: unknown, b: unknown) => [a, b], 1, { cb: () => 1 }) } catch (e) { err = e }
+    expect(err).toBeInstanceOf(SerializationError)
+    expect((err as Error).message).toContain('args[1].cb')
+    expect((err as { path: string }).path).toBe('args[1].cb')
+    expect(() => h.client.submit('x => x' as unknown as () => void)).toThrow(/expected a function/)
+  })
+
+  it('refuses futures of another client and released futures as arguments', () => {
+    const h = track(harness())
+    const other = track(harness())
+    const x = other.client.submit(() => 1)
+    expect(() => h.client.submit((a: number) => a, x)).toThrow(/another client/)
+    const y = h.client.submit(() => 2)
+    y.release()
+    expect(() => h.client.submit((a: number) => a, y)).toThrow(/released/)
+  })
+
+  it('refuses task arguments too big for one frame with a TooLargeError that says to scatter', () => {
+    const h = track(harness())
+    const big = new Uint8Array(LIMITS.frameBytes)
+    expect(() => h.client.submit((a: Uint8Array) => a.length, big)).toThrow(TooLargeError)
+    expect(() => h.client.submit((a: Uint8Array) => a.length, big)).toThrow(/client\.scatter/)
+  })
+})
+
+describe('map', () => {
+  it('zips iterables, stopping at the shortest, one task per item', async () => {
+    const h = track(harness())
+    const fs = h.client.map((a: number, b: string) => `${a}${b}`, [1, 2, 3], new Set(['a', 'b']))
+    expect(fs).toHaveLength(2)
+    await tick()
+    const tasks = h.of('submit').flatMap(m => m.tasks)
+    expect(tasks.map(t => decodeValue(t.args))).toEqual([[1, 'a'], [2, 'b']])
+    function* naturals(): Generator<number> { for (let i = 0; ; i++) yield i }
+    expect(h.client.map((a: number, b: number) => a * b, naturals(), [5, 6, 7])).toHaveLength(3)
+    expect(h.client.map((a: number) => a, [])).toEqual([])
+  })
+
+  it('takes futures as items, key prefixes and key lists', async () => {
+    const h = track(harness())
+    const xs = h.client.map((i: number) => i, [1, 2])
+    const ys = h.client.map((x: number) => x * 2, xs)
+    await tick()
+    const tasks = h.of('submit').flatMap(m => m.tasks)
+    expect(tasks.find(t => t.key === ys[1]!.key)!.deps).toEqual([xs[1]!.key])
+    expect(h.client.with({ key: 'load' }).map((i: number) => i, [1])[0]!.key).toMatch(/^load-[0-9a-f]{16}$/)
+    expect(h.client.with({ key: ['a', 'b'] }).map((i: number) => i, [1, 2]).map(f => f.key)).toEqual(['a', 'b'])
+    expect(() => h.client.with({ key: ['a'] }).map((i: number) => i, [1, 2])).toThrow(/1 keys for 2 items/)
+  })
+
+  it('names the item that cannot travel and releases the futures it made', async () => {
+    const h = track(harness())
+    expect(() => h.client.map((a: unknown) => a, [1, 2, Symbol('no')])).toThrow(/map item 2: .*args\[0\]/)
+    await tick()
+    const submitted = h.of('submit').flatMap(m => m.tasks).map(t => t.key)
+    expect(submitted).toHaveLength(2)
+    expect(h.of('release').flatMap(m => m.keys)).toEqual(submitted)
+    expect(() => h.client.map((a: number) => a, 5 as unknown as number[])).toThrow(/argument 2 must be an iterable/)
+    expect(() => (h.client.map as (f: unknown) => unknown)((a: number) => a)).toThrow(/at least one iterable/)
+  })
+
+  it('measures the client-side cost of map over 100,000 items', async () => {
+    const h = track(harness())
+    const seq = Array.from({ length: 100_000 }, (_, i) => i)
+    const f = (x: number): number => x * 2
+    h.client.map(f, seq.slice(0, 1000)) // warm up
+    await tick()
+    h.clear()
+    const t0 = performance.now()
+    const fs = h.client.map(f, seq)
+    const t1 = performance.now()
+    await tick()
+    const t2 = performance.now()
+    console.log(`map over 100,000 items: ${((t1 - t0) * 1000 / 1e5).toFixed(2)} µs per item to make the futures, ${((t2 - t0) * 1000 / 1e5).toFixed(2)} µs per item including the flush to the link`)
+    expect(fs).toHaveLength(100_000)
+    const submits = h.of('submit')
+    expect(submits.reduce((n, m) => n + m.tasks.length, 0)).toBe(100_000 - 1000)
+    for (const m of submits) expect(m.tasks.length).toBeLessThanOrEqual(LIMITS.keys)
+  })
+})
+
+describe('gather', () => {
+  it('keeps the nesting of its input and sends one gather message', async () => {
+    const h = track(harness())
+    const [a, b, c] = h.client.map((i: number) => i, [1, 2, 3]) as [Future<number>, Future<number>, Future<number>]
+    await tick()
+    h.clear()
+    const p = h.client.gather({ list: [a, b, 'plain'], map: new Map([['c', c]]), set: new Set([a]), n: 7, again: a })
+    await tick()
+    expect(h.of('gather')).toHaveLength(1)
+    expect(h.of('gather')[0]!.keys.sort()).toEqual([a.key, b.key, c.key].sort())
+    h.send(
+      { type: 'data', key: a.key, data: encodeValue(10) },
+      { type: 'data', key: b.key, data: encodeValue({ deep: [20] }) },
+      { type: 'data', key: c.key, data: encodeValue('thirty') },
+    )
+    const out = await p
+    expect(out).toEqual({ list: [10, { deep: [20] }, 'plain'], map: new Map([['c', 'thirty']]), set: new Set([10]), n: 7, again: 10 })
+    expect(await h.client.gather([])).toEqual([])
+    expect(await h.client.gather(5)).toBe(5)
+  })
+
+  it('decodes once and hands the value to everyone waiting; result() fetches again later', async () => {
+    const h = track(harness())
+    const f = h.client.submit(() => [1, 2, 3])
+    const g = h.client.submit(() => [1, 2, 3])
+    const p1 = f.result()
+    const p2 = g.result()
+    const p3 = h.client.gather([f, g])
+    await tick()
+    expect(h.of('gather').flatMap(m => m.keys)).toEqual([f.key])
+    h.send({ type: 'data', key: f.key, data: encodeValue([1, 2, 3]) })
+    const [v1, v2, [v3]] = await Promise.all([p1, p2, p3])
+    expect(v1).toEqual([1, 2, 3])
+    expect(v2).toBe(v1)
+    expect(v3).toBe(v1)
+    expect(f.status).toBe('finished')
+    const again = f.result()
+    await tick()
+    expect(h.of('gather').flatMap(m => m.keys)).toEqual([f.key, f.key])
+    h.send({ type: 'data', key: f.key, data: encodeValue([1, 2, 3]) })
+    expect(await again).toEqual([1, 2, 3])
+  })
+
+  it('joins data that arrives in parts', async () => {
+    const h = track(harness())
+    const f = h.client.submit((n: number) => new Float64Array(n), 100_000)
+    const p = f.result()
+    const big = new Float64Array(100_000).map((_, i) => i * 0.5)
+    const data = encodeValue(big)
+    // equal parts: the size PartJoiner assumes for every part but the last
+    const parts = splitParts({ type: 'data' as const, key: f.key, data }, Math.ceil(data.byteLength / 8))
+    expect(parts).toHaveLength(8)
+    await tick()
+    h.send(...parts)
+    expect(await p).toEqual(big)
+  })
+
+  it('rejects with the named error classes', async () => {
+    const h = track(harness())
+    const [t, c, l, d] = h.client.map((i: number) => i, [1, 2, 3, 4])
+    const results = [t, c, l, d].map(f => f!.result())
+    for (const r of results) r.catch(() => {})
+    h.send(
+      { type: 'key-state', key: t!.key, state: 'erred', error: { code: 'task-error', message: 'boom', name: 'RangeError', stack: 'RangeError: boom\n    at task (worker.js:1:1)' } },
+      { type: 'key-state', key: c!.key, state: 'cancelled' },
+      { type: 'key-state', key: l!.key, state: 'lost' },
+      { type: 'data-error', key: d!.key, error: { code: 'lost-data', message: 'no worker holds it' } },
+    )
+    const e1 = await results[0]!.catch((e: unknown) => e) as TaskError
+    expect(e1).toBeInstanceOf(TaskError)
+    expect(e1.message).toBe('boom')
+    expect(e1.remoteName).toBe('RangeError')
+    expect(e1.remoteStack).toContain('worker.js:1:1')
+    expect(e1.key).toBe(t!.key)
+    await expect(results[1]).rejects.toBeInstanceOf(CancelledError)
+    await expect(results[2]).rejects.toBeInstanceOf(LostDataError)
+    await expect(results[3]).rejects.toBeInstanceOf(LostDataError)
+    expect([t!.status, c!.status, l!.status]).toEqual(['error', 'cancelled', 'lost'])
+    expect(await t!.exception()).toBe(e1)
+    await expect(h.client.gather([d, t])).rejects.toBeInstanceOf(Error)
+  })
+
+  it('surfaces refused messages: on the future named by the error, else one warning per code', async () => {
+    const h = track(harness())
+    const f = h.client.submit(() => 1)
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    h.send(
+      { type: 'error', error: { code: 'bad-message', message: 'bad task', key: f.key } },
+      { type: 'error', error: { code: 'too-large', message: 'frame too big' } },
+      { type: 'error', error: { code: 'too-large', message: 'frame too big again' } },
+    )
+    await tick()
+    expect(f.status).toBe('error')
+    await expect(f.result()).rejects.toThrow('bad task')
+    expect(warn).toHaveBeenCalledTimes(1)
+    expect(String(warn.mock.calls[0]![0])).toContain('frame too big')
+    warn.mockRestore()
+  })
+})
+
+describe('release and cancel', () => {
+  it('counts references per key and sends release when the last Future lets go', async () => {
+    const h = track(harness())
+    const fn = (x: number): number => x
+    const a = h.client.submit(fn, 1)
+    const b = h.client.submit(fn, 1)
+    await tick()
+    a.release()
+    a.release()
+    await tick()
+    expect(h.of('release')).toHaveLength(0)
+    b.release()
+    await tick()
+    expect(h.of('release').flatMap(m => m.keys)).toEqual([a.key])
+    await expect(a.result()).rejects.toThrow(/released/)
+    // many releases in one turn are one message
+    const fs = h.client.map(fn, [10, 11, 12])
+    for (const f of fs) f.release()
+    await tick()
+    expect(h.of('release').at(-1)!.keys).toEqual(fs.map(f => f.key))
+  })
+
+  it('keeps message order: a release then a resubmit of the same key in one turn', async () => {
+    const h = track(harness())
+    const fn = (x: number): number => x
+    const a = h.client.submit(fn, 1)
+    await tick()
+    h.clear()
+    a.release()
+    const b = h.client.submit(fn, 1)
+    await tick()
+    expect(h.all().map(m => m.type)).toEqual(['release', 'submit'])
+    expect(b.key).toBe(a.key)
+    expect(b.status).toBe('pending')
+  })
+
+  it('releases futures that are garbage-collected', async () => {
+    const { setFlagsFromString } = await import('node:v8')
+    const { runInNewContext } = await import('node:vm')
+    setFlagsFromString('--expose_gc')
+    const gc = runInNewContext('gc') as () => void
+    const h = track(harness())
+    let key = ''
+    ;(() => { key = h.client.submit((x: number) => x, 42).key })()
+    for (let i = 0; i < 50 && h.of('release').length === 0; i++) {
+      gc()
+      await tick()
+    }
+    expect(h.of('release').flatMap(m => m.keys)).toEqual([key])
+  })
+
+  it('cancels: a cancel message, and result() rejects with CancelledError', async () => {
+    const h = track(harness())
+    const fs = h.client.map((x: number) => x, [1, 2])
+    const waiting = fs[0]!.result()
+    await h.client.cancel(fs)
+    await expect(waiting).rejects.toBeInstanceOf(CancelledError)
+    await expect(fs[1]!.result()).rejects.toBeInstanceOf(CancelledError)
+    expect(fs.map(f => f.status)).toEqual(['cancelled', 'cancelled'])
+    await tick()
+    expect(h.of('cancel').flatMap(m => m.keys)).toEqual(fs.map(f => f.key))
+    // a late "memory" does not revive it
+    h.send({ type: 'key-state', key: fs[0]!.key, state: 'memory' })
+    await tick()
+    expect(fs[0]!.status).toBe('cancelled')
+    // submitting the same work again runs it again
+    const again = h.client.submit((x: number) => x, 1)
+    expect(again.key).toBe(fs[0]!.key)
+    expect(again.status).toBe('pending')
+    await fs[1]!.cancel()
+  })
+})
+
+describe('scatter', () => {
+  it('sends the value under its content hash, with replicas', async () => {
+    const h = track(harness())
+    const value = { table: new Float64Array([1, 2, 3]), name: 'x' }
+    const f = await h.client.scatter(value, { replicas: 2 })
+    const g = await h.client.scatter({ table: new Float64Array([1, 2, 3]), name: 'x' })
+    expect(f.key).toMatch(/^scatter-[0-9a-f]{16}$/)
+    expect(g.key).toBe(f.key)
+    await tick()
+    const msgs = h.of('scatter')
+    expect(msgs).toHaveLength(1)
+    expect(msgs[0]!.replicas).toBe(2)
+    expect(decodeValue(msgs[0]!.data)).toEqual(value)
+    await expect(h.client.scatter(f)).rejects.toThrow(/not a Future/)
+    await expect(h.client.scatter([f])).rejects.toThrow(/holds futures/)
+    await expect(h.client.scatter(1, { replicas: 0 })).rejects.toThrow('replicas must be a whole number from 1 to 64, got 0')
+  })
+
+  it('lets big values travel in parts (the link splits them)', async () => {
+    const h = track(harness())
+    await h.client.scatter(new Uint8Array(3 * LIMITS.chunkBytes + 5))
+    await tick()
+    const parts = h.of('scatter')
+    expect(parts.length).toBe(4)
+    expect(parts.every(p => p.parts === 4)).toBe(true)
+  })
+})
+
+describe('requests', () => {
+  it('answers workers(), story() and uploadModule() from replies', async () => {
+    const h = track(harness())
+    h.coordinator.onMessages = msgs => {
+      for (const m of msgs) {
+        if (m.type !== 'request') continue
+        const value = m.op.op === 'workers' ? [{ id: 'w1', name: 'tab', kind: 'browser', slots: 4, extra: true }]
+          : m.op.op === 'story' ? [{ key: m.op.key, from: 'new', to: 'waiting', stimulus: 'submit-1', now: 1 }]
+            : true
+        h.coordinator.send({ type: 'reply', id: m.id, ok: true, value })
+      }
+    }
+    expect(await h.client.workers()).toEqual([{ id: 'w1', name: 'tab', kind: 'browser', slots: 4, extra: true }])
+    expect((await h.client.story('k'))[0]!.to).toBe('waiting')
+    await expect(h.client.uploadModule('stats', 'export const x = 1')).resolves.toBeUndefined()
+    await expect(h.client.uploadModule('', 'x')).rejects.toThrow(/module name/)
+  })
+
+  it('rejects with the remote error, on timeout, and when the client closes', async () => {
+    const h = harness()
+    h.coordinator.onMessages = msgs => {
+      for (const m of msgs) if (m.type === 'request' && m.op.op === 'story') h.coordinator.send({ type: 'reply', id: m.id, ok: false, error: { code: 'not-found', message: 'no such key' } })
+    }
+    await expect(h.client.story('nope')).rejects.toThrow('no such key')
+    await expect(h.client.workers({ timeout: 20 })).rejects.toBeInstanceOf(TimeoutError)
+    const pending = h.client.workers()
+    await h.client.close()
+    await expect(pending).rejects.toBeInstanceOf(CancelledError)
+    await expect(h.client.workers()).rejects.toThrow('client closed')
+  })
+})
+
+describe('with()', () => {
+  it('validates options with messages that name them', () => {
+    const h = track(harness())
+    expect(() => h.client.with({ retries: 1.5 })).toThrow('retries must be a whole number from 0 to 100, got 1.5')
+    expect(() => h.client.with({ retries: 101 })).toThrow('retries must be a whole number from 0 to 100')
+    expect(() => h.client.with({ redundancy: 0 })).toThrow('redundancy must be a whole number from 1 to 16, got 0')
+    expect(() => h.client.with({ priority: NaN })).toThrow('priority must be a finite number, got NaN')
+    expect(() => h.client.with({ pure: 'yes' as unknown as boolean })).toThrow('pure must be true or false, got "yes"')
+    expect(() => h.client.with({ workers: [1] as unknown as string[] })).toThrow(/^workers must be a worker id or name/)
+    expect(() => h.client.with({ key: '' })).toThrow('key must be 1 to 256 characters, got 0')
+    expect(() => h.client.with({ retry: 1 } as unknown as { retries: number })).toThrow('unknown option `retry` in task options (known: key, pure, priority, retries, workers, redundancy)')
+    expect(() => h.client.with(null as unknown as object)).toThrow('task options must be an object, got null')
+    expect(() => h.client.with({ key: ['a', 'b'] }).submit(() => 1)).toThrow(/an array of keys is for map/)
+  })
+
+  it('chains: later options add to earlier ones', async () => {
+    const h = track(harness())
+    const v = h.client.with({ priority: 5 }).with({ retries: 1 })
+    expect(v.options).toMatchObject({ priority: 5, retries: 1, pure: true })
+    v.submit(() => 1)
+    await tick()
+    expect(h.of('submit')[0]!.tasks[0]).toMatchObject({ priority: 5, retries: 1 })
+  })
+})
+
+describe('reconnect', () => {
+  function welcome(resumed: boolean, id = 'c1'): ToClientMessage {
+    return { type: 'welcome', id, version: PROTOCOL_VERSION, resumed }
+  }
+
+  it('resumes: asks again for awaited values, resyncs states, and sends what was held', async () => {
+    const h = track(harness())
+    h.send(welcome(false))
+    await tick()
+    expect(h.client.id).toBe('c1')
+    expect(h.clientSide.hello).toMatchObject({ resume: 'c1' })
+    const f = h.client.submit((x: number) => x, 1)
+    const g = h.client.submit((x: number) => x, 2)
+    const p = f.result()
+    await tick()
+    h.clear()
+    h.clientSide.onStatus({ state: 'disconnected', reason: 'transport close' })
+    expect(h.client.connected).toBe(false)
+    const later = h.client.submit((x: number) => x * 3, 3) // held while away
+    await expect(h.client.workers()).rejects.toBeInstanceOf(TimeoutError)
+    await tick()
+    expect(h.frames).toHaveLength(0)
+    h.clientSide.onStatus({ state: 'connected', again: true })
+    h.send(welcome(true))
+    await tick()
+    expect(h.client.connected).toBe(true)
+    expect(h.of('function')).toHaveLength(1) // the function is sent again on the new connection
+    expect(h.of('submit').flatMap(m => m.tasks).map(t => t.key)).toEqual([later.key])
+    expect(h.of('gather').flatMap(m => m.keys)).toEqual([f.key])
+    const status = h.of('request')[0]!
+    expect(status.op).toEqual({ op: 'status', keys: [f.key, g.key, later.key] })
+    h.send({ type: 'reply', id: status.id, ok: true, value: { [f.key]: 'memory', [g.key]: 'erred', [later.key]: 'queued' } })
+    h.send({ type: 'data', key: f.key, data: encodeValue(1) })
+    expect(await p).toBe(1)
+    await tick()
+    expect([f.status, g.status, later.status]).toEqual(['finished', 'error', 'pending'])
+  })
+
+  it('fails every pending future with LostDataError when the coordinator forgot this client', async () => {
+    const h = track(harness())
+    h.send(welcome(false))
+    await tick()
+    const f = h.client.submit((x: number) => x, 1)
+    const done = h.client.submit((x: number) => x, 2)
+    h.send({ type: 'key-state', key: done.key, state: 'memory' })
+    const p = f.result()
+    await tick()
+    h.clientSide.onStatus({ state: 'disconnected', reason: 'transport close' })
+    h.clientSide.onStatus({ state: 'connected', again: true })
+    h.send(welcome(false, 'c2'))
+    const err = await p.catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(LostDataError)
+    expect((err as Error).message).toMatch(/the coordinator restarted or forgot this client/)
+    expect(f.status).toBe('lost')
+    expect(done.status).toBe('lost')
+    expect(h.client.id).toBe('c2')
+    // the same work can be submitted again
+    h.clear()
+    const again = h.client.submit((x: number) => x, 1)
+    expect(again.key).toBe(f.key)
+    expect(f.status).toBe('pending')
+    await tick()
+    expect(h.all().map(m => m.type)).toEqual(['function', 'submit'])
+  })
+})
+
+describe('lifecycle', () => {
+  it('close() releases everything, rejects pending futures, is idempotent, and runs onClose', async () => {
+    const [clientSide, coordinator] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
+    const got: ClientMessage[] = []
+    coordinator.onMessages = msgs => { got.push(...msgs) }
+    const onClose = vi.fn(async () => {})
+    const client = Client.fromLink(clientSide, onClose)
+    const f = client.submit((x: number) => x, 1)
+    const p = f.result()
+    const c1 = client.close()
+    const c2 = client.close()
+    expect(c1).toBe(c2)
+    await c1
+    await expect(p).rejects.toThrow('client closed')
+    await expect(p).rejects.toBeInstanceOf(CancelledError)
+    expect(f.status).toBe('cancelled')
+    expect(got.map(m => m.type)).toEqual(['function', 'submit', 'gather', 'release'])
+    expect(onClose).toHaveBeenCalledTimes(1)
+    expect(() => client.submit(() => 1)).toThrow(/client closed/)
+    f.release() // harmless after close
+  })
+
+  it('Client.local needs a registered factory, and closes the cluster with the client', async () => {
+    setLocalClusterFactory(undefined)
+    await expect(Client.local()).rejects.toThrow(/no local cluster/)
+    let coordinatorSide: Link<ToClientMessage, ClientMessage> | undefined
+    const shutdown = vi.fn(async () => {})
+    setLocalClusterFactory(async opts => {
+      expect(opts).toEqual({ workers: 2 })
+      const [a, b] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
+      coordinatorSide = b
+      return { link: a, shutdown }
+    })
+    try {
+      const client = await Client.local({ workers: 2 })
+      await expect(Client.local({ workers: 0 })).rejects.toThrow('workers must be a whole number from 1 to 4096, got 0')
+      const seen: ClientMessage[] = []
+      coordinatorSide!.onMessages = msgs => { seen.push(...msgs) }
+      client.submit(() => 1)
+      await tick()
+      expect(seen.map(m => m.type)).toEqual(['function', 'submit'])
+      await client.close()
+      expect(shutdown).toHaveBeenCalledTimes(1)
+    } finally {
+      setLocalClusterFactory(undefined)
+    }
+  })
+
+  it('fails everything when the link closes under it', async () => {
+    const h = harness()
+    const f = h.client.submit(() => 1)
+    const p = f.result()
+    h.coordinator.close()
+    await expect(p).rejects.toBeInstanceOf(CancelledError)
+    expect(() => h.client.submit(() => 2)).toThrow(TabgridError)
+    await h.client.close()
+  })
+})

@@ -1,0 +1,1135 @@
+/**
+ * The client library: submit functions, get futures back, gather values, all over one
+ * Link to a coordinator (socket.io) or to an in-process cluster (`Client.local`).
+ *
+ * Batching. Everything a client does in one turn of the event loop leaves in one frame:
+ * consecutive messages of the same kind (`submit`, `gather`, `release`, `cancel`) are
+ * coalesced into one message while the turn runs, so 10,000 `submit` calls are one
+ * `submit` message with 10,000 tasks. Order is kept: a message of another kind first
+ * closes the one being built, so a `gather` never overtakes the `submit` it depends on.
+ * A task function's source goes out once per connection, always before the tasks that
+ * use it.
+ *
+ * Reconnects. After a lost connection the client says `resume: <its id>` in its hello;
+ * within the coordinator's grace period it gets its futures back (`resumed: true`) and
+ * asks again for the values it was still waiting for. Otherwise every future fails with
+ * a LostDataError. While disconnected, messages wait here; requests fail at once.
+ */
+import type { ClientMessage, Hello, TaskSubmit, ToClientMessage } from './protocol.js'
+import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
+import { connectLink, type Link, type LinkStatus } from './link.js'
+import { PartJoiner, PendingRequests } from './wire.js'
+import {
+  CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError,
+  fromWireError, type WireError,
+} from './errors.js'
+import { CodecError, FutureRef, decodeValue, encodeValue } from './codec.js'
+import { FunctionError, freeVariables, serializeFunction, type TaskFunction } from './fn.js'
+import { hashBytes, hashString } from './hash.js'
+import { Future, deferred, settleRecord, type Deferred, type FutureOwner, type FutureStatus, type KeyRecord } from './future.js'
+import {
+  DEFAULT_TASK_OPTIONS, describe, resolveConnectOptions, resolveLocalOptions, resolveRequestOptions,
+  resolveScatterOptions, resolveTaskOptions,
+  type ClientConnectOptions, type LocalOptions, type RequestOptions, type ResolvedTaskOptions, type ScatterOptions, type TaskOptions,
+} from './options.js'
+
+// ---------------------------------------------------------------- public types
+
+/**
+ * One worker as `client.workers()` reports it. The coordinator may add fields.
+ *
+ * @example
+ * ```ts
+ * const slots = (await client.workers()).reduce((n, w) => n + w.slots, 0)
+ * ```
+ */
+export interface WorkerSummary {
+  id: string
+  name: string
+  kind: 'browser' | 'node'
+  /** tasks it runs at once (processes × threads) */
+  slots: number
+  [field: string]: unknown
+}
+
+/**
+ * One step in a key's history, as `client.story(key)` reports it.
+ *
+ * @example
+ * ```ts
+ * for (const s of await client.story(f)) console.log(s.from, '→', s.to, s.stimulus)
+ * ```
+ */
+export interface StoryEntry {
+  key: string
+  from: string
+  to: string
+  /** what caused the transition, e.g. 'submit-42' */
+  stimulus: string
+  worker?: string
+  now: number
+  [field: string]: unknown
+}
+
+/** An argument that may be given as a value or as a Future of that value. */
+export type MaybeFuture<T> = T | Future<T>
+
+/**
+ * What `gather` resolves to: `x` with every Future replaced by its value.
+ *
+ * @example
+ * ```ts
+ * const out: { a: number; b: number[] } = await client.gather({ a: fa, b: [fb, 2] })
+ * ```
+ */
+export type Gathered<T> =
+  T extends Future<infer R> ? R
+    : T extends Date | RegExp | ArrayBuffer | ArrayBufferView | string | number | boolean | bigint | symbol | null | undefined ? T
+      : T extends readonly unknown[] ? { -readonly [K in keyof T]: Gathered<T[K]> }
+        : T extends ReadonlyMap<infer K, infer V> ? Map<K, Gathered<V>>
+          : T extends ReadonlySet<infer V> ? Set<Gathered<V>>
+            : T extends object ? { [K in keyof T]: Gathered<T[K]> }
+              : T
+
+/** What a host entry registers so that `Client.local()` can start an in-process cluster. */
+export type LocalClusterFactory = (opts: LocalOptions) => Promise<{
+  link: Link<ClientMessage, ToClientMessage>
+  shutdown(): Promise<void>
+}>
+
+let localClusterFactory: LocalClusterFactory | undefined
+
+/**
+ * Registers how `Client.local()` starts a cluster on this host (worker_threads in Node,
+ * Web Workers in a page). Called by the package's host entry, not by users.
+ *
+ * @example
+ * ```ts
+ * setLocalClusterFactory(async ({ workers }) => {
+ *   const cluster = await startLocalCluster(workers)
+ *   return { link: cluster.clientLink, shutdown: () => cluster.stop() }
+ * })
+ * ```
+ */
+export function setLocalClusterFactory(factory: LocalClusterFactory | undefined): void {
+  localClusterFactory = factory
+}
+
+// ---------------------------------------------------------------- internals
+
+/** Task arguments over this don't fit in one frame: they must be scattered first. */
+const MAX_TASK_ARGS = LIMITS.frameBytes - (64 << 10)
+/** A frame is cut once this much has been queued in it (the coordinator takes up to LIMITS.frameBytes). */
+const FRAME_BUDGET = LIMITS.frameBytes >> 2
+/** Per-task overhead in a submit message, beyond its key and arguments. */
+const TASK_OVERHEAD = 80
+const REQUEST_TIMEOUT = 30_000
+const FORGOT_US = 'the coordinator restarted or forgot this client (it was away longer than the grace period): the futures it held are lost; submit the work again'
+
+type KeysKind = 'gather' | 'release' | 'cancel'
+/** The message being built in this turn: more of the same kind join it. */
+type Building =
+  | { type: 'submit'; tasks: TaskSubmit[]; bytes: number }
+  | { type: KeysKind; keys: string[]; bytes: number }
+
+type ConnectionState = 'connected' | 'reconnecting' | 'closed'
+
+/** What Client and its views share to make tasks (not public). */
+interface TaskMaker {
+  submit(o: ResolvedTaskOptions, fn: unknown, args: unknown[]): Future
+  map(o: ResolvedTaskOptions, fn: unknown, iterables: unknown[]): Future[]
+  scatter(value: unknown, opts: unknown): Promise<Future>
+}
+
+/** free-variable verdicts by function hash (bounded) */
+const freeVariableCache = new Map<string, string[]>()
+
+function checkFreeVariables(tf: TaskFunction): void {
+  let names = freeVariableCache.get(tf.hash)
+  if (names === undefined) {
+    names = freeVariables(tf.source)
+    if (freeVariableCache.size >= 1000) freeVariableCache.clear()
+    freeVariableCache.set(tf.hash, names)
+  }
+  if (names.length === 0) return
+  const list = names.map(n => `\`${n}\``)
+  const uses = list.length === 1 ? list[0]! : `${list.slice(0, -1).join(', ')} and ${list[list.length - 1]!}`
+  const fn = tf.name === 'lambda' ? 'task function' : `task function ${tf.name}`
+  throw new SerializationError(
+    `${fn} uses ${uses}, which would be undefined on the worker: functions travel as source text, so ` +
+      `pass ${list.length === 1 ? 'it as an argument' : 'them as arguments'} or define ${list.length === 1 ? 'it' : 'them'} inside the function`,
+  )
+}
+
+function toTaskFunction(fn: unknown): TaskFunction {
+  let tf: TaskFunction
+  try {
+    tf = serializeFunction(fn)
+  } catch (err) {
+    if (err instanceof FunctionError) throw new SerializationError(err.message, { cause: err })
+    throw err
+  }
+  checkFreeVariables(tf)
+  return tf
+}
+
+function newRecord(key: string): KeyRecord {
+  return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined }
+}
+
+function randomId(): string {
+  let s = ''
+  for (let i = 0; i < 3; i++) s += Math.floor(Math.random() * 0x100000000).toString(36).padStart(7, '0')
+  return s
+}
+
+// ---------------------------------------------------------------- Client
+
+/**
+ * A connection to a tabgrid grid: submit functions, get futures back.
+ *
+ * @example
+ * ```ts
+ * const client = await Client.connect('http://localhost:8786', { token })
+ * const fs = client.map(x => x * x, [1, 2, 3])
+ * console.log(await client.gather(fs))   // [1, 4, 9]
+ * await client.close()
+ * ```
+ */
+export class Client {
+  private readonly link: Link<ClientMessage, ToClientMessage>
+  private readonly onClose: (() => Promise<void> | void) | undefined
+  private readonly records = new Map<string, KeyRecord>()
+  private readonly owner: FutureOwner
+  private readonly maker: TaskMaker
+  private readonly registry: FinalizationRegistry<KeyRecord>
+  private readonly requests = new PendingRequests<unknown>()
+  private joiner = new PartJoiner()
+  /** function hashes sent on this connection */
+  private readonly sentFunctions = new Set<string>()
+  private building: Building | undefined
+  private scheduled = false
+  /** bytes handed to the link since its last frame (the Outbox only sees top-level data) */
+  private linkBytes = 0
+  private state: ConnectionState = 'connected'
+  /** waiting for the welcome that follows a reconnect */
+  private awaitingWelcome = false
+  /** messages kept while disconnected */
+  private held: ClientMessage[] = []
+  private readonly warned = new Set<string>()
+  private readonly welcome: Deferred<void> = deferred<void>()
+  private clientId: string | undefined
+  private closing: Promise<void> | undefined
+  private readonly nonce = randomId()
+  private counter = 0
+
+  private constructor(link: Link<ClientMessage, ToClientMessage>, onClose?: () => Promise<void> | void) {
+    this.link = link
+    this.onClose = onClose
+    this.state = link.connected ? 'connected' : 'reconnecting'
+    this.owner = {
+      fetch: rec => this.fetch(rec),
+      release: (rec, future) => { this.registry.unregister(future); this.unref(rec) },
+      cancel: futures => this.cancel(futures),
+    }
+    this.maker = {
+      submit: (o, fn, args) => this.submitWith(o, fn, args),
+      map: (o, fn, iterables) => this.mapWith(o, fn, iterables),
+      scatter: (value, opts) => this.scatterWith(value, opts),
+    }
+    this.registry = new FinalizationRegistry(rec => this.unref(rec))
+    this.welcome.promise.catch(() => {})
+    link.onMessages = msgs => this.receive(msgs)
+    link.onStatus = status => this.onLinkStatus(status)
+  }
+
+  /**
+   * Connects to a coordinator and waits for its welcome.
+   * Rejects with AuthError when the token is refused, or an Error when nothing answers
+   * within `timeout` ms.
+   *
+   * @example
+   * ```ts
+   * const client = await Client.connect('http://localhost:8786', { token: process.env.TABGRID_TOKEN })
+   * ```
+   */
+  static async connect(url: string, opts?: ClientConnectOptions): Promise<Client> {
+    const o = resolveConnectOptions(opts)
+    if (typeof url !== 'string' || url === '') throw new TypeError(`url must be the coordinator's address, e.g. 'http://localhost:8786', got ${describe(url)}`)
+    const hello: Hello = { role: 'client' }
+    if (o.token !== undefined) hello.token = o.token
+    if (o.name !== undefined) hello.name = o.name
+    const link = await connectLink<ClientMessage, ToClientMessage>(url, hello, { timeout: o.timeout })
+    const client = new Client(link)
+    let timer: TimerHandle | undefined
+    try {
+      await Promise.race([
+        client.welcome.promise,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new TimeoutError(`the coordinator at ${url} did not welcome this client within ${o.timeout} ms`)), o.timeout)
+        }),
+      ])
+    } catch (err) {
+      await client.close()
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+    return client
+  }
+
+  /**
+   * A cluster on this machine with the same API and no coordinator to run: worker
+   * threads in Node, Web Workers in a page. `close()` shuts it down.
+   *
+   * @example
+   * ```ts
+   * const client = await Client.local({ workers: 4 })
+   * console.log(await client.submit((a, b) => a + b, 1, 2).result())
+   * await client.close()
+   * ```
+   */
+  static async local(opts?: LocalOptions): Promise<Client> {
+    const o = resolveLocalOptions(opts)
+    const factory = localClusterFactory
+    if (!factory) {
+      throw new Error(
+        'Client.local() has no local cluster to start on this host: import Client from the "tabgrid" package ' +
+          '(its Node and browser entries register one), or connect to a coordinator with Client.connect(url)',
+      )
+    }
+    const { link, shutdown } = await factory(o)
+    return Client.fromLink(link, shutdown)
+  }
+
+  /**
+   * A client over an existing link (an in-process cluster, or tests playing the
+   * coordinator). `onClose` runs after `close()` closed the link.
+   *
+   * @example
+   * ```ts
+   * const [clientSide, coordinatorSide] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
+   * const client = Client.fromLink(clientSide)
+   * ```
+   */
+  static fromLink(link: Link<ClientMessage, ToClientMessage>, onClose?: () => Promise<void> | void): Client {
+    return new Client(link, onClose)
+  }
+
+  /**
+   * The id the coordinator gave this client (after its welcome), kept across reconnects.
+   *
+   * @example
+   * ```ts
+   * console.log(`connected as ${client.id}`)
+   * ```
+   */
+  get id(): string | undefined { return this.clientId }
+
+  /**
+   * True while the link to the coordinator is up.
+   *
+   * @example
+   * ```ts
+   * if (!client.connected) console.warn('reconnecting…')
+   * ```
+   */
+  get connected(): boolean { return this.state === 'connected' && !this.awaitingWelcome }
+
+  // ------------------------------------------------------------ tasks
+
+  /**
+   * Runs `fn(...args)` on the grid and returns a Future of its result. Futures among
+   * the arguments (also inside arrays, plain objects, Maps and Sets) are replaced by
+   * their values on the worker, which is chosen to be where that data already is.
+   * `fn` must be self-contained (it travels as source text); throws a
+   * SerializationError at once if it or an argument cannot travel.
+   *
+   * @example
+   * ```ts
+   * const x = client.submit((n) => Array.from({ length: n }, (_, i) => i), 1000)
+   * const total = client.submit((a) => a.reduce((s, v) => s + v, 0), x)
+   * console.log(await total.result())   // 499500
+   * ```
+   */
+  submit<A extends unknown[], R>(fn: (...args: A) => R | Promise<R>, ...args: { [K in keyof A]: MaybeFuture<A[K]> }): Future<Awaited<R>> {
+    return this.submitWith(DEFAULT_TASK_OPTIONS, fn, args) as Future<Awaited<R>>
+  }
+
+  /**
+   * One task per item: `fn(a[i], b[i], …)` for iterables zipped together (stopping at
+   * the shortest, like Python's map). Items may be Futures. Use `partitionAll` to make
+   * tasks big enough that the overhead per task does not matter.
+   *
+   * @example
+   * ```ts
+   * const squares = client.map(x => x * x, [1, 2, 3])
+   * const sums = client.map((a, b) => a + b, [1, 2], [10, 20])      // 11, 22
+   * const chunks = client.map(xs => xs.map(f), [...partitionAll(10_000, seq)])
+   * ```
+   */
+  map<A extends unknown[], R>(fn: (...args: A) => R | Promise<R>, ...iterables: { [K in keyof A]: Iterable<MaybeFuture<A[K]>> }): Future<Awaited<R>>[] {
+    return this.mapWith(DEFAULT_TASK_OPTIONS, fn, iterables) as Future<Awaited<R>>[]
+  }
+
+  /**
+   * Puts one value onto the grid and returns its Future, to pass to tasks instead of
+   * sending the value with each of them. The key is the value's content hash, so
+   * scattering the same value twice gives the same key.
+   *
+   * @example
+   * ```ts
+   * const table = await client.scatter(new Float64Array(1e7), { replicas: 2 })
+   * const fs = client.map((t, i) => t[i], Array(10).fill(table), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+   * ```
+   */
+  scatter<T>(value: T, opts?: ScatterOptions): Promise<Future<T>> {
+    return this.scatterWith(value, opts) as Promise<Future<T>>
+  }
+
+  /**
+   * The same `submit`, `map` and `scatter` with per-call options: `key`, `pure`,
+   * `priority`, `retries`, `workers`, `redundancy`. Options are checked here, with a
+   * message naming the one that is wrong.
+   *
+   * @example
+   * ```ts
+   * client.with({ priority: 10, retries: 2 }).map(f, seq)
+   * client.with({ pure: false }).submit(() => Math.random())
+   * client.with({ key: 'load-2024' }).submit(load, '2024')
+   * ```
+   */
+  with(options: TaskOptions): ClientView {
+    return new ClientView(this, resolveTaskOptions(options), this.maker)
+  }
+
+  // ------------------------------------------------------------ values
+
+  /**
+   * The values of futures, in the same shape as given: a Future, or arrays, plain
+   * objects, Maps and Sets holding futures (other values are kept as they are).
+   * Rejects with the first error (a TaskError, CancelledError, LostDataError…).
+   *
+   * @example
+   * ```ts
+   * const [a, b] = await client.gather([fa, fb])
+   * const { x, rest } = await client.gather({ x: fx, rest: [fy, 3] })
+   * ```
+   */
+  async gather<T>(x: T): Promise<Gathered<T>> {
+    const pending = new Map<Future, Promise<unknown>>()
+    collectFutures(x, f => { if (!pending.has(f)) pending.set(f, f.result()) }, 0)
+    if (pending.size === 0) return x as Gathered<T>
+    const futures = [...pending.keys()]
+    const values = await Promise.all(pending.values())
+    const byFuture = new Map<Future, unknown>()
+    for (let i = 0; i < futures.length; i++) byFuture.set(futures[i]!, values[i])
+    return substitute(x, byFuture, 0) as Gathered<T>
+  }
+
+  /**
+   * Cancels futures: their tasks stop (if no other client wants them) and their
+   * `result()` rejects with a CancelledError.
+   *
+   * @example
+   * ```ts
+   * const fs = client.map(slow, seq)
+   * await client.cancel(fs)
+   * ```
+   */
+  async cancel(futures: Future | Iterable<Future>): Promise<void> {
+    const list = futures instanceof Future ? [futures] : [...futures as Iterable<Future>]
+    for (const f of list) {
+      if (!(f instanceof Future)) throw new TypeError(`cancel takes Futures, got ${describe(f)}`)
+      if (f.client !== this) { await f.client.cancel(f); continue }
+      const rec = f.record
+      if (this.records.get(rec.key) !== rec) continue
+      if (rec.status === 'pending' || rec.status === 'finished') this.fail(rec, 'cancelled', new CancelledError(`${rec.key} was cancelled`))
+      if (this.state !== 'closed') this.addKey('cancel', rec.key)
+    }
+  }
+
+  // ------------------------------------------------------------ requests
+
+  /**
+   * Uploads an ES module to every worker (now and when they join); tasks load it with
+   * `await importModule(name)`.
+   *
+   * @example
+   * ```ts
+   * await client.uploadModule('stats', 'export const mean = xs => xs.reduce((a, b) => a + b) / xs.length')
+   * const m = client.submit(async xs => (await importModule('stats')).mean(xs), [1, 2, 3])
+   * ```
+   */
+  async uploadModule(name: string, source: string, opts?: RequestOptions): Promise<void> {
+    if (typeof name !== 'string' || name.length === 0 || name.length > LIMITS.name) throw new TypeError(`module name must be a string of 1 to ${LIMITS.name} characters, got ${describe(name)}`)
+    if (typeof source !== 'string' || source.length === 0) throw new TypeError(`module source must be a non-empty string of ES module code, got ${describe(source)}`)
+    if (source.length > LIMITS.source) throw new TooLargeError(`module ${name} is ${source.length} characters, over the limit of ${LIMITS.source}`)
+    await this.request({ op: 'upload-module', name, source }, resolveRequestOptions(opts).timeout, `uploadModule(${name})`)
+  }
+
+  /**
+   * The workers on the grid now.
+   *
+   * @example
+   * ```ts
+   * for (const w of await client.workers()) console.log(w.name, w.kind, w.slots)
+   * ```
+   */
+  async workers(opts?: RequestOptions): Promise<WorkerSummary[]> {
+    const value = await this.request({ op: 'workers' }, resolveRequestOptions(opts).timeout, 'workers()')
+    if (!Array.isArray(value)) throw new TabgridError('internal', `workers(): the coordinator answered ${describe(value)}, not an array`)
+    return value as WorkerSummary[]
+  }
+
+  /**
+   * What happened to a key: its recent state transitions, with their causes.
+   *
+   * @example
+   * ```ts
+   * console.table(await client.story(f))
+   * ```
+   */
+  async story(key: string | Future, opts?: RequestOptions): Promise<StoryEntry[]> {
+    const k = key instanceof Future ? key.key : key
+    if (typeof k !== 'string' || k.length === 0 || k.length > LIMITS.key) throw new TypeError(`story takes a Future or a key, got ${describe(key)}`)
+    const value = await this.request({ op: 'story', key: k }, resolveRequestOptions(opts).timeout, `story(${k})`)
+    return (Array.isArray(value) ? value : []) as StoryEntry[]
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /**
+   * Releases everything this client holds on the grid, sends what is queued, and
+   * closes the connection (and the local cluster made by `Client.local`). Futures
+   * still pending reject with CancelledError('client closed'). Idempotent.
+   *
+   * @example
+   * ```ts
+   * try { await work(client) } finally { await client.close() }
+   * ```
+   */
+  close(): Promise<void> {
+    if (!this.closing) {
+      const done = deferred<void>()
+      this.closing = done.promise
+      this.shutdown().then(done.resolve, done.reject)
+    }
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
+    if (this.state === 'connected' && !this.awaitingWelcome) {
+      for (const key of this.records.keys()) this.addKey('release', key)
+      this.flushBuilding()
+    }
+    this.link.flush()
+    this.terminate(new CancelledError('client closed'))
+    this.link.close()
+    if (this.onClose) await this.onClose()
+  }
+
+  /** Everything pending fails with `err`; nothing more is sent. */
+  private terminate(err: Error): void {
+    if (this.state === 'closed') return
+    this.state = 'closed'
+    this.building = undefined
+    this.held = []
+    this.welcome.reject(err)
+    for (const rec of this.records.values()) {
+      if (rec.fetch) { rec.fetch.reject(err); rec.fetch = undefined }
+      if (rec.status === 'pending') settleRecord(rec, 'cancelled', err)
+    }
+    this.records.clear()
+    this.requests.rejectAll(err)
+  }
+
+  private assertOpen(): void {
+    if (this.state === 'closed') throw new CancelledError('client closed: make a new one with Client.connect or Client.local')
+  }
+
+  // ------------------------------------------------------------ making tasks
+
+  private submitWith(o: ResolvedTaskOptions, fn: unknown, args: unknown[]): Future {
+    this.assertOpen()
+    if (o.key !== undefined && typeof o.key !== 'string') throw new TypeError('key: submit takes one key (a string); an array of keys is for map')
+    const tf = toTaskFunction(fn)
+    return this.makeTask(tf, args, o, o.key as string | undefined, tf.name)
+  }
+
+  private mapWith(o: ResolvedTaskOptions, fn: unknown, iterables: unknown[]): Future[] {
+    this.assertOpen()
+    if (iterables.length === 0) throw new TypeError('map needs at least one iterable of arguments, e.g. client.map(f, [1, 2, 3])')
+    let allArrays = true
+    for (let j = 0; j < iterables.length; j++) {
+      const it = iterables[j]
+      if (it === null || typeof it !== 'object' || typeof (it as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+        throw new TypeError(`map: argument ${j + 2} must be an iterable (an array, a Set, a generator…), got ${describe(it)}`)
+      }
+      if (!Array.isArray(it)) allArrays = false
+    }
+    const tf = toTaskFunction(fn)
+    const keys = Array.isArray(o.key) ? o.key as readonly string[] : undefined
+    const prefix = typeof o.key === 'string' ? o.key : tf.name
+    if (prefix.length > LIMITS.key - 17) throw new RangeError(`key: a prefix for map must be at most ${LIMITS.key - 17} characters, got ${prefix.length}`)
+    const out: Future[] = []
+    const width = iterables.length
+    let i = 0
+    let its: Iterator<unknown>[] | undefined
+    try {
+      if (allArrays) {
+        const cols = iterables as unknown[][]
+        let n = Infinity
+        for (const c of cols) n = Math.min(n, c.length)
+        if (keys && keys.length !== n) throw new RangeError(`key: map was given ${keys.length} keys for ${n} items`)
+        if (width === 1) {
+          const col = cols[0]!
+          for (; i < n; i++) out.push(this.makeTask(tf, [col[i]], o, keys?.[i], prefix))
+        } else {
+          for (; i < n; i++) {
+            const args = new Array<unknown>(width)
+            for (let j = 0; j < width; j++) args[j] = cols[j]![i]
+            out.push(this.makeTask(tf, args, o, keys?.[i], prefix))
+          }
+        }
+      } else {
+        its = iterables.map(it => (it as Iterable<unknown>)[Symbol.iterator]())
+        for (;;) {
+          const args = new Array<unknown>(width)
+          let end = false
+          for (let j = 0; j < width; j++) {
+            const r = its[j]!.next()
+            if (r.done) { end = true; break }
+            args[j] = r.value
+          }
+          if (end) break
+          if (keys && i >= keys.length) throw new RangeError(`key: map was given ${keys.length} keys for more items than that`)
+          out.push(this.makeTask(tf, args, o, keys?.[i], prefix))
+          i++
+        }
+        if (keys && keys.length !== i) throw new RangeError(`key: map was given ${keys.length} keys for ${i} items`)
+      }
+    } catch (err) {
+      for (const f of out) f.release()
+      // which item could not travel, when makeTask refused one
+      if (err instanceof CodecError) throw new CodecError(`map item ${i}: ${err.message}`, err.path, { cause: err })
+      if (err instanceof TooLargeError) throw new TooLargeError(`map item ${i}: ${err.message}`, { cause: err })
+      throw err
+    } finally {
+      if (its) for (const it of its) it.return?.()
+    }
+    return out
+  }
+
+  /** The hot path of submit and map: one task, deduplicated by key. */
+  private makeTask(tf: TaskFunction, args: unknown[], o: ResolvedTaskOptions, explicitKey: string | undefined, prefix: string): Future {
+    let deps: string[] | undefined
+    let argv = args
+    for (let j = 0; j < args.length; j++) {
+      const a = args[j]
+      if (typeof a !== 'object' || a === null) continue
+      const found: string[] = deps ?? []
+      const r = this.replaceFutures(a, found, 0)
+      if (found.length) deps = found
+      if (r !== a) {
+        if (argv === args) argv = args.slice()
+        argv[j] = r
+      }
+    }
+    const bytes = encodeValue(argv, 'args')
+    if (bytes.byteLength > MAX_TASK_ARGS) {
+      throw new TooLargeError(
+        `the arguments of ${tf.name} encode to ${bytes.byteLength} bytes, over the ${MAX_TASK_ARGS} byte limit for task arguments: ` +
+          'put big values on the grid with client.scatter(value) and pass the Future instead',
+      )
+    }
+    if (deps && deps.length > 1) deps = [...new Set(deps)]
+    const key = explicitKey ?? (o.pure
+      ? `${prefix}-${hashString(tf.hash + hashBytes(bytes))}`
+      : `${prefix}-${this.nonce}${(this.counter++).toString(36)}`)
+    let rec = this.records.get(key)
+    if (rec === undefined || rec.status === 'cancelled' || rec.status === 'lost') {
+      if (rec === undefined) {
+        rec = newRecord(key)
+        this.records.set(key, rec)
+      } else settleRecord(rec, 'pending')
+      const task: TaskSubmit = { key, fn: tf.hash, args: bytes, deps: deps ?? [], group: tf.name }
+      if (o.priority !== undefined) task.priority = o.priority
+      if (o.retries !== undefined) task.retries = o.retries
+      if (o.redundancy !== undefined) task.redundancy = o.redundancy
+      if (o.workers !== undefined) task.workers = o.workers
+      this.ensureScheduled()
+      if (!this.sentFunctions.has(tf.hash)) {
+        this.sentFunctions.add(tf.hash)
+        this.out({ type: 'function', hash: tf.hash, source: tf.source }, tf.source.length)
+      }
+      this.addTask(task, bytes.byteLength + key.length * 2 + TASK_OVERHEAD + (deps ? deps.length * 40 : 0))
+    }
+    return this.newFuture(rec)
+  }
+
+  private newFuture(rec: KeyRecord): Future {
+    const f = new Future(this, rec, this.owner)
+    this.registry.register(f, rec, f)
+    return f
+  }
+
+  /** A copy of v with each Future replaced by a FutureRef (v itself when it holds none); their keys go to deps. */
+  private replaceFutures(v: unknown, deps: string[], depth: number): unknown {
+    if (typeof v !== 'object' || v === null) return v
+    if (v instanceof Future) {
+      if (v.client !== this) throw new TypeError(`future ${v.key} belongs to another client: a task can only use futures of the client that submits it`)
+      if (v.isReleased) throw new TabgridError('not-found', `future ${v.key} was released: a released future cannot be passed to a task`)
+      deps.push(v.key)
+      return new FutureRef(v.key)
+    }
+    // a cycle: leave it to the codec, which names it
+    if (depth > 256) return v
+    if (Array.isArray(v)) {
+      let out: unknown[] | undefined
+      for (let i = 0; i < v.length; i++) {
+        const x: unknown = v[i]
+        if (typeof x !== 'object' || x === null) continue
+        const r = this.replaceFutures(x, deps, depth + 1)
+        if (r !== x) (out ??= v.slice())[i] = r
+      }
+      return out ?? v
+    }
+    if (v instanceof Map) {
+      let changed = false
+      const entries: [unknown, unknown][] = []
+      for (const [k, x] of v) {
+        const rk = this.replaceFutures(k, deps, depth + 1)
+        const rx = this.replaceFutures(x, deps, depth + 1)
+        if (rk !== k || rx !== x) changed = true
+        entries.push([rk, rx])
+      }
+      return changed ? new Map(entries) : v
+    }
+    if (v instanceof Set) {
+      let changed = false
+      const items: unknown[] = []
+      for (const x of v) {
+        const r = this.replaceFutures(x, deps, depth + 1)
+        if (r !== x) changed = true
+        items.push(r)
+      }
+      return changed ? new Set(items) : v
+    }
+    const proto: unknown = Object.getPrototypeOf(v)
+    if (proto === Object.prototype || proto === null) {
+      let out: Record<string, unknown> | undefined
+      for (const k of Object.keys(v)) {
+        const x = (v as Record<string, unknown>)[k]
+        if (typeof x !== 'object' || x === null) continue
+        const r = this.replaceFutures(x, deps, depth + 1)
+        if (r !== x) {
+          if (!out) { out = Object.create(proto) as Record<string, unknown>; Object.assign(out, v) }
+          out[k] = r
+        }
+      }
+      return out ?? v
+    }
+    return v
+  }
+
+  private async scatterWith(value: unknown, opts: unknown): Promise<Future> {
+    this.assertOpen()
+    const o = resolveScatterOptions(opts)
+    if (value instanceof Future) throw new TypeError(`scatter takes a value, not a Future: ${value.key} is already on the grid; pass it to tasks as it is`)
+    const found: string[] = []
+    this.replaceFutures(value, found, 0)
+    if (found.length) throw new TypeError(`scatter takes plain data, but the value holds futures (${found.slice(0, 3).join(', ')}): gather them first, or pass them to a task`)
+    const bytes = encodeValue(value, 'value')
+    if (bytes.byteLength > LIMITS.valueBytes) throw new TooLargeError(`the scattered value encodes to ${bytes.byteLength} bytes, over the limit of ${LIMITS.valueBytes}`)
+    const key = `scatter-${hashBytes(bytes)}`
+    let rec = this.records.get(key)
+    if (rec === undefined || rec.status === 'cancelled' || rec.status === 'lost') {
+      if (rec === undefined) { rec = newRecord(key); this.records.set(key, rec) } else settleRecord(rec, 'pending')
+      const msg: ClientMessage = { type: 'scatter', key, data: bytes }
+      if (o.replicas !== undefined) msg.replicas = o.replicas
+      this.sendNow(msg, bytes.byteLength)
+    }
+    return this.newFuture(rec)
+  }
+
+  // ------------------------------------------------------------ fetching values
+
+  private fetch(rec: KeyRecord): Promise<unknown> {
+    if (this.state === 'closed') return Promise.reject(new CancelledError('client closed'))
+    if (rec.status !== 'pending' && rec.status !== 'finished') return Promise.reject(rec.error)
+    if (rec.fetch) return rec.fetch.promise
+    const d = deferred<unknown>()
+    rec.fetch = d
+    this.addKey('gather', rec.key)
+    return d.promise
+  }
+
+  /** One Future object let go of rec (release() or garbage collection). */
+  private unref(rec: KeyRecord): void {
+    if (--rec.refs > 0 || this.records.get(rec.key) !== rec) return
+    this.records.delete(rec.key)
+    const err = new CancelledError(`${rec.key} was released`)
+    if (rec.fetch) { rec.fetch.reject(err); rec.fetch = undefined }
+    if (rec.status === 'pending') settleRecord(rec, 'cancelled', err)
+    this.joiner.drop(rec.key)
+    if (this.state !== 'closed') this.addKey('release', rec.key)
+  }
+
+  /** rec ends in a failed state; whoever awaits its value gets `err`. */
+  private fail(rec: KeyRecord, status: Exclude<FutureStatus, 'pending' | 'finished'>, err: Error): void {
+    settleRecord(rec, status, err)
+    if (rec.fetch) { rec.fetch.reject(err); rec.fetch = undefined }
+    this.joiner.drop(rec.key)
+  }
+
+  // ------------------------------------------------------------ sending
+
+  private ensureScheduled(): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    queueMicrotask(this.endTurn)
+  }
+
+  /** Runs before the link's own end-of-turn flush (it was queued first), so the whole turn is one frame. */
+  private readonly endTurn = (): void => {
+    this.scheduled = false
+    this.flushBuilding()
+    if (this.state === 'connected' && !this.awaitingWelcome) this.link.flush()
+    this.linkBytes = 0
+  }
+
+  private addTask(task: TaskSubmit, bytes: number): void {
+    const b = this.building
+    if (b && b.type === 'submit' && b.tasks.length < LIMITS.keys && b.bytes + bytes <= FRAME_BUDGET) {
+      b.tasks.push(task)
+      b.bytes += bytes
+      return
+    }
+    this.flushBuilding()
+    this.ensureScheduled()
+    this.building = { type: 'submit', tasks: [task], bytes }
+  }
+
+  private addKey(type: KeysKind, key: string): void {
+    const b = this.building
+    if (b && b.type === type && b.keys.length < LIMITS.keys) {
+      b.keys.push(key)
+      b.bytes += key.length + 4
+      return
+    }
+    this.flushBuilding()
+    this.ensureScheduled()
+    this.building = { type, keys: [key], bytes: key.length + 32 }
+  }
+
+  private flushBuilding(): void {
+    const b = this.building
+    if (!b) return
+    this.building = undefined
+    if (b.type === 'submit') this.out({ type: 'submit', tasks: b.tasks }, b.bytes)
+    else this.out({ type: b.type, keys: b.keys }, b.bytes)
+  }
+
+  /** Sends msg after whatever is being built (so order is kept). */
+  private sendNow(msg: ClientMessage, bytes: number): void {
+    this.flushBuilding()
+    this.out(msg, bytes)
+  }
+
+  private out(msg: ClientMessage, bytes: number): void {
+    if (this.state !== 'connected' || this.awaitingWelcome) {
+      if (this.state !== 'closed') this.held.push(msg)
+      return
+    }
+    this.ensureScheduled()
+    if (this.linkBytes > 0 && this.linkBytes + bytes > FRAME_BUDGET) { this.link.flush(); this.linkBytes = 0 }
+    this.link.send(msg)
+    this.linkBytes += bytes
+    if (this.linkBytes >= FRAME_BUDGET) { this.link.flush(); this.linkBytes = 0 }
+  }
+
+  private request(op: Extract<ClientMessage, { type: 'request' }>['op'], timeout: number, what: string): Promise<unknown> {
+    if (this.state === 'closed') return Promise.reject(new CancelledError('client closed'))
+    if (!this.connected) return Promise.reject(new TimeoutError(`${what}: not connected to the coordinator (reconnecting)`))
+    const { id, promise } = this.requests.open(timeout, what)
+    this.sendNow({ type: 'request', id, op }, 64 + (op.op === 'upload-module' ? op.source.length : 0))
+    return promise
+  }
+
+  // ------------------------------------------------------------ receiving
+
+  private receive(msgs: ToClientMessage[]): void {
+    for (const m of msgs) {
+      try {
+        this.handle(m)
+      } catch (err) {
+        console.error(`tabgrid: error handling a ${String((m as { type?: unknown }).type)} message from the coordinator:`, err)
+      }
+    }
+  }
+
+  private handle(m: ToClientMessage): void {
+    switch (m.type) {
+      case 'welcome': return this.onWelcome(m)
+      case 'key-state': {
+        const rec = this.records.get(m.key)
+        if (!rec) return
+        switch (m.state) {
+          case 'memory':
+            // a late "memory" does not undo a cancel made here
+            if (rec.status !== 'cancelled') settleRecord(rec, 'finished')
+            return
+          case 'erred': {
+            const err = fromWireError(withKey(m.error ?? { code: 'task-error', message: `task ${m.key} failed` }, m.key))
+            return this.fail(rec, err.code === 'cancelled' ? 'cancelled' : err.code === 'lost-data' ? 'lost' : 'error', err)
+          }
+          case 'cancelled':
+            return this.fail(rec, 'cancelled', m.error ? fromWireError(withKey(m.error, m.key)) : new CancelledError(`${m.key} was cancelled`))
+          case 'lost':
+            return this.fail(rec, 'lost', m.error ? fromWireError(withKey(m.error, m.key)) : new LostDataError(`${m.key} is lost: no worker holds it and it cannot be recomputed`))
+          default: {
+            const never: never = m.state
+            throw new Error(`unknown key state ${String(never)}`)
+          }
+        }
+      }
+      case 'data': {
+        const rec = this.records.get(m.key)
+        let bytes: Uint8Array | undefined
+        try {
+          bytes = this.joiner.add(m.key, m)
+        } catch (err) {
+          if (rec?.fetch) { rec.fetch.reject(new TabgridError('bad-message', `the data of ${m.key} arrived broken: ${(err as Error).message}`, { cause: err })); rec.fetch = undefined }
+          return
+        }
+        if (!bytes || !rec?.fetch) return
+        const d = rec.fetch
+        rec.fetch = undefined
+        if (rec.status === 'pending') settleRecord(rec, 'finished')
+        let value: unknown
+        try {
+          value = decodeValue(bytes)
+        } catch (err) {
+          d.reject(err instanceof SerializationError ? err : new SerializationError(`cannot decode the value of ${m.key}: ${(err as Error).message}`, { cause: err }))
+          return
+        }
+        d.resolve(value)
+        return
+      }
+      case 'data-error': {
+        const rec = this.records.get(m.key)
+        this.joiner.drop(m.key)
+        if (rec?.fetch) { rec.fetch.reject(fromWireError(withKey(m.error, m.key))); rec.fetch = undefined }
+        return
+      }
+      case 'reply':
+        if (m.ok) this.requests.resolve(m.id, m.value)
+        else this.requests.reject(m.id, m.error ?? { code: 'internal', message: 'the request failed without a reason' })
+        return
+      case 'error': {
+        const rec = m.error.key !== undefined ? this.records.get(m.error.key) : undefined
+        if (rec) return this.fail(rec, 'error', fromWireError(m.error))
+        if (this.warned.has(m.error.code)) return
+        this.warned.add(m.error.code)
+        console.warn(`tabgrid: the coordinator refused something this client sent (${m.error.code}): ${m.error.message} (further '${m.error.code}' errors are not shown)`)
+        return
+      }
+      default: {
+        const never: never = m
+        throw new Error(`unknown message type ${String((never as { type?: unknown }).type)}`)
+      }
+    }
+  }
+
+  private onWelcome(m: Extract<ToClientMessage, { type: 'welcome' }>): void {
+    if (m.version !== PROTOCOL_VERSION) {
+      const err = new TabgridError('bad-message', `the coordinator speaks protocol version ${m.version}, this client ${PROTOCOL_VERSION}: use matching tabgrid versions`)
+      this.terminate(err)
+      this.link.close()
+      return
+    }
+    const first = this.clientId === undefined
+    this.clientId = m.id
+    if (this.link.hello.role === 'client') this.link.hello.resume = m.id
+    const reconnected = this.awaitingWelcome && !first
+    this.awaitingWelcome = false
+    const held = this.held
+    this.held = []
+    if (!reconnected || m.resumed) {
+      for (const msg of held) if (!reconnected || msg.type !== 'gather') this.out(msg, 'data' in msg ? msg.data.byteLength : 64)
+    }
+    if (reconnected && m.resumed) {
+      for (const rec of this.records.values()) if (rec.fetch) this.addKey('gather', rec.key)
+      this.resync()
+    } else if (reconnected) {
+      for (const rec of this.records.values()) {
+        if (rec.status === 'pending' || rec.status === 'finished') this.fail(rec, 'lost', new LostDataError(`${rec.key}: ${FORGOT_US}`))
+      }
+      this.building = undefined
+    }
+    this.welcome.resolve()
+  }
+
+  /**
+   * After a resumed reconnect: key states sent while this client was away did not reach
+   * it, and tasks sent as the connection dropped may never have arrived. Ask.
+   */
+  private resync(): void {
+    const keys: string[] = []
+    for (const rec of this.records.values()) if (rec.status === 'pending') keys.push(rec.key)
+    for (let i = 0; i < keys.length; i += LIMITS.keys) {
+      const chunk = keys.slice(i, i + LIMITS.keys)
+      this.request({ op: 'status', keys: chunk }, REQUEST_TIMEOUT, 'status after reconnect').then(value => {
+        const states = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>
+        for (const key of chunk) {
+          const rec = this.records.get(key)
+          if (!rec || rec.status !== 'pending') continue
+          const st = states[key]
+          if (st === 'memory') settleRecord(rec, 'finished')
+          else if (st === 'erred') this.fail(rec, 'error', new TaskError(`${key} failed while this client was reconnecting (its error did not reach this client: see client.story(key))`, { key }))
+          else if (st === 'forgotten' || st === 'released') this.fail(rec, 'lost', new LostDataError(`${key} did not reach the coordinator before the connection dropped: submit it again`))
+        }
+      }, (err: Error) => {
+        if (this.state !== 'closed') console.warn(`tabgrid: could not check futures after reconnecting: ${err.message}`)
+      })
+    }
+  }
+
+  private onLinkStatus(s: LinkStatus): void {
+    switch (s.state) {
+      case 'connected':
+        if (this.state === 'closed') return
+        if (s.again || this.state === 'reconnecting') {
+          this.state = 'connected'
+          this.awaitingWelcome = true
+        }
+        return
+      case 'disconnected':
+        if (this.state === 'closed') return
+        this.state = 'reconnecting'
+        this.awaitingWelcome = false
+        this.sentFunctions.clear()
+        this.joiner = new PartJoiner()
+        this.linkBytes = 0
+        this.requests.rejectAll(new TimeoutError(`lost the connection to the coordinator (${s.reason})`))
+        return
+      case 'closed':
+        if (this.closing) return
+        this.terminate(new CancelledError(`client closed: the connection to the coordinator closed (${s.reason})`))
+        this.closing = Promise.resolve(this.onClose?.()).then(() => {})
+        return
+      default: {
+        const never: never = s
+        throw new Error(`unknown link status ${String(never)}`)
+      }
+    }
+  }
+}
+
+function withKey(e: WireError, key: string): WireError {
+  return e.key === undefined ? { ...e, key } : e
+}
+
+/** Calls each Future inside x (arrays, plain objects, Map values and keys, Sets). */
+function collectFutures(x: unknown, each: (f: Future) => void, depth: number): void {
+  if (typeof x !== 'object' || x === null || depth > 256) return
+  if (x instanceof Future) { each(x); return }
+  if (Array.isArray(x)) { for (const v of x) if (typeof v === 'object' && v !== null) collectFutures(v, each, depth + 1); return }
+  if (x instanceof Map) { for (const [k, v] of x) { collectFutures(k, each, depth + 1); collectFutures(v, each, depth + 1) } return }
+  if (x instanceof Set) { for (const v of x) collectFutures(v, each, depth + 1); return }
+  const proto: unknown = Object.getPrototypeOf(x)
+  if (proto === Object.prototype || proto === null) for (const k of Object.keys(x)) collectFutures((x as Record<string, unknown>)[k], each, depth + 1)
+}
+
+/** x with each Future replaced by its value (containers are copied; other values kept). */
+function substitute(x: unknown, values: Map<Future, unknown>, depth: number): unknown {
+  if (typeof x !== 'object' || x === null || depth > 256) return x
+  if (x instanceof Future) return values.get(x)
+  if (Array.isArray(x)) {
+    const out = new Array<unknown>(x.length)
+    for (let i = 0; i < x.length; i++) { const v: unknown = x[i]; out[i] = typeof v === 'object' && v !== null ? substitute(v, values, depth + 1) : v }
+    return out
+  }
+  if (x instanceof Map) { const out = new Map(); for (const [k, v] of x) out.set(substitute(k, values, depth + 1), substitute(v, values, depth + 1)); return out }
+  if (x instanceof Set) { const out = new Set(); for (const v of x) out.add(substitute(v, values, depth + 1)); return out }
+  const proto: unknown = Object.getPrototypeOf(x)
+  if (proto === Object.prototype || proto === null) {
+    const out = Object.create(proto) as Record<string, unknown>
+    for (const k of Object.keys(x)) out[k] = substitute((x as Record<string, unknown>)[k], values, depth + 1)
+    return out
+  }
+  return x
+}
+
+/**
+ * A client with per-call options applied (`client.with(...)`): the same `submit`,
+ * `map` and `scatter`, and `with` to add more options.
+ *
+ * @example
+ * ```ts
+ * const urgent = client.with({ priority: 100 })
+ * const f = urgent.submit(check, data)
+ * urgent.with({ retries: 3 }).map(fetchPage, urls)
+ * ```
+ */
+export class ClientView {
+  /** @internal made by `client.with(options)` */
+  constructor(
+    /** The client this view submits through. */
+    readonly client: Client,
+    /** The options applied, validated. */
+    readonly options: Readonly<ResolvedTaskOptions>,
+    private readonly maker: TaskMaker,
+  ) {}
+
+  /**
+   * `client.submit` with this view's options.
+   *
+   * @example
+   * ```ts
+   * client.with({ key: 'answer' }).submit(() => 42)
+   * ```
+   */
+  submit<A extends unknown[], R>(fn: (...args: A) => R | Promise<R>, ...args: { [K in keyof A]: MaybeFuture<A[K]> }): Future<Awaited<R>> {
+    return this.maker.submit(this.options, fn, args) as Future<Awaited<R>>
+  }
+
+  /**
+   * `client.map` with this view's options; `key` may be a prefix or one key per item.
+   *
+   * @example
+   * ```ts
+   * client.with({ retries: 2, key: ['a', 'b'] }).map(load, ['a.csv', 'b.csv'])
+   * ```
+   */
+  map<A extends unknown[], R>(fn: (...args: A) => R | Promise<R>, ...iterables: { [K in keyof A]: Iterable<MaybeFuture<A[K]>> }): Future<Awaited<R>>[] {
+    return this.maker.map(this.options, fn, iterables) as Future<Awaited<R>>[]
+  }
+
+  /**
+   * `client.scatter` (task options do not apply to scattered data).
+   *
+   * @example
+   * ```ts
+   * const d = await view.scatter(bigArray, { replicas: 2 })
+   * ```
+   */
+  scatter<T>(value: T, opts?: ScatterOptions): Promise<Future<T>> {
+    return this.maker.scatter(value, opts) as Promise<Future<T>>
+  }
+
+  /**
+   * More options on top of these.
+   *
+   * @example
+   * ```ts
+   * const v = client.with({ priority: 5 }).with({ retries: 1 })   // both apply
+   * ```
+   */
+  with(options: TaskOptions): ClientView {
+    return new ClientView(this.client, resolveTaskOptions(options, this.options), this.maker)
+  }
+}
+
+export type { TaskOptions, ScatterOptions, ClientConnectOptions, LocalOptions, RequestOptions } from './options.js'

@@ -83,6 +83,8 @@ export class Coordinator {
   private readonly scattered = new Map<string, { data: Uint8Array; replicas: number; stored: number }>()
   private readonly relays = new Map<number, Relay>()
   private relaySeq = 1
+  /** gathers whose holders are all disconnected (in their grace period): asked again when that resolves */
+  private readonly deferredGathers = new Map<string, Set<string>>()
   /** results pushed with `finished` this turn, for send-data */
   private pushed = new Map<string, Uint8Array>()
   private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken'>> & CoordinatorOptions
@@ -144,6 +146,7 @@ export class Coordinator {
         if (gone.length) this.handle({ type: 'data-released', worker: w.id, keys: gone })
       }
       for (const a of w.assigned.values()) this.sendAssign(w, a)
+      this.retryDeferredGathers()
       return w.id
     }
     const id = newId('w')
@@ -209,6 +212,7 @@ export class Coordinator {
       this.opts.log(`worker ${p.name} is gone (${reason})`)
       for (const [rid, r] of this.relays) if (r.holder === id) this.relayFailed(rid, { code: 'lost-data', message: `holder of ${r.key} left`, key: r.key })
       this.handle({ type: 'worker-removed', worker: id, reason })
+      this.retryDeferredGathers()
     } else if (p.role === 'client') {
       this.handle({ type: 'client-removed', client: id })
     }
@@ -436,10 +440,30 @@ export class Coordinator {
     if (r.to.kind === 'worker') {
       this.peers.get(r.to.worker)?.conn?.send({ type: 'data-error', id: r.to.id, key: r.key, error } satisfies ToWorkerMessage)
     } else if (r.to.kind === 'client') {
-      // the scheduler recomputes or declares it lost; the client will hear a key-state.
-      // Ask again once the key is back in memory:
-      this.handle({ type: 'gather', client: r.to.client, keys: [r.key] })
+      // the scheduler recomputes it or declares it lost (the client hears a key-state);
+      // ask again once the failed holder is back or gone
+      this.deferGather(r.key, r.to.client)
     }
+  }
+
+  private deferGather(key: string, client: string): void {
+    let s = this.deferredGathers.get(key)
+    if (!s) this.deferredGathers.set(key, s = new Set())
+    s.add(client)
+  }
+
+  /** A worker came back or is gone for good: gathers that waited on it are asked again. */
+  private retryDeferredGathers(): void {
+    if (!this.deferredGathers.size) return
+    const all = [...this.deferredGathers]
+    this.deferredGathers.clear()
+    const byClient = new Map<string, string[]>()
+    for (const [key, clients] of all) for (const c of clients) {
+      let l = byClient.get(c)
+      if (!l) byClient.set(c, l = [])
+      l.push(key)
+    }
+    for (const [client, keys] of byClient) if (this.peers.has(client)) this.handle({ type: 'gather', client, keys })
   }
 
   // ------------------------------------------------------------ scheduler
@@ -517,7 +541,8 @@ export class Coordinator {
         }
         const holders = [c.worker, ...this.scheduler.whoHas(c.key).filter(h => h !== c.worker)].filter(h => this.peers.get(h)?.conn)
         if (!holders.length) {
-          client.conn.send({ type: 'data-error', key: c.key, error: { code: 'lost-data', message: `no connected worker holds ${c.key}`, key: c.key } } satisfies ToClientMessage)
+          // its holders are in their grace period: ask again once they are back or gone
+          this.deferGather(c.key, c.client)
           return
         }
         this.startRelay(c.key, holders, { kind: 'client', client: c.client })

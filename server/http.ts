@@ -25,6 +25,8 @@ export interface StartOptions extends CoordinatorOptions {
 
 export interface RunningCoordinator {
   coordinator: Coordinator
+  /** the socket.io server (for tests and embedding) */
+  io: IOServer
   /** http://host:port */
   url: string
   port: number
@@ -143,7 +145,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
   const url = `http://${shownHost}:${port}`
   let closing: Promise<void> | undefined
   return {
-    coordinator, url, port,
+    coordinator, io, url, port,
     workerPageUrl: `${url}/worker`,
     dashboardUrl: `${url}/`,
     close: () => closing ??= (async () => {

@@ -24,6 +24,8 @@ export interface Entry {
   readonly worker: string | undefined
   readonly now: number
   readonly note: string | undefined
+  /** the attempt the entry is about, 0 if none */
+  readonly attempt: number
 }
 
 export const NO_TASKS: readonly TaskState[] = Object.freeze([]) as readonly TaskState[]

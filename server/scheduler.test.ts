@@ -246,7 +246,7 @@ describe('work stealing', () => {
     // Refused: t5 stays where it is and is not asked for again; the thief tries the next one.
     expect(s.handle({ type: 'steal-response', worker: 'w1', key: 't5', attempt: 5, ok: false })).toEqual([{ type: 'steal-request', worker: 'w1', key: 't4', attempt: 4 }])
     expect(s.handle({ type: 'client-added', client: 'x' })).toEqual([])
-    expect(s.story('t5').at(-1)).toMatchObject({ note: 'steal of attempt 5 refused' })
+    expect(s.story('t5').at(-1)).toMatchObject({ note: 'attempt 5: steal refused' })
     expect(fin(s, 'w1', 't5', 5)).toEqual([memoryState('t5', ['c'])])
   })
 
@@ -495,7 +495,7 @@ describe('faults', () => {
       assign('w2', 'x', 4),
     ])
     expect([s.taskStatus('x'), s.taskStatus('y'), s.taskStatus('q')]).toEqual(['processing', 'waiting', 'waiting'])
-    expect(s.story('q').map(e => e.note).filter(Boolean)).toEqual(['attempt 3', 'attempt 3 could not fetch x', 'dependency x left memory'])
+    expect(s.story('q').map(e => e.note).filter(Boolean)).toEqual(['attempt 3', 'attempt 3: could not fetch x', 'dependency x left memory'])
     expect(assigned(fin(s, 'w2', 'x', 4))).toEqual([['w2', 'y', 5], ['w2', 'q', 6]])
   })
 

@@ -52,7 +52,7 @@ interface ResolvedOptions {
   allowedFailures: number
 }
 
-interface Info { worker?: WorkerState; note?: string; error?: WireError }
+interface Info { worker?: WorkerState; note?: string; error?: WireError; /** shown as 'attempt N' in the story */ attempt?: number }
 type TransitionFn = (this: Scheduler, t: TaskState, to: TaskStatus, info: Info) => void
 /** A copy of data between workers (hand-off of a retiring worker, or a replica of scattered data). */
 interface Move { from: WorkerState; to: WorkerState; handoff: boolean }
@@ -122,6 +122,7 @@ export class Scheduler {
   private cursor = 0
   private openWorkers = 0
   private lastEntry: Entry | null = null
+  private lastGroup: GroupCounts | null = null
   private derivedFrom: WireError | null = null
   private derived: WireError | null = null
   /** moving average of reported task run time (ms) */
@@ -454,7 +455,7 @@ export class Scheduler {
     for (const a of [...w.attempts]) {
       if (!a.live) continue
       this.endAttempt(a)
-      this.record(a.task, a.task.status, a.task.status as TaskStatus, w.id, `attempt ${a.id} lost: ${why}`)
+      this.record(a.task, a.task.status, a.task.status as TaskStatus, w.id, `lost: ${why}`, a.id)
       this.attemptFailed(a.task, counts)
     }
     if (w.puts !== null) {
@@ -528,7 +529,7 @@ export class Scheduler {
     for (const a of later) {
       this.out.push({ type: 'cancel-task', worker: w.id, key: a.task.key, attempt: a.id })
       this.endAttempt(a)
-      this.record(a.task, 'processing', 'processing', w.id, `attempt ${a.id} taken back: worker retiring`)
+      this.record(a.task, 'processing', 'processing', w.id, 'taken back: worker retiring', a.id)
       this.afterAttemptLost(a.task)
     }
     if (w.puts !== null) {
@@ -575,20 +576,20 @@ export class Scheduler {
       r.reports++
       r.results.push({ worker: w, digest: typeof e.digest === 'string' ? e.digest : '', nbytes })
       ;(w.reported ??= new Set()).add(t)
-      this.record(t, 'processing', 'processing', w.id, `attempt ${a.id} reported digest ${e.digest ?? '(none)'}`)
+      this.record(t, 'processing', 'processing', w.id, `reported digest ${e.digest ?? '(none)'}`, a.id)
       this.syncRedundant(t)
       return
     }
     t.nbytes = nbytes
     this.addHolder(t, w)
-    this.transition(t, 'memory', { worker: w, note: `attempt ${a.id}` })
+    this.transition(t, 'memory', { worker: w, attempt: a.id })
     if (w.retiring) this.handoffIfSole(w, t)
   }
 
   /** A result for an attempt that is not current: drop it, and free the data if the worker holds it for nothing. */
   private dropStale(t: TaskState | undefined, w: WorkerState, key: string, attempt: number): void {
     if (t !== undefined) {
-      this.record(t, t.status, t.status as TaskStatus, w.id, `stale result of attempt ${attempt} dropped`)
+      this.record(t, t.status, t.status as TaskStatus, w.id, 'stale result dropped', attempt)
       if (t.holders?.includes(w) || t.redundant?.results.some(r => r.worker === w) || t.attempts?.some(a => a.worker === w)) return
     }
     this.freeKey(w, key)
@@ -602,11 +603,11 @@ export class Scheduler {
     if (t === undefined || a === undefined) return
     this.endAttempt(a)
     if (e.crashed === true) {
-      this.record(t, 'processing', 'processing', w.id, `attempt ${a.id} crashed its worker`)
+      this.record(t, 'processing', 'processing', w.id, 'crashed its worker', a.id)
       this.attemptFailed(t, true)
     } else if (t.retries > 0) {
       t.retries--
-      this.record(t, 'processing', 'processing', w.id, `attempt ${a.id} erred (${e.error?.message ?? ''}); retrying, ${t.retries} retries left`)
+      this.record(t, 'processing', 'processing', w.id, `erred (${e.error?.message ?? ''}); retrying, ${t.retries} retries left`, a.id)
       this.afterAttemptLost(t)
     } else {
       const error: WireError = { ...e.error, code: e.error?.code ?? 'task-error', message: e.error?.message ?? 'task failed', key: t.key }
@@ -622,7 +623,7 @@ export class Scheduler {
     if (t === undefined || a === undefined) return
     this.out.push({ type: 'cancel-task', worker: w.id, key: t.key, attempt: a.id })
     this.endAttempt(a)
-    this.record(t, 'processing', 'processing', w.id, `lease of attempt ${a.id} expired`)
+    this.record(t, 'processing', 'processing', w.id, 'lease expired', a.id)
     this.attemptFailed(t, true)
   }
 
@@ -633,7 +634,7 @@ export class Scheduler {
     const a = this.findAttempt(t, w, e.attempt)
     if (a !== undefined) {
       this.endAttempt(a)
-      this.record(a.task, 'processing', 'processing', w.id, `attempt ${a.id} could not fetch ${e.missing.map(m => m.key).join(', ')}`)
+      this.record(a.task, 'processing', 'processing', w.id, `could not fetch ${(e.missing ?? []).map(m => m.key).join(', ')}`, a.id)
     }
     for (const m of e.missing ?? []) {
       const d = this.tasks.get(m.key)
@@ -668,12 +669,12 @@ export class Scheduler {
       w.stealing--
       this.touch(thief)
       this.touch(w)
-      this.record(t, 'processing', 'processing', w.id, `steal of attempt ${a.id} refused`)
+      this.record(t, 'processing', 'processing', w.id, 'steal refused', a.id)
       return
     }
     // The victim gave the task up (even if its thief has left since): it must run elsewhere.
     this.endAttempt(a)
-    this.record(t, 'processing', 'processing', w.id, `attempt ${a.id} stolen`)
+    this.record(t, 'processing', 'processing', w.id, 'stolen', a.id)
     this.afterAttemptLost(t)
   }
 
@@ -808,7 +809,9 @@ export class Scheduler {
   // ───────────────────────────── data on workers ─────────────────────────────
 
   private addHolder(t: TaskState, w: WorkerState): void {
-    ;(t.holders ??= []).push(w)
+    // Literal arrays get exactly the capacity they need; push on [] would reserve 16 slots.
+    if (t.holders === null) t.holders = [w]
+    else t.holders.push(w)
     w.holds.add(t)
     w.nbytes += t.nbytes
   }
@@ -912,7 +915,8 @@ export class Scheduler {
 
   private startPut(t: TaskState, w: WorkerState): void {
     const a = new Attempt(++this.attemptSeq, t, w, true)
-    ;(t.attempts ??= []).push(a)
+    if (t.attempts === null) t.attempts = [a]
+    else t.attempts.push(a)
     ;(w.puts ??= new Set()).add(a)
     w.pendingBytes += t.nbytes
     this.out.push({ type: 'put-data', worker: w.id, key: t.key })
@@ -1128,7 +1132,7 @@ export class Scheduler {
     const fn = Scheduler.table[from]?.[to]
     if (fn === undefined) throw this.broken(t, `impossible transition ${from} → ${to} (stimulus ${this.stimulus})`)
     const e = info.error
-    this.record(t, from, to, info.worker?.id, info.note ?? (e ? `${e.code}: ${e.message.length > 200 ? e.message.slice(0, 200) + '…' : e.message}` : undefined))
+    this.record(t, from, to, info.worker?.id, info.note ?? (e ? `${e.code}: ${e.message.length > 200 ? e.message.slice(0, 200) + '…' : e.message}` : undefined), info.attempt ?? 0)
     fn.call(this, t, to, info)
   }
 
@@ -1255,10 +1259,14 @@ export class Scheduler {
   private setStatus(t: TaskState, to: TaskStatus): void {
     const from = t.status
     const counts = this.statusCounts
-    let g = this.groupCounts.get(t.group)
-    if (g === undefined) {
-      g = { group: t.group, waiting: 0, queued: 0, processing: 0, memory: 0, erred: 0, released: 0 }
-      this.groupCounts.set(t.group, g)
+    let g = this.lastGroup
+    if (g === null || g.group !== t.group) {
+      g = this.groupCounts.get(t.group) ?? null
+      if (g === null) {
+        g = { group: t.group, waiting: 0, queued: 0, processing: 0, memory: 0, erred: 0, released: 0 }
+        this.groupCounts.set(t.group, g)
+      }
+      this.lastGroup = g
     }
     if (from !== 'new') {
       counts[from]--
@@ -1395,9 +1403,12 @@ export class Scheduler {
     a.live = false
     const t = a.task
     const as = t.attempts as Attempt[]
-    const i = as.indexOf(a)
-    if (i >= 0) as.splice(i, 1)
-    if (as.length === 0) t.attempts = null
+    if (as.length === 1) {
+      if (as[0] === a) t.attempts = null
+    } else {
+      const i = as.indexOf(a)
+      if (i >= 0) as.splice(i, 1)
+    }
     const w = a.worker
     if (a.put) {
       w.puts?.delete(a)
@@ -1520,12 +1531,13 @@ export class Scheduler {
     if (t.status === 'queued') {
       const last = this.lastTurn.get(t.priority)
       if (last === undefined || t.turn > last) this.lastTurn.set(t.priority, t.turn)
-      this.transition(t, 'processing', { worker: w, note: `attempt ${id}` })
+      this.transition(t, 'processing', { worker: w, attempt: id })
     } else {
-      this.record(t, 'processing', 'processing', w.id, `attempt ${id}`)
+      this.record(t, 'processing', 'processing', w.id, undefined, id)
     }
     const a = new Attempt(id, t, w, false)
-    ;(t.attempts ??= []).push(a)
+    if (t.attempts === null) t.attempts = [a]
+    else t.attempts.push(a)
     t.redundant?.tried.push(w.id)
     w.attempts.add(a)
     w.order.push(a)
@@ -1644,7 +1656,7 @@ export class Scheduler {
           thief.incoming++
           victim.stealing++
           want--
-          this.record(a.task, 'processing', 'processing', victim.id, `steal-request for attempt ${a.id} (for ${thief.id})`)
+          this.record(a.task, 'processing', 'processing', victim.id, `steal-request for ${thief.id}`, a.id)
           this.out.push({ type: 'steal-request', worker: victim.id, key: a.task.key, attempt: a.id })
         }
         this.touch(victim)
@@ -1671,20 +1683,27 @@ export class Scheduler {
 
   // ───────────────────────────── stories and validation ─────────────────────────────
 
-  private record(t: TaskState, from: Status, to: TaskStatus, worker: string | undefined, note: string | undefined): void {
+  private record(t: TaskState, from: Status, to: TaskStatus, worker: string | undefined, note: string | undefined, attempt = 0): void {
     const L = this.opts.storyLength
     if (L === 0) return
     let e = this.lastEntry
     // Entries are immutable and shared: a 10,000-task submit stores one entry object.
-    if (e === null || e.from !== from || e.to !== to || e.worker !== worker || e.note !== note || e.stimulus !== this.stimulus || e.now !== this.now) {
-      e = { from, to, stimulus: this.stimulus, worker, now: this.now, note }
+    // The attempt is kept as a number (formatted on read) to spare a string per transition.
+    if (e === null || e.from !== from || e.to !== to || e.worker !== worker || e.note !== note || e.attempt !== attempt || e.stimulus !== this.stimulus || e.now !== this.now) {
+      e = { from, to, stimulus: this.stimulus, worker, now: this.now, note, attempt }
       this.lastEntry = e
     }
     const s = t.story
     if (s === null) t.story = e
     else if (!Array.isArray(s)) t.story = L === 1 ? e : [s, e]
-    else if (s.length < L) s.push(e)
-    else {
+    else if (s.length < L) {
+      // Grow by copying into an exact-size array: push would reserve ~16 spare slots per task.
+      const n = s.length
+      const grown = new Array<Entry>(n + 1)
+      for (let i = 0; i < n; i++) grown[i] = s[i] as Entry
+      grown[n] = e
+      t.story = grown
+    } else {
       s[t.storyHead] = e
       t.storyHead = (t.storyHead + 1) % L
     }
@@ -1696,7 +1715,8 @@ export class Scheduler {
     return entries.map(e => {
       const out: StoryEntry = { key: t.key, from: e.from as StoryEntry['from'], to: e.to, stimulus: e.stimulus, now: e.now }
       if (e.worker !== undefined) out.worker = e.worker
-      if (e.note !== undefined) out.note = e.note
+      const note = e.attempt > 0 ? (e.note !== undefined ? `attempt ${e.attempt}: ${e.note}` : `attempt ${e.attempt}`) : e.note
+      if (note !== undefined) out.note = note
       return out
     })
   }

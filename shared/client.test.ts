@@ -190,19 +190,26 @@ describe('map', () => {
     const h = track(harness())
     const seq = Array.from({ length: 100_000 }, (_, i) => i)
     const f = (x: number): number => x * 2
-    h.client.map(f, seq.slice(0, 1000)) // warm up
+    for (const x of h.client.map(f, seq.map(x => -x - 1).slice(0, 20_000))) x.release() // warm up the JIT
     await tick()
-    h.clear()
-    const t0 = performance.now()
-    const fs = h.client.map(f, seq)
-    const t1 = performance.now()
-    await tick()
-    const t2 = performance.now()
-    console.log(`map over 100,000 items: ${((t1 - t0) * 1000 / 1e5).toFixed(2)} µs per item to make the futures, ${((t2 - t0) * 1000 / 1e5).toFixed(2)} µs per item including the flush to the link`)
-    expect(fs).toHaveLength(100_000)
-    const submits = h.of('submit')
-    expect(submits.reduce((n, m) => n + m.tasks.length, 0)).toBe(100_000 - 1000)
-    for (const m of submits) expect(m.tasks.length).toBeLessThanOrEqual(LIMITS.keys)
+    const costs: string[] = []
+    for (let round = 0; round < 3; round++) {
+      h.clear()
+      const items = seq.map(x => x + round * 100_000)
+      const t0 = performance.now()
+      const fs = h.client.map(f, items)
+      const t1 = performance.now()
+      await tick()
+      const t2 = performance.now()
+      costs.push(`${((t1 - t0) * 1000 / 1e5).toFixed(2)} µs (${((t2 - t0) * 1000 / 1e5).toFixed(2)} µs with the flush to the link)`)
+      expect(fs).toHaveLength(100_000)
+      const submits = h.of('submit')
+      expect(submits.reduce((n, m) => n + m.tasks.length, 0)).toBe(100_000)
+      for (const m of submits) expect(m.tasks.length).toBeLessThanOrEqual(LIMITS.keys)
+      for (const x of fs) x.release()
+      await tick()
+    }
+    console.log(`client-side cost of map over 100,000 items, per item, 3 rounds: ${costs.join('; ')}`)
   })
 })
 
@@ -251,9 +258,9 @@ describe('gather', () => {
 
   it('joins data that arrives in parts', async () => {
     const h = track(harness())
-    const f = h.client.submit((n: number) => new Float64Array(n), 100_000)
+    const f = h.client.submit((n: number) => new Float64Array(n), 20_000)
     const p = f.result()
-    const big = new Float64Array(100_000).map((_, i) => i * 0.5)
+    const big = new Float64Array(20_000).map((_, i) => i * 0.5)
     const data = encodeValue(big)
     // equal parts: the size PartJoiner assumes for every part but the last
     const parts = splitParts({ type: 'data' as const, key: f.key, data }, Math.ceil(data.byteLength / 8))

@@ -124,6 +124,8 @@ const FRAME_BUDGET = LIMITS.frameBytes >> 2
 /** Per-task overhead in a submit message, beyond its key and arguments. */
 const TASK_OVERHEAD = 80
 const REQUEST_TIMEOUT = 30_000
+/** shared by every task without dependencies (frozen: nobody may add to it) */
+const NO_DEPS = Object.freeze([]) as unknown as string[]
 const FORGOT_US = 'the coordinator restarted or forgot this client (it was away longer than the grace period): the futures it held are lost; submit the work again'
 
 type KeysKind = 'gather' | 'release' | 'cancel'
@@ -172,6 +174,25 @@ function toTaskFunction(fn: unknown): TaskFunction {
   checkFreeVariables(tf)
   return tf
 }
+
+/** the function's hash as bytes, to hash together with small arguments in one pass */
+const hashPrefixes = new Map<string, Uint8Array>()
+
+/** The hash part of a pure task's key: of the function and the encoded arguments. */
+function pureKeyHash(tf: TaskFunction, args: Uint8Array): string {
+  if (args.byteLength > 4096) return hashString(tf.hash + hashBytes(args))
+  let prefix = hashPrefixes.get(tf.hash)
+  if (prefix === undefined) {
+    if (hashPrefixes.size >= 1000) hashPrefixes.clear()
+    prefix = new TextEncoder().encode(tf.hash.padEnd(24, ' ').slice(0, 24))
+    hashPrefixes.set(tf.hash, prefix)
+  }
+  // one hash call instead of two (hashing is cheap, rendering hex is not), in a reused buffer
+  scratch.set(prefix)
+  scratch.set(args, prefix.byteLength)
+  return hashBytes(scratch.subarray(0, prefix.byteLength + args.byteLength))
+}
+const scratch = new Uint8Array(4096 + 64)
 
 function newRecord(key: string): KeyRecord {
   return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined }
@@ -644,16 +665,14 @@ export class Client {
       )
     }
     if (deps && deps.length > 1) deps = [...new Set(deps)]
-    const key = explicitKey ?? (o.pure
-      ? `${prefix}-${hashString(tf.hash + hashBytes(bytes))}`
-      : `${prefix}-${this.nonce}${(this.counter++).toString(36)}`)
+    const key = explicitKey ?? (o.pure ? `${prefix}-${pureKeyHash(tf, bytes)}` : `${prefix}-${this.nonce}${(this.counter++).toString(36)}`)
     let rec = this.records.get(key)
     if (rec === undefined || rec.status === 'cancelled' || rec.status === 'lost') {
       if (rec === undefined) {
         rec = newRecord(key)
         this.records.set(key, rec)
       } else settleRecord(rec, 'pending')
-      const task: TaskSubmit = { key, fn: tf.hash, args: bytes, deps: deps ?? [], group: tf.name }
+      const task: TaskSubmit = { key, fn: tf.hash, args: bytes, deps: deps ?? NO_DEPS, group: tf.name }
       if (o.priority !== undefined) task.priority = o.priority
       if (o.retries !== undefined) task.retries = o.retries
       if (o.redundancy !== undefined) task.redundancy = o.redundancy
@@ -769,10 +788,13 @@ export class Client {
   private unref(rec: KeyRecord): void {
     if (--rec.refs > 0 || this.records.get(rec.key) !== rec) return
     this.records.delete(rec.key)
-    const err = new CancelledError(`${rec.key} was released`)
-    if (rec.fetch) { rec.fetch.reject(err); rec.fetch = undefined }
-    if (rec.status === 'pending') settleRecord(rec, 'cancelled', err)
-    this.joiner.drop(rec.key)
+    // an Error costs microseconds (its stack): make one only for someone still waiting
+    if (rec.fetch || (rec.settled && rec.status === 'pending')) {
+      const err = new CancelledError(`${rec.key} was released`)
+      if (rec.fetch) { rec.fetch.reject(err); rec.fetch = undefined }
+      if (rec.status === 'pending') settleRecord(rec, 'cancelled', err)
+    }
+    if (this.joiner.size) this.joiner.drop(rec.key)
     if (this.state !== 'closed') this.addKey('release', rec.key)
   }
 

@@ -147,6 +147,7 @@ export class Future<T = unknown> {
    * ```
    */
   async exception(): Promise<Error | undefined> {
+    if (this.released) throw releasedError(this.key)
     await this.whenDone()
     return this.rec.status === 'finished' ? undefined : this.rec.error
   }
@@ -231,8 +232,12 @@ function toFutureList(futures: Iterable<Future> | Future, what: string): Future[
  * }
  * ```
  */
-export async function* asCompleted<T>(futures: Iterable<Future<T>>): AsyncGenerator<Future<T>, void, undefined> {
-  const list = toFutureList(futures, 'asCompleted') as Future<T>[]
+export function asCompleted<T>(futures: Iterable<Future<T>>): AsyncGenerator<Future<T>, void, undefined> {
+  // checked here, not inside the generator, so a bad call fails where it is made
+  return completions(toFutureList(futures, 'asCompleted') as Future<T>[])
+}
+
+async function* completions<T>(list: Future<T>[]): AsyncGenerator<Future<T>, void, undefined> {
   const ready: Future<T>[] = []
   let failure: Error | undefined
   let wake: (() => void) | undefined

@@ -30,8 +30,12 @@ export function decodeFrame(frame: unknown): unknown[] {
 /** Anything with a binary `data` field may be split into parts. */
 interface WithData { data: Uint8Array; part?: number; parts?: number; total?: number }
 
-/** Splits a message whose `data` is over the chunk size into parts (same header, `part`/`parts`/`total`). */
-export function splitParts<M extends WithData>(msg: M, chunk: number = LIMITS.chunkBytes): M[] {
+/**
+ * Splits a message whose `data` is over the chunk size into parts (same header,
+ * `part`/`parts`/`total`). Every part but the last is exactly LIMITS.chunkBytes long.
+ */
+export function splitParts<M extends WithData>(msg: M): M[] {
+  const chunk = LIMITS.chunkBytes
   const n = msg.data.byteLength
   if (n <= chunk) return [msg]
   const parts = Math.ceil(n / chunk)
@@ -63,9 +67,10 @@ export class PartJoiner {
       p = { buf: new Uint8Array(total), seen: new Uint8Array(parts), left: parts }
       this.pending.set(id, p)
     }
-    const chunk = Math.ceil(total / parts)
+    const chunk = LIMITS.chunkBytes
     const offset = part * chunk
-    if (p.buf.byteLength !== total || p.seen.length !== parts || p.seen[part] || offset + msg.data.byteLength > total) {
+    const expected = part === parts - 1 ? total - offset : chunk
+    if (p.buf.byteLength !== total || p.seen.length !== parts || p.seen[part] || msg.data.byteLength !== expected || expected <= 0) {
       this.pending.delete(id)
       throw new Error(`part ${part}/${parts} of ${id} does not fit`)
     }

@@ -903,11 +903,17 @@ describe('fuzz', () => {
 
 describe('micro-benchmark (printed, not asserted)', () => {
   it('µs per task for submit + finish of 10,000 tasks on 2 workers; bytes per queued task', async () => {
+    const { setFlagsFromString } = await import('node:v8')
+    const { runInNewContext } = await import('node:vm')
+    setFlagsFromString('--expose-gc')
+    const gc = runInNewContext('gc') as () => void
+    // No validate mode here: it is O(tasks) per event by design.
     const run = (): number => {
       const s = new Scheduler()
       addW(s, 'w1', 4)
       addW(s, 'w2', 4)
       const tasks = Array.from({ length: 10_000 }, (_, i) => spec(`inc-${i}`))
+      gc()
       const t0 = performance.now()
       const pending = assigned(submit(s, 'c', ...tasks))
       let done = 0
@@ -922,13 +928,10 @@ describe('micro-benchmark (printed, not asserted)', () => {
       return us
     }
     run()
-    const us = Math.min(run(), run(), run())
-    console.log(`scheduler: ${us.toFixed(2)} µs per task (submit 10,000 + 10,000 task-finished, 2 workers)`)
+    // Best of several: the machine may be shared.
+    const us = Math.min(run(), run(), run(), run(), run())
+    console.log(`scheduler: ${us.toFixed(2)} µs per task (submit 10,000 + 10,000 task-finished, 2 workers, best of 5)`)
 
-    const { setFlagsFromString } = await import('node:v8')
-    const { runInNewContext } = await import('node:vm')
-    setFlagsFromString('--expose-gc')
-    const gc = runInNewContext('gc') as () => void
     const n = 200_000
     gc()
     const before = process.memoryUsage().heapUsed

@@ -830,6 +830,9 @@ export class Scheduler {
     if (hs.length > 0) {
       this.record(t, 'memory', 'memory', w.id, `replica on ${w.name} lost`)
       if (t.fn === null) this.replicate(t)
+      // The copy left may sit on a retiring worker that had no reason to hand it off.
+      const last = hs[0] as WorkerState
+      if (hs.length === 1 && last.retiring && !last.retireDone) this.handoffIfSole(last, t)
       return
     }
     t.holders = null
@@ -891,7 +894,7 @@ export class Scheduler {
     return best
   }
 
-  /** Up to k open workers to store a copy of t, least data first (paused ones too if `anyOpen` finds none). */
+  /** Up to k workers to store a copy of t on: accepting, non-retiring, least data first (paused ones next if `allowPaused`). */
   private dataTargets(t: TaskState, k: number, allowPaused: boolean): WorkerState[] {
     const chosen: WorkerState[] = []
     const pending = new Set<WorkerState>()

@@ -133,9 +133,13 @@ export class Future<T = unknown> {
    */
   result(opts?: { timeout?: number }): Promise<T> {
     if (this.released) return Promise.reject(releasedError(this.key))
+    // the callback holds this Future until the value arrives: in `await client.submit(f).result()`
+    // nothing else does, and collecting it would release the key mid-fetch
     const p = this.owner.fetch(this.rec) as Promise<T>
     return opts?.timeout === undefined ? p : withTimeout(p, opts.timeout, `result of ${this.key}`)
   }
+
+  private hold<V>(v: V): V { return v }
 
   /**
    * Waits until the task is done and returns its error, or undefined if it finished.

@@ -6,7 +6,7 @@
  */
 import { Packr } from 'msgpackr'
 import { LIMITS } from './protocol.js'
-import { TimeoutError, TooLargeError, type WireError, fromWireError } from './errors.js'
+import { TabgridError, TimeoutError, TooLargeError, type WireError, fromWireError } from './errors.js'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, variableMapSize: true })
 
@@ -60,7 +60,7 @@ export class PartJoiner {
     if (parts <= 1) return msg.data
     const part = msg.part ?? -1
     const total = msg.total ?? -1
-    if (!(part >= 0 && part < parts) || total < 0 || total > LIMITS.valueBytes) throw new Error(`bad part ${part}/${parts} of ${id}`)
+    if (!(part >= 0 && part < parts) || total < 0 || total > LIMITS.valueBytes) throw new TabgridError('bad-message', `bad part ${part}/${parts} of ${id}`)
     let p = this.pending.get(id)
     if (!p) {
       if (this.pending.size >= this.maxPending) throw new TooLargeError(`too many values arriving in parts at once (${this.maxPending})`)
@@ -72,7 +72,7 @@ export class PartJoiner {
     const expected = part === parts - 1 ? total - offset : chunk
     if (p.buf.byteLength !== total || p.seen.length !== parts || p.seen[part] || msg.data.byteLength !== expected || expected <= 0) {
       this.pending.delete(id)
-      throw new Error(`part ${part}/${parts} of ${id} does not fit`)
+      throw new TabgridError('bad-message', `part ${part}/${parts} of ${id} does not fit`)
     }
     p.buf.set(msg.data, offset)
     p.seen[part] = 1

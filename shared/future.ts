@@ -135,7 +135,7 @@ export class Future<T = unknown> {
     if (this.released) return Promise.reject(releasedError(this.key))
     // the callback holds this Future until the value arrives: in `await client.submit(f).result()`
     // nothing else does, and collecting it would release the key mid-fetch
-    const p = this.owner.fetch(this.rec) as Promise<T>
+    const p = this.owner.fetch(this.rec).then(v => this.hold(v)) as Promise<T>
     return opts?.timeout === undefined ? p : withTimeout(p, opts.timeout, `result of ${this.key}`)
   }
 

@@ -1,0 +1,22 @@
+// Shared by the examples: connect to TABGRID_URL when it is set (a grid you started with
+// `npm start` and `npx tabgrid worker …`), else start a small grid in this process.
+import { Client, startCoordinator, startWorker } from 'tabgrid'
+
+export async function connect({ nprocs = 1, nthreads = 1, workers = 2 } = {}) {
+  if (process.env.TABGRID_URL) {
+    const client = await Client.connect(process.env.TABGRID_URL, { token: process.env.TABGRID_TOKEN })
+    return { client, close: () => client.close() }
+  }
+  const coord = await startCoordinator({ port: 0 })
+  const agents = []
+  for (let i = 0; i < workers; i++) agents.push(await startWorker(coord.url, { nprocs, nthreads, name: `example-${i}` }))
+  const client = await Client.connect(coord.url)
+  return {
+    client,
+    close: async () => {
+      await client.close()
+      for (const a of agents) await a.close()
+      await coord.close()
+    },
+  }
+}

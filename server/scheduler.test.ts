@@ -913,7 +913,7 @@ describe('micro-benchmark (printed, not asserted)', () => {
       addW(s, 'w1', 4)
       addW(s, 'w2', 4)
       const tasks = Array.from({ length: 10_000 }, (_, i) => spec(`inc-${i}`))
-      gc()
+      // No gc() here: a forced full GC shrinks the heap and the run then pays to regrow it (2-4× slower).
       const t0 = performance.now()
       const pending = assigned(submit(s, 'c', ...tasks))
       let done = 0

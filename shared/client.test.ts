@@ -539,6 +539,7 @@ describe('reconnect', () => {
     const p = f.result()
     await tick()
     h.clientSide.onStatus({ state: 'disconnected', reason: 'transport close' })
+    const whileAway = h.client.submit((s: string) => s, 'away') // held, then dropped with the rest
     h.clientSide.onStatus({ state: 'connected', again: true })
     h.send(welcome(false, 'c2'))
     const err = await p.catch((e: unknown) => e)
@@ -546,14 +547,19 @@ describe('reconnect', () => {
     expect((err as Error).message).toMatch(/the coordinator restarted or forgot this client/)
     expect(f.status).toBe('lost')
     expect(done.status).toBe('lost')
+    expect(whileAway.status).toBe('lost')
     expect(h.client.id).toBe('c2')
+    expect(h.clientSide.hello).toMatchObject({ resume: 'c2' })
     // the same work can be submitted again
     h.clear()
     const again = h.client.submit((x: number) => x, 1)
     expect(again.key).toBe(f.key)
     expect(f.status).toBe('pending')
+    const again2 = h.client.submit((s: string) => s, 'away')
+    expect(again2.key).toBe(whileAway.key)
     await tick()
-    expect(h.all().map(m => m.type)).toEqual(['function', 'submit'])
+    expect(h.all().map(m => m.type)).toEqual(['function', 'function', 'submit'])
+    expect(h.of('submit')[0]!.tasks.map(t => t.key)).toEqual([f.key, whileAway.key])
   })
 })
 

@@ -989,6 +989,8 @@ export class Client {
         if (rec.status === 'pending' || rec.status === 'finished') this.fail(rec, 'lost', new LostDataError(`${rec.key}: ${FORGOT_US}`))
       }
       this.building = undefined
+      // functions "sent" while away were dropped with the rest
+      this.sentFunctions.clear()
     }
     this.welcome.resolve()
   }
@@ -1039,7 +1041,9 @@ export class Client {
       case 'closed':
         if (this.closing) return
         this.terminate(new CancelledError(`client closed: the connection to the coordinator closed (${s.reason})`))
-        this.closing = Promise.resolve(this.onClose?.()).then(() => {})
+        this.closing = Promise.resolve().then(() => this.onClose?.()).catch((err: unknown) => {
+          console.error('tabgrid: shutting down the local cluster failed:', err)
+        })
         return
       default: {
         const never: never = s

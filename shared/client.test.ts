@@ -161,6 +161,7 @@ describe('map', () => {
     function* naturals(): Generator<number> { for (let i = 0; ; i++) yield i }
     expect(h.client.map((a: number, b: number) => a * b, naturals(), [5, 6, 7])).toHaveLength(3)
     expect(h.client.map((a: number) => a, [])).toEqual([])
+    expect(h.client.map((c: string) => c, 'ab')).toHaveLength(2)
   })
 
   it('takes futures as items, key prefixes and key lists', async () => {

@@ -134,7 +134,8 @@ type Building =
   | { type: 'submit'; tasks: TaskSubmit[]; bytes: number }
   | { type: KeysKind; keys: string[]; bytes: number }
 
-type ConnectionState = 'connected' | 'reconnecting' | 'closed'
+/** `awaiting-welcome`: reconnected, and messages wait until the coordinator says whether it remembers this client */
+type ConnectionState = 'connected' | 'reconnecting' | 'awaiting-welcome' | 'closed'
 
 /** What Client and its views share to make tasks (not public). */
 interface TaskMaker {
@@ -233,8 +234,6 @@ export class Client {
   /** bytes handed to the link since its last frame (the Outbox only sees top-level data) */
   private linkBytes = 0
   private state: ConnectionState = 'connected'
-  /** waiting for the welcome that follows a reconnect */
-  private awaitingWelcome = false
   /** messages kept while disconnected */
   private held: ClientMessage[] = []
   private readonly warned = new Set<string>()
@@ -355,7 +354,7 @@ export class Client {
    * if (!client.connected) console.warn('reconnecting…')
    * ```
    */
-  get connected(): boolean { return this.state === 'connected' && !this.awaitingWelcome }
+  get connected(): boolean { return this.state === 'connected' }
 
   // ------------------------------------------------------------ tasks
 
@@ -540,7 +539,7 @@ export class Client {
   }
 
   private async shutdown(): Promise<void> {
-    if (this.state === 'connected' && !this.awaitingWelcome) {
+    if (this.state === 'connected') {
       for (const key of this.records.keys()) this.addKey('release', key)
       this.flushBuilding()
     }
@@ -584,7 +583,7 @@ export class Client {
     let allArrays = true
     for (let j = 0; j < iterables.length; j++) {
       const it = iterables[j]
-      if (it === null || typeof it !== 'object' || typeof (it as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+      if (typeof it !== 'string' && (it === null || typeof it !== 'object' || typeof (it as Iterable<unknown>)[Symbol.iterator] !== 'function')) {
         throw new TypeError(`map: argument ${j + 2} must be an iterable (an array, a Set, a generator…), got ${describe(it)}`)
       }
       if (!Array.isArray(it)) allArrays = false
@@ -817,7 +816,7 @@ export class Client {
   private readonly endTurn = (): void => {
     this.scheduled = false
     this.flushBuilding()
-    if (this.state === 'connected' && !this.awaitingWelcome) this.link.flush()
+    if (this.state === 'connected') this.link.flush()
     this.linkBytes = 0
   }
 
@@ -860,7 +859,7 @@ export class Client {
   }
 
   private out(msg: ClientMessage, bytes: number): void {
-    if (this.state !== 'connected' || this.awaitingWelcome) {
+    if (this.state !== 'connected') {
       if (this.state !== 'closed') this.held.push(msg)
       return
     }
@@ -971,11 +970,12 @@ export class Client {
       this.link.close()
       return
     }
+    if (this.state === 'closed') return
     const first = this.clientId === undefined
     this.clientId = m.id
     if (this.link.hello.role === 'client') this.link.hello.resume = m.id
-    const reconnected = this.awaitingWelcome && !first
-    this.awaitingWelcome = false
+    const reconnected = this.state === 'awaiting-welcome' && !first
+    this.state = 'connected'
     const held = this.held
     this.held = []
     if (!reconnected || m.resumed) {
@@ -1024,15 +1024,11 @@ export class Client {
     switch (s.state) {
       case 'connected':
         if (this.state === 'closed') return
-        if (s.again || this.state === 'reconnecting') {
-          this.state = 'connected'
-          this.awaitingWelcome = true
-        }
+        if (s.again || this.state === 'reconnecting') this.state = 'awaiting-welcome'
         return
       case 'disconnected':
         if (this.state === 'closed') return
         this.state = 'reconnecting'
-        this.awaitingWelcome = false
         this.sentFunctions.clear()
         this.joiner = new PartJoiner()
         this.linkBytes = 0

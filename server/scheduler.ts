@@ -183,6 +183,12 @@ export class Scheduler {
     return hs ? hs.map(w => w.id) : []
   }
 
+  /** Keys whose data the worker holds, per the scheduler (O(keys held), for reconnect reconciliation). */
+  heldBy(worker: string): string[] {
+    const w = this.byId.get(worker)
+    return w ? [...w.holds].map(t => t.key) : []
+  }
+
   taskStatus(key: string): TaskStatus | undefined {
     const t = this.tasks.get(key)
     return t === undefined || t.status === 'new' ? undefined : t.status

@@ -142,7 +142,7 @@ export class Coordinator {
       // what it no longer holds (a reloaded tab keeps only what it spilled)
       if (hello.held) {
         const still = new Set(hello.held.map(h => h.key))
-        const gone = this.scheduler.workers().length ? this.heldBy(w.id).filter(k => !still.has(k)) : []
+        const gone = this.scheduler.heldBy(w.id).filter(k => !still.has(k))
         if (gone.length) this.handle({ type: 'data-released', worker: w.id, keys: gone })
       }
       for (const a of w.assigned.values()) this.sendAssign(w, a)
@@ -164,11 +164,6 @@ export class Coordinator {
     return id
   }
 
-  private heldBy(worker: string): string[] {
-    const out: string[] = []
-    for (const key of this.tasks.keys()) if (this.scheduler.whoHas(key).includes(worker)) out.push(key)
-    return out
-  }
 
   private acceptClient(conn: Connection, hello: Extract<Hello, { role: 'client' }>): string {
     const old = hello.resume ? this.peers.get(hello.resume) : undefined

@@ -138,7 +138,7 @@ export class WorkerState {
     readonly id: string,
     readonly name: string,
     readonly kind: WorkerKind,
-    readonly slots: number,
+    public slots: number,
     readonly since: number,
     /** join order, the tie-breaker that makes placement deterministic */
     readonly seq: number,

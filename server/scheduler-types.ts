@@ -48,7 +48,7 @@ export type SchedulerEvent =
   /** The worker is gone for good (after the grace period, or it left): reschedule, recompute or fail. */
   | { type: 'worker-removed'; worker: string; reason: 'disconnected' | 'left' | 'lease-expired' | 'kicked' }
   /** Paused by the volunteer, or past its memory high-water mark: gets no new tasks. */
-  | { type: 'worker-status'; worker: string; accepting: boolean }
+  | { type: 'worker-status'; worker: string; accepting: boolean; /** the pool was resized */ slots?: number }
   /** Graceful leave: stop assigning, hand off data still wanted to other workers, then emit 'retire-done'. */
   | { type: 'worker-retiring'; worker: string }
   | { type: 'task-finished'; worker: string; key: string; attempt: number; nbytes: number; ms: number; /** hash of the encoded result, for redundancy */ digest?: string }

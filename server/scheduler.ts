@@ -152,7 +152,7 @@ export class Scheduler {
       case 'gather': this.onGather(event.client, event.keys); break
       case 'worker-added': this.onWorkerAdded(event); break
       case 'worker-removed': this.onWorkerRemoved(event.worker, event.reason); break
-      case 'worker-status': this.onWorkerStatus(event.worker, event.accepting); break
+      case 'worker-status': this.onWorkerStatus(event.worker, event.accepting, event.slots); break
       case 'worker-retiring': this.onWorkerRetiring(event.worker); break
       case 'task-finished': this.onTaskFinished(event); break
       case 'task-erred': this.onTaskErred(event); break
@@ -498,9 +498,14 @@ export class Scheduler {
     for (const t of [...w.holds]) this.loseHolder(t, w)
   }
 
-  private onWorkerStatus(id: string, accepting: boolean): void {
+  private onWorkerStatus(id: string, accepting: boolean, slots?: number): void {
     const w = this.byId.get(id)
-    if (w === undefined || w.accepting === accepting) return
+    if (w === undefined) return
+    if (slots !== undefined && slots !== w.slots) {
+      w.slots = int(slots, w.slots, 1)
+      this.touch(w)
+    }
+    if (w.accepting === accepting) return
     w.accepting = accepting
     this.touch(w)
     if (accepting) this.replicateAll()

@@ -676,6 +676,7 @@ export class Client {
       if (o.retries !== undefined) task.retries = o.retries
       if (o.redundancy !== undefined) task.redundancy = o.redundancy
       if (o.workers !== undefined) task.workers = o.workers
+      if (o.timeout !== undefined) task.timeout = o.timeout
       this.ensureScheduled()
       if (!this.sentFunctions.has(tf.hash)) {
         this.sentFunctions.add(tf.hash)

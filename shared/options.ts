@@ -34,6 +34,8 @@ export interface TaskOptions {
   workers?: string | readonly string[]
   /** Run on k distinct workers and accept the result only when they agree (1–16, default 1). */
   redundancy?: number
+  /** ms a run may take; past it the worker stops the thread (Web Worker) running it and the task errs (retries apply). */
+  timeout?: number
 }
 
 /** TaskOptions after validation. */
@@ -44,14 +46,15 @@ export interface ResolvedTaskOptions {
   retries: number | undefined
   workers: string[] | undefined
   redundancy: number | undefined
+  timeout: number | undefined
 }
 
 /** The options a client uses when none are given. */
 export const DEFAULT_TASK_OPTIONS: ResolvedTaskOptions = Object.freeze({
-  key: undefined, pure: true, priority: undefined, retries: undefined, workers: undefined, redundancy: undefined,
+  key: undefined, pure: true, priority: undefined, retries: undefined, workers: undefined, redundancy: undefined, timeout: undefined,
 })
 
-const TASK_OPTION_NAMES = ['key', 'pure', 'priority', 'retries', 'workers', 'redundancy'] as const
+const TASK_OPTION_NAMES = ['key', 'pure', 'priority', 'retries', 'workers', 'redundancy', 'timeout'] as const
 
 /**
  * Validates task options and lays them over `base` (a view's options, when chained).
@@ -85,6 +88,7 @@ export function resolveTaskOptions(options: unknown, base: ResolvedTaskOptions =
   }
   if (o.retries !== undefined) out.retries = wholeNumber(o.retries, 'retries', 0, 100)
   if (o.redundancy !== undefined) out.redundancy = wholeNumber(o.redundancy, 'redundancy', 1, 16)
+  if (o.timeout !== undefined) out.timeout = wholeNumber(o.timeout, 'timeout', 1, 2 ** 31 - 1)
   if (o.workers !== undefined) {
     const list = typeof o.workers === 'string' ? [o.workers] : o.workers
     if (!Array.isArray(list) || list.length > 1024 || list.some(w => typeof w !== 'string' || w.length === 0 || w.length > LIMITS.name)) {

@@ -114,6 +114,8 @@ export const taskSubmit = z.object({
   retries: z.number().int().min(0).max(100).optional(),
   redundancy: z.number().int().min(1).max(16).optional(),
   workers: z.array(z.string().max(LIMITS.name)).max(1024).optional(),
+  /** ms a run may take; past it the worker stops the thread running it and the task errs */
+  timeout: z.number().int().positive().max(2 ** 31 - 1).optional(),
 })
 export type TaskSubmit = z.infer<typeof taskSubmit>
 
@@ -180,6 +182,8 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
     push: z.boolean(),
     /** report a digest of the encoded result (redundant runs) */
     digest: z.boolean().optional(),
+    /** ms the run may take */
+    timeout: z.number().optional(),
   }),
   z.object({ type: z.literal('cancel-task'), key, attempt: count }),
   z.object({ type: z.literal('steal'), key, attempt: count }),
@@ -220,7 +224,9 @@ export const workerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('data'), id: count, key, data: bytes, ...partFields }),
   z.object({ type: z.literal('data-error'), id: count, key, error: wireError }),
   /** accepting false: paused by the volunteer or past the memory high-water mark */
-  z.object({ type: z.literal('status'), accepting: z.boolean(), memory: count.optional(), spilled: count.optional() }),
+  z.object({ type: z.literal('status'), accepting: z.boolean(), memory: count.optional(), spilled: count.optional(), /** the pool was resized */ slots: z.number().int().min(1).max(4096).optional() }),
+  /** renews the worker's leases: sent every second or so from a tick that background tabs don't throttle */
+  z.object({ type: z.literal('heartbeat') }),
   /** the worker dropped these keys */
   z.object({ type: z.literal('released'), keys }),
   /** graceful leave: hand off data, then the coordinator says goodbye */

@@ -58,8 +58,18 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
   const nthreads = positive(options.nthreads ?? 1, '--nthreads')
   const hello: Hello = { role: 'worker', kind: 'node', slots: nprocs * nthreads, name: options.name ?? `${hostname()}-${process.pid}` }
   if (options.token) hello.token = options.token
-  const link: Link<WorkerMessage, ToWorkerMessage> = await connectLink(url, hello, { timeout: options.timeout ?? 10_000 })
-  const runtime = new WorkerRuntime(link, { nprocs, nthreads, spawn: spawnThread, log: options.log ?? (() => {}) })
+  const runtime = new WorkerRuntime({ nprocs, nthreads, spawn: spawnThread, log: options.log ?? (() => {}) })
+  let link: Link<WorkerMessage, ToWorkerMessage>
+  try {
+    link = await connectLink(url, hello, { timeout: options.timeout ?? 10_000 })
+  } catch (err) {
+    await runtime.close()
+    throw err
+  }
+  runtime.attach(link)
+  // leases: the coordinator reschedules work of a worker that stops renewing them
+  const beat = setInterval(() => runtime.heartbeat(), 2_000)
+  beat.unref()
   let resolveClosed!: (why: string) => void
   const closed = new Promise<string>(r => { resolveClosed = r })
   runtime.onStatusChange = s => {
@@ -73,9 +83,10 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
     retire: async (timeoutMs = 30_000) => {
       runtime.retire()
       await Promise.race([closed, new Promise(r => setTimeout(r, timeoutMs))])
+      clearInterval(beat)
       await runtime.close()
     },
-    close: async () => { await runtime.close(); resolveClosed('closed') },
+    close: async () => { clearInterval(beat); await runtime.close(); resolveClosed('closed') },
   }
 }
 

@@ -28,6 +28,12 @@ export interface CoordinatorOptions {
   workerGraceMs?: number
   /** ms a disconnected client keeps its futures. Default 30 s. */
   clientGraceMs?: number
+  /**
+   * ms a worker with tasks may go without a word (a heartbeat or any message) before its
+   * leases run out: its tasks go elsewhere and it gets no new ones until it speaks again.
+   * Default 15 s.
+   */
+  leaseMs?: number
   /** malformed messages a connection may send before it is cut. Default 100. */
   maxBadMessages?: number
   /** check scheduler invariants after every event (tests) */
@@ -55,13 +61,19 @@ interface WorkerPeer extends Peer {
   memory: number
   spilled: number
   since: number
+  /** last time anything came from it */
+  lastSeen: number
+  /** what the worker last said about taking tasks */
+  accepting: boolean
+  /** its leases ran out; it gets no tasks until it speaks again */
+  lapsed: boolean
 }
 interface ClientPeer extends Peer {
   role: 'client'
   fns: Set<string>
 }
 
-interface StoredTask { fn: string; args: Uint8Array; redundancy: number }
+interface StoredTask { fn: string; args: Uint8Array; redundancy: number; timeout: number | undefined }
 
 /** A pending data relay: bytes asked of a holder, for a requester. */
 interface Relay {
@@ -93,8 +105,29 @@ export class Coordinator {
   private closed = false
 
   constructor(options: CoordinatorOptions = {}) {
-    this.opts = { workerGraceMs: 5_000, clientGraceMs: 30_000, maxBadMessages: 100, validate: false, log: () => {}, now: () => Date.now(), ...options }
+    this.opts = { workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, maxBadMessages: 100, validate: false, log: () => {}, now: () => Date.now(), ...options }
     this.scheduler = new Scheduler({ validate: this.opts.validate })
+    this.leaseTimer = setInterval(() => this.checkLeases(), Math.max(50, Math.min(1_000, this.opts.leaseMs / 4)))
+    ;(this.leaseTimer as { unref?: () => void }).unref?.()
+  }
+
+  private readonly leaseTimer: ReturnType<typeof setInterval>
+
+  /** Workers that went quiet with tasks in hand: their attempts go elsewhere (late results are dropped by attempt id). */
+  private checkLeases(): void {
+    const now = this.opts.now()
+    for (const p of this.peers.values()) {
+      if (p.role !== 'worker' || !p.conn) continue
+      const w = p as WorkerPeer
+      if (w.lapsed || w.assigned.size === 0 || now - w.lastSeen < this.opts.leaseMs) continue
+      w.lapsed = true
+      this.opts.log(`worker ${w.name} went quiet for ${now - w.lastSeen} ms with ${w.assigned.size} tasks: its leases ran out`)
+      this.handle({ type: 'worker-status', worker: w.id, accepting: false })
+      for (const a of [...w.assigned.values()]) {
+        w.assigned.delete(`${a.key}@${a.attempt}`)
+        this.handle({ type: 'lease-expired', worker: w.id, key: a.key, attempt: a.attempt })
+      }
+    }
   }
 
   // ------------------------------------------------------------ connections
@@ -136,6 +169,7 @@ export class Coordinator {
       w.conn = conn
       w.fns = new Set()
       w.joiner = new PartJoiner()
+      w.lastSeen = this.opts.now()
       this.opts.log(`worker ${w.name} is back`)
       conn.send({ type: 'welcome', id: w.id, version: PROTOCOL_VERSION, resumed: true } satisfies ToWorkerMessage)
       for (const [name, source] of this.modules) conn.send({ type: 'module', name, source } satisfies ToWorkerMessage)
@@ -153,6 +187,7 @@ export class Coordinator {
     const w: WorkerPeer = {
       conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined,
       kind: hello.kind, slots: hello.slots, fns: new Set(), assigned: new Map(), memory: 0, spilled: 0, since: this.opts.now(),
+      lastSeen: this.opts.now(), accepting: true, lapsed: false,
     }
     this.peers.set(id, w)
     conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false } satisfies ToWorkerMessage)
@@ -224,6 +259,15 @@ export class Coordinator {
       return
     }
     const schema = p.role === 'client' ? clientMessage : workerMessage
+    if (p.role === 'worker') {
+      const w = p as WorkerPeer
+      w.lastSeen = this.opts.now()
+      if (w.lapsed) {
+        w.lapsed = false
+        this.opts.log(`worker ${w.name} speaks again`)
+        this.handle({ type: 'worker-status', worker: w.id, accepting: w.accepting })
+      }
+    }
     for (const raw of msgs) {
       const parsed = schema.safeParse(raw)
       if (!parsed.success) {
@@ -271,7 +315,7 @@ export class Coordinator {
             c.conn?.send({ type: 'key-state', key: t.key, state: 'erred', error: { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first`, key: t.key } } satisfies ToClientMessage)
             continue
           }
-          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: t.args.slice(), redundancy: t.redundancy ?? 1 })
+          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: t.args.slice(), redundancy: t.redundancy ?? 1, timeout: t.timeout })
           specs.push({
             key: t.key, fn: t.fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
             redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
@@ -376,10 +420,16 @@ export class Coordinator {
         this.retryRelay(m.id, m.error)
         return
       }
-      case 'status':
+      case 'status': {
         w.memory = m.memory ?? w.memory
         w.spilled = m.spilled ?? w.spilled
-        return this.handle({ type: 'worker-status', worker: w.id, accepting: m.accepting })
+        w.accepting = m.accepting
+        if (m.slots !== undefined) w.slots = m.slots
+        const ev: SchedulerEvent = { type: 'worker-status', worker: w.id, accepting: m.accepting && !w.lapsed }
+        if (m.slots !== undefined) ev.slots = m.slots
+        return this.handle(ev)
+      }
+      case 'heartbeat': return
       case 'released': return this.handle({ type: 'data-released', worker: w.id, keys: m.keys })
       case 'retire': return this.handle({ type: 'worker-retiring', worker: w.id })
       default: {
@@ -493,6 +543,7 @@ export class Coordinator {
           deps: c.task.deps.map(d => ({ key: d.key, nbytes: d.nbytes })), push: c.task.push,
         }
         if (t.redundancy > 1) msg.digest = true
+        if (t.timeout !== undefined) msg.timeout = t.timeout
         w.assigned.set(`${msg.key}@${msg.attempt}`, msg)
         this.sendAssign(w, msg)
         return
@@ -600,6 +651,7 @@ export class Coordinator {
   close(): void {
     if (this.closed) return
     this.closed = true
+    clearInterval(this.leaseTimer)
     for (const p of this.peers.values()) {
       if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
       if (p.role === 'worker') p.conn?.send({ type: 'goodbye', reason: 'the coordinator is shutting down' } satisfies ToWorkerMessage)

@@ -27,8 +27,8 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
   const [workerSide, coordWorkerSide] = memoryLinkPair<WorkerMessage, ToWorkerMessage>(workerHello, workerHello)
   const workerId = coordinator.accept({ id: 'local-worker', send: m => coordWorkerSide.send(m as ToWorkerMessage), close: () => {} }, workerHello)
   coordWorkerSide.onMessages = msgs => coordinator.receive(workerId, msgs)
-  const runtime = new WorkerRuntime(workerSide, { nprocs: workers, nthreads: threads, spawn: spawnThread })
-  // the runtime missed the welcome sent during accept (links deliver at the end of the turn, so it is in flight)
+  const runtime = new WorkerRuntime({ nprocs: workers, nthreads: threads, spawn: spawnThread })
+  runtime.attach(workerSide)
 
   const clientHello: Hello = { role: 'client', name: 'local' }
   const [clientSide, coordClientSide] = memoryLinkPair<ClientMessage, ToClientMessage>(clientHello, clientHello)

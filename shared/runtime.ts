@@ -35,7 +35,19 @@ export interface RuntimeOptions {
   lookahead?: number
   /** log lines go here */
   log?: (line: string) => void
+  /** extra options for thread `index`'s executor (memory budget, spill store name…) */
+  threadInit?: (index: number) => Record<string, unknown>
+  /** cancelling a running task terminates its thread (browsers: a hard cancel). Default false. */
+  hardCancel?: boolean
 }
+
+/** Why a thread was stopped: decides what happens to the tasks it had. */
+type Death =
+  | { cause: 'crash' }
+  /** terminated to stop one task (hard cancel or time limit); the others go to other threads */
+  | { cause: 'cancel' | 'timeout'; culprit: string }
+  /** the pool shrank */
+  | { cause: 'resize' }
 
 type Assign = Extract<ToWorkerMessage, { type: 'assign' }>
 
@@ -54,6 +66,14 @@ interface Thread {
   dead: Promise<never>
   kill: (reason: string) => void
   started: number
+  /** the executor is past its memory high-water mark */
+  memPaused: boolean
+  inMemory: number
+  spilled: number
+  /** time-limit timers of its running tasks, by key@attempt */
+  timers: Map<string, ReturnType<typeof setTimeout>>
+  /** set before terminate(): what to do with its tasks */
+  death: Death | undefined
 }
 
 const id = (key: string, attempt: number): string => `${key}@${attempt}`
@@ -73,19 +93,30 @@ export class WorkerRuntime {
   private readonly fetches = new PendingRequests<Uint8Array>()
   private readonly fetching = new Map<string, Promise<Uint8Array>>()
   private readonly joiner = new PartJoiner()
-  private readonly opts: Required<RuntimeOptions>
+  private readonly opts: Required<Omit<RuntimeOptions, 'threadInit'>> & Pick<RuntimeOptions, 'threadInit'>
   private deaths: number[] = []
   private accepting = true
+  private sentAccepting = true
   private closed = false
+  private link: Link<WorkerMessage, ToWorkerMessage> | undefined
   /** tasks done, and ms of CPU given, for the page */
   done = 0
   busyMs = 0
   id = ''
   onStatusChange: (status: LinkStatus | { state: 'welcome'; id: string; resumed: boolean } | { state: 'goodbye'; reason: string }) => void = () => {}
 
-  constructor(readonly link: Link<WorkerMessage, ToWorkerMessage>, options: RuntimeOptions) {
-    this.opts = { callTimeout: 60_000, lookahead: 64, log: () => {}, ...options }
+  /**
+   * Starts the pool. Attach a link to the coordinator with `attach` (after `adopt`, when
+   * the threads may hold spilled data from before a reload).
+   */
+  constructor(options: RuntimeOptions) {
+    this.opts = { callTimeout: 60_000, lookahead: 64, log: () => {}, hardCancel: false, ...options }
     for (let i = 0; i < this.opts.nprocs; i++) this.threads.push(this.makeThread(i))
+  }
+
+  /** Connects the runtime to the coordinator. */
+  attach(link: Link<WorkerMessage, ToWorkerMessage>): void {
+    this.link = link
     link.onMessages = msgs => this.onMessages(msgs)
     link.onStatus = s => {
       if (s.state === 'disconnected') this.fetches.rejectAll(new TimeoutError(`connection lost: ${s.reason}`))
@@ -93,8 +124,51 @@ export class WorkerRuntime {
     }
   }
 
+  private send(msg: WorkerMessage): void { this.link?.send(msg) }
+
+  /**
+   * Keys the threads hold from before (spilled to IndexedDB or disk by a previous page
+   * load): put them in the hello's `held` so the coordinator doesn't recompute them.
+   */
+  async adopt(): Promise<{ key: string; nbytes: number }[]> {
+    const out: { key: string; nbytes: number }[] = []
+    await Promise.all(this.threads.map(async t => {
+      try {
+        await t.ready
+        const api = t.api as unknown as { adopt?: () => Promise<{ key: string; nbytes: number }[]> }
+        const held = await this.call(t, 'adopt', () => api.adopt ? api.adopt() : Promise.resolve([]))
+        for (const h of held) {
+          if (this.where.has(h.key)) continue
+          t.held.add(h.key)
+          this.where.set(h.key, t)
+          out.push(h)
+        }
+      } catch (err) { this.opts.log(`thread ${t.index} could not adopt its spilled data: ${(err as Error).message}`) }
+    }))
+    return out
+  }
+
   /** Total tasks the pool runs at once. */
-  get slots(): number { return this.opts.nprocs * this.opts.nthreads }
+  get slots(): number { return this.threads.length * this.opts.nthreads }
+
+  /** Renews this worker's leases at the coordinator. Hosts call it from an unthrottled tick. */
+  heartbeat(): void {
+    if (this.link?.connected) this.send({ type: 'heartbeat' })
+  }
+
+  /** Grows or shrinks the pool live. Threads removed lose their data (the grid recomputes what it still wants). */
+  resize(nprocs: number): void {
+    if (!Number.isInteger(nprocs) || nprocs < 1 || nprocs > 1024) throw new RangeError(`the pool size must be a whole number from 1 to 1024 (got ${nprocs})`)
+    if (nprocs === this.threads.length) return
+    while (this.threads.length < nprocs) this.threads.push(this.makeThread(this.threads.length))
+    while (this.threads.length > nprocs) {
+      const t = this.threads.pop()!
+      this.stopThread(t, { cause: 'resize' }, 'the pool shrank')
+    }
+    this.opts.nprocs = nprocs
+    this.sendStatus(true)
+    this.pump()
+  }
 
   private makeThread(index: number): Thread {
     const handle = this.opts.spawn()
@@ -104,10 +178,13 @@ export class WorkerRuntime {
     dead.catch(() => {})
     const t: Thread = {
       index, handle, api, alive: true, inflight: new Map(), held: new Set(), fns: new Set(), modules: new Set(),
-      dead, kill, started: Date.now(), ready: Promise.resolve(),
+      dead, kill, started: Date.now(), ready: Promise.resolve(), memPaused: false, inMemory: 0, spilled: 0,
+      timers: new Map(), death: undefined,
     }
     handle.onExit(reason => this.threadDied(t, reason))
-    t.ready = this.call(t, 'init', () => api.init(Comlink.proxy((events: ExecEvent[]) => this.onEvents(t, events)), this.opts.nthreads))
+    const init = api.init as unknown as (cb: unknown, n: number, o?: Record<string, unknown>) => Promise<'ready'>
+    const extra = this.opts.threadInit?.(index)
+    t.ready = this.call(t, 'init', () => extra ? init(Comlink.proxy((events: ExecEvent[]) => this.onEvents(t, events)), this.opts.nthreads, extra) : init(Comlink.proxy((events: ExecEvent[]) => this.onEvents(t, events)), this.opts.nthreads))
     return t
   }
 
@@ -119,42 +196,70 @@ export class WorkerRuntime {
       timer = setTimeout(() => {
         reject(new TimeoutError(`thread ${t.index} did not answer ${what} in ${timeout} ms`))
         this.opts.log(`thread ${t.index} hung in ${what}; replacing it`)
-        t.handle.terminate()
-        this.threadDied(t, `hung in ${what}`)
+        this.stopThread(t, { cause: 'crash' }, `hung in ${what}`)
       }, timeout)
     })
     return Promise.race([f(), t.dead, timed]).finally(() => clearTimeout(timer))
+  }
+
+  /** Terminates a thread on purpose; `death` says what becomes of its tasks. */
+  private stopThread(t: Thread, death: Death, reason: string): void {
+    if (!t.alive) return
+    t.death = death
+    t.handle.terminate()
+    this.threadDied(t, reason)
   }
 
   private threadDied(t: Thread, reason: string): void {
     if (!t.alive) return
     t.alive = false
     t.kill(reason)
+    for (const timer of t.timers.values()) clearTimeout(timer)
+    t.timers.clear()
+    const death = t.death ?? { cause: 'crash' }
     const lost: string[] = []
     for (const key of t.held) {
-      if (this.where.get(key) === t) {
-        this.where.delete(key)
-        if (![...this.threads].some(o => o !== t && o.alive && o.held.has(key))) lost.push(key)
-        else this.where.set(key, this.threads.find(o => o !== t && o.alive && o.held.has(key))!)
-      }
+      if (this.where.get(key) !== t) continue
+      this.where.delete(key)
+      const other = this.threads.find(o => o !== t && o.alive && o.held.has(key))
+      if (other) this.where.set(key, other)
+      else lost.push(key)
     }
+    // the tasks it was running: a crash fails them; other tasks it had go to other threads
+    let i = 0
+    const requeue: Assign[] = []
     for (const [k, a] of t.inflight) {
-      this.known.delete(k)
-      this.link.send({ type: 'erred', key: a.key, attempt: a.attempt, crashed: true, error: { code: 'task-error', message: `the thread running ${a.key} died: ${reason}`, key: a.key } })
+      const running = i++ < this.opts.nthreads
+      if (death.cause === 'crash' && running) {
+        this.known.delete(k)
+        this.send({ type: 'erred', key: a.key, attempt: a.attempt, crashed: true, error: { code: 'task-error', message: `the thread running ${a.key} died: ${reason}`, key: a.key } })
+      } else if ((death.cause === 'cancel' || death.cause === 'timeout') && k === death.culprit) {
+        this.known.delete(k)
+        if (death.cause === 'timeout') {
+          const msg: WorkerMessage = { type: 'erred', key: a.key, attempt: a.attempt, error: { code: 'task-error', name: 'TimeoutError', message: `${a.key} ran past its time limit of ${a.timeout} ms; its thread was stopped`, key: a.key } }
+          this.remember(k, msg)
+          this.send(msg)
+        }
+      } else requeue.push(a)
     }
     t.inflight.clear()
-    if (lost.length) this.link.send({ type: 'released', keys: lost })
+    this.waiting.unshift(...requeue)
+    if (lost.length) this.send({ type: 'released', keys: lost })
+    this.sendStatus()
     if (this.closed) return
-    this.opts.log(`thread ${t.index} died: ${reason}`)
+    if (death.cause === 'resize') { this.pump(); return }
+    if (death.cause === 'crash') this.opts.log(`thread ${t.index} died: ${reason}`)
     // replace it, unless threads keep dying at start (no respawn loop)
     const now = Date.now()
-    this.deaths = this.deaths.filter(d => now - d < 10_000)
-    this.deaths.push(now)
     const slot = this.threads.indexOf(t)
-    if (this.deaths.length > 3 * this.opts.nprocs + 3) {
-      this.opts.log('threads keep dying; not replacing them for now')
-      setTimeout(() => { if (!this.closed && slot >= 0 && !this.threads[slot]!.alive) this.replace(slot) }, 5_000)
-      return
+    if (death.cause === 'crash') {
+      this.deaths = this.deaths.filter(d => now - d < 10_000)
+      this.deaths.push(now)
+      if (this.deaths.length > 3 * this.opts.nprocs + 3) {
+        this.opts.log('threads keep dying; not replacing them for now')
+        setTimeout(() => { if (!this.closed && slot >= 0 && this.threads[slot] === t) this.replace(slot) }, 5_000)
+        return
+      }
     }
     if (slot >= 0) this.replace(slot)
   }
@@ -175,8 +280,8 @@ export class WorkerRuntime {
     switch (m.type) {
       case 'welcome':
         this.id = m.id
-        this.link.hello = { ...this.link.hello, resume: m.id } as typeof this.link.hello
-        if (m.resumed) for (const r of this.reports.values()) this.link.send(r)
+        if (this.link) this.link.hello = { ...this.link.hello, resume: m.id } as typeof this.link.hello
+        if (m.resumed) for (const r of this.reports.values()) this.send(r)
         this.onStatusChange({ state: 'welcome', id: m.id, resumed: m.resumed })
         return
       case 'function':
@@ -189,7 +294,7 @@ export class WorkerRuntime {
       case 'assign': {
         const k = id(m.key, m.attempt)
         const report = this.reports.get(k)
-        if (report) { this.link.send(report); return }
+        if (report) { this.send(report); return }
         if (this.known.has(k)) return
         const a = { ...m, args: ownBytes(m.args) }
         this.known.set(k, a)
@@ -201,11 +306,15 @@ export class WorkerRuntime {
         const k = id(m.key, m.attempt)
         const ok = this.dropWaiting(k)
         if (m.type === 'cancel-task') {
-          if (!ok) this.cancelInThread(m.key, m.attempt, () => {})
+          if (!ok) this.cancelInThread(m.key, m.attempt, dropped => {
+            if (dropped || !this.opts.hardCancel) return
+            const t = this.threads.find(th => th.alive && th.inflight.has(k))
+            if (t) this.stopThread(t, { cause: 'cancel', culprit: k }, `${m.key} was cancelled while running`)
+          })
           return
         }
-        if (ok) { this.link.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: true }); return }
-        this.cancelInThread(m.key, m.attempt, dropped => this.link.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: dropped }))
+        if (ok) { this.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: true }); return }
+        this.cancelInThread(m.key, m.attempt, dropped => this.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: dropped }))
         return
       }
       case 'free':
@@ -282,7 +391,7 @@ export class WorkerRuntime {
       const nbytes = await this.call(t, 'put', () => t.api.put(key, Comlink.transfer(ownBytes(data), [ownBytes(data).buffer as ArrayBuffer])))
       t.held.add(key)
       this.where.set(key, t)
-      this.link.send({ type: 'stored', key, nbytes })
+      this.send({ type: 'stored', key, nbytes })
     } catch (err) {
       this.opts.log(`could not store ${key}: ${(err as Error).message}`)
     }
@@ -292,14 +401,14 @@ export class WorkerRuntime {
   private async serve(reqId: number, key: string): Promise<void> {
     const t = this.where.get(key)
     if (!t || !t.alive) {
-      this.link.send({ type: 'data-error', id: reqId, key, error: { code: 'lost-data', message: `${key} is not held by this worker`, key } })
+      this.send({ type: 'data-error', id: reqId, key, error: { code: 'lost-data', message: `${key} is not held by this worker`, key } })
       return
     }
     try {
       const data = await this.call(t, 'get', () => t.api.get(key))
-      this.link.send({ type: 'data', id: reqId, key, data })
+      this.send({ type: 'data', id: reqId, key, data })
     } catch (err) {
-      this.link.send({ type: 'data-error', id: reqId, key, error: toWireError(err, 'lost-data', key) })
+      this.send({ type: 'data-error', id: reqId, key, error: toWireError(err, 'lost-data', key) })
     }
   }
 
@@ -344,7 +453,7 @@ export class WorkerRuntime {
       if (!batch) batches.set(t, batch = [])
       batch.push(this.execTask(t, a))
     }
-    for (const [t, batch] of batches) this.send(t, batch)
+    for (const [t, batch] of batches) this.run(t, batch)
   }
 
   private execTask(t: Thread, a: Assign): ExecTask {
@@ -362,8 +471,22 @@ export class WorkerRuntime {
     return { key: a.key, attempt: a.attempt, fn: a.fn, args: a.args, deps: a.deps.map(d => d.key), push: a.push, digest: a.digest ?? false }
   }
 
-  private send(t: Thread, batch: ExecTask[]): void {
+  private run(t: Thread, batch: ExecTask[]): void {
     t.ready.then(() => t.api.run(batch)).catch(err => this.opts.log(`run on thread ${t.index}: ${(err as Error).message}`))
+    this.armTimers(t)
+  }
+
+  /** Starts the time limit of tasks with one that are (most likely) running now: the first `nthreads` of the thread. */
+  private armTimers(t: Thread): void {
+    let i = 0
+    for (const [k, a] of t.inflight) {
+      if (i++ >= this.opts.nthreads) break
+      if (a.timeout === undefined || t.timers.has(k)) continue
+      t.timers.set(k, setTimeout(() => {
+        t.timers.delete(k)
+        if (t.alive && t.inflight.has(k)) this.stopThread(t, { cause: 'timeout', culprit: k }, `${a.key} ran past its time limit`)
+      }, a.timeout))
+    }
   }
 
   /** Brings dependencies the thread lacks (from a sibling thread or through the coordinator), then runs the task. */
@@ -390,17 +513,17 @@ export class WorkerRuntime {
     if (lostFrom.length) {
       t.inflight.delete(k)
       this.known.delete(k)
-      this.link.send({ type: 'missing', key: a.key, attempt: a.attempt, missing: lostFrom })
+      this.send({ type: 'missing', key: a.key, attempt: a.attempt, missing: lostFrom })
       return
     }
-    this.send(t, [this.execTask(t, a)])
+    this.run(t, [this.execTask(t, a)])
   }
 
   private fetchRemote(key: string): Promise<Uint8Array> {
     let p = this.fetching.get(key)
     if (!p) {
       const req = this.fetches.open(this.opts.callTimeout, `fetch ${key}`)
-      this.link.send({ type: 'fetch', id: req.id, key })
+      this.send({ type: 'fetch', id: req.id, key })
       p = req.promise.finally(() => this.fetching.delete(key))
       this.fetching.set(key, p)
     }
@@ -409,10 +532,19 @@ export class WorkerRuntime {
 
   private onEvents(t: Thread, events: ExecEvent[]): void {
     if (!t.alive) return
-    for (const ev of events) {
+    for (const ev of events as (ExecEvent | { type: 'memory'; inMemory: number; spilled: number; paused: boolean })[]) {
+      if (ev.type === 'memory') {
+        t.memPaused = ev.paused
+        t.inMemory = ev.inMemory
+        t.spilled = ev.spilled
+        this.sendStatus()
+        continue
+      }
       const k = id(ev.key, ev.attempt)
       t.inflight.delete(k)
       this.known.delete(k)
+      const timer = t.timers.get(k)
+      if (timer !== undefined) { clearTimeout(timer); t.timers.delete(k) }
       if (ev.type === 'finished') {
         t.held.add(ev.key)
         this.where.set(ev.key, t)
@@ -421,13 +553,13 @@ export class WorkerRuntime {
         const msg: WorkerMessage = { type: 'finished', key: ev.key, attempt: ev.attempt, nbytes: ev.nbytes, ms: ev.ms }
         if (ev.digest) msg.digest = ev.digest
         this.remember(k, msg)
-        this.link.send(ev.data ? { ...msg, data: ev.data } : msg)
+        this.send(ev.data ? { ...msg, data: ev.data } : msg)
       } else if (ev.missing?.length) {
-        this.link.send({ type: 'missing', key: ev.key, attempt: ev.attempt, missing: ev.missing.map(key => ({ key, holder: this.id })) })
+        this.send({ type: 'missing', key: ev.key, attempt: ev.attempt, missing: ev.missing.map(key => ({ key, holder: this.id })) })
       } else {
         const msg: WorkerMessage = { type: 'erred', key: ev.key, attempt: ev.attempt, error: ev.error }
         this.remember(k, msg)
-        this.link.send(msg)
+        this.send(msg)
       }
     }
     this.pump()
@@ -444,31 +576,49 @@ export class WorkerRuntime {
   /** Stop taking tasks (the volunteer paused) or take them again. */
   setAccepting(accepting: boolean): void {
     this.accepting = accepting
-    this.link.send({ type: 'status', accepting })
+    this.sendStatus()
+  }
+
+  /** Tells the coordinator whether to send tasks (paused by the volunteer, or memory past the high mark). */
+  private sendStatus(slotsChanged = false): void {
+    const accepting = this.accepting && !this.threads.some(t => t.alive && t.memPaused)
+    if (accepting === this.sentAccepting && !slotsChanged) return
+    this.sentAccepting = accepting
+    let memory = 0, spilled = 0
+    for (const t of this.threads) if (t.alive) { memory += t.inMemory; spilled += t.spilled }
+    const msg: WorkerMessage = { type: 'status', accepting, memory, spilled }
+    if (slotsChanged) msg.slots = this.slots
+    this.send(msg)
   }
 
   get isAccepting(): boolean { return this.accepting }
 
   /** What the page shows: tasks running now, keys held. */
-  stats(): { running: number; queued: number; held: number; done: number; busyMs: number; threads: number } {
-    let running = 0
+  stats(): { running: number; queued: number; held: number; done: number; busyMs: number; threads: number; memory: number; spilled: number; accepting: boolean } {
+    let running = 0, memory = 0, spilled = 0
     const held = new Set<string>()
     for (const t of this.threads) {
       if (!t.alive) continue
       running += Math.min(t.inflight.size, this.opts.nthreads)
+      memory += t.inMemory
+      spilled += t.spilled
       for (const k of t.held) held.add(k)
     }
-    return { running, queued: this.waiting.length + this.threads.reduce((s, t) => s + Math.max(0, t.inflight.size - this.opts.nthreads), 0), held: held.size, done: this.done, busyMs: this.busyMs, threads: this.threads.filter(t => t.alive).length }
+    return {
+      running, queued: this.waiting.length + this.threads.reduce((s, t) => s + Math.max(0, t.inflight.size - this.opts.nthreads), 0),
+      held: held.size, done: this.done, busyMs: this.busyMs, threads: this.threads.filter(t => t.alive).length, memory, spilled,
+      accepting: this.sentAccepting,
+    }
   }
 
   /** Graceful leave: the coordinator moves wanted data elsewhere, then says goodbye. */
-  retire(): void { this.link.send({ type: 'retire' }) }
+  retire(): void { this.send({ type: 'retire' }) }
 
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     this.fetches.rejectAll(new Error('worker closed'))
-    this.link.close()
+    this.link?.close()
     for (const t of this.threads) { t.alive = false; t.handle.terminate() }
   }
 }

@@ -1,0 +1,67 @@
+/**
+ * Threads of a browser worker: Web Workers running web/thread/webworker.ts, wrapped as the
+ * runtime's ThreadHandle. A Web Worker has no 'exit' event, so a thread's end is pieced
+ * together from what the tab can see: the worker's own "closing" note (a task called
+ * `self.close()`), an 'error' event before it said it was ready (its script failed to
+ * load or run), and `terminate()` (a hang, a hard cancel, a shrinking pool). A Web Worker
+ * that dies silently (the browser killed it) is caught by the runtime's call timeouts.
+ */
+import type { ThreadHandle } from '../shared/runtime.js'
+import { CLOSING, READY } from './thread/signals.js'
+
+/** What the tab does with errors a running thread did not catch (a task's stray timer, say). */
+export type StrayErrorSink = (message: string) => void
+
+/**
+ * Wraps a Web Worker that runs the executor entry as a ThreadHandle.
+ *
+ * @example
+ * ```ts
+ * const handle = webWorkerThread(new Worker(url, { type: 'module' }))
+ * handle.onExit(reason => console.log('thread ended:', reason))
+ * ```
+ */
+export function webWorkerThread(worker: Worker, onStrayError: StrayErrorSink = () => {}): ThreadHandle {
+  let ready = false
+  let exited = false
+  const exitCbs: ((reason: string) => void)[] = []
+  const fire = (reason: string): void => {
+    if (exited) return
+    exited = true
+    for (const cb of exitCbs) cb(reason)
+  }
+  worker.addEventListener('message', (ev: MessageEvent) => {
+    if (ev.data === READY) ready = true
+    else if (ev.data === CLOSING) {
+      fire('a task closed its Web Worker')
+      worker.terminate()
+    }
+  })
+  worker.addEventListener('error', (ev: ErrorEvent) => {
+    // handled here: the browser would otherwise print it as an uncaught page error
+    ev.preventDefault()
+    const message = ev.message || 'the Web Worker could not start (its script failed to load)'
+    if (!ready) {
+      fire(`failed to start: ${message}`)
+      worker.terminate()
+    } else onStrayError(message)
+  })
+  worker.addEventListener('messageerror', () => onStrayError('a message from a Web Worker could not be read'))
+  return {
+    endpoint: worker,
+    onExit: cb => { if (exited) cb('exited'); else exitCbs.push(cb) },
+    terminate: () => {
+      worker.terminate()
+      fire('terminated')
+    },
+  }
+}
+
+/**
+ * Makes one thread for the volunteer page: a module Web Worker loaded from this origin,
+ * so it runs under the Content-Security-Policy of its own script response.
+ */
+export function spawnWebWorker(onStrayError?: StrayErrorSink): ThreadHandle {
+  const worker = new Worker(new URL('./thread/webworker.ts', import.meta.url), { type: 'module', name: 'tabgrid-thread' })
+  return webWorkerThread(worker, onStrayError)
+}

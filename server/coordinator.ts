@@ -11,7 +11,7 @@ import {
   PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
   type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage,
 } from '../shared/protocol.js'
-import { PartJoiner } from '../shared/wire.js'
+import { PartJoiner, ownBytes } from '../shared/wire.js'
 import { toWireError, type WireError } from '../shared/errors.js'
 
 /** One connected peer, whatever carries it. `send` gets a batch of messages of one frame. */
@@ -315,7 +315,7 @@ export class Coordinator {
             c.conn?.send({ type: 'key-state', key: t.key, state: 'erred', error: { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first`, key: t.key } } satisfies ToClientMessage)
             continue
           }
-          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: t.args.slice(), redundancy: t.redundancy ?? 1, timeout: t.timeout })
+          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: ownBytes(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout })
           specs.push({
             key: t.key, fn: t.fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
             redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
@@ -329,7 +329,7 @@ export class Coordinator {
         const data = c.joiner.add(`scatter:${m.key}`, m)
         if (!data) return
         if (!this.scattered.has(m.key) && this.scheduler.taskStatus(m.key) === undefined) {
-          this.scattered.set(m.key, { data: data === m.data ? data.slice() : data, replicas: m.replicas ?? 1, stored: 0 })
+          this.scattered.set(m.key, { data: ownBytes(data), replicas: m.replicas ?? 1, stored: 0 })
         }
         this.handle({ type: 'submit', client: c.id, tasks: [{ key: m.key, fn: null, deps: [], group: 'scatter', priority: 0, retries: 0, redundancy: m.replicas ?? 1, workers: [], nbytes: data.byteLength }] })
         return

@@ -9,8 +9,8 @@
 import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from './link.js'
 import type { ToWorkerMessage, WorkerMessage } from './protocol.js'
-import { PartJoiner, PendingRequests } from './wire.js'
-import { ownBytes, type ExecEvent, type ExecTask, type ExecutorApi } from './executor.js'
+import { PartJoiner, PendingRequests, ownBytes } from './wire.js'
+import type { ExecEvent, ExecTask, ExecutorApi } from './executor.js'
 import { toWireError, TimeoutError, type WireError } from './errors.js'
 
 /** A thread as the host made it. */

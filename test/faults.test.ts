@@ -4,6 +4,8 @@
  */
 import { describe, it, expect, afterEach } from 'vitest'
 import { spawn } from 'node:child_process'
+import { io as connect } from 'socket.io-client'
+import { Packr } from 'msgpackr'
 import { Client, TaskError } from 'tabgrid'
 import { startGrid, until, type Grid } from './grid.js'
 
@@ -108,5 +110,35 @@ describe('faults', () => {
     await until(async () => (await client!.workers()).every(w => w.connected), 'the worker to come back')
     expect((await client.workers())[0]!.id).toBe(before)
     expect(await client.submit((s: string) => s.toUpperCase(), x).result()).toBe('KEPT')
+  })
+
+  it('a task past its time limit is stopped and fails alone; its thread is replaced', async () => {
+    grid = await startGrid({ workers: 1, workerArgs: ['--nprocs', '2'] })
+    client = await Client.connect(grid.url)
+    const others = client.map(async (i: number) => { await new Promise(r => setTimeout(r, 50)); return i }, [1, 2, 3, 4])
+    const hung = client.with({ timeout: 500, pure: false }).submit(() => { for (;;) { /* spin */ } })
+    const err = await hung.result().catch(e => e)
+    expect(err).toBeInstanceOf(TaskError)
+    expect(err.message).toMatch(/time limit of 500 ms/)
+    expect(await client.gather(others)).toEqual([1, 2, 3, 4])
+    expect(await client.submit((x: number) => x * 2, 21).result()).toBe(42)
+  })
+
+  it('a worker that goes quiet without disconnecting loses its leases; its tasks run elsewhere', async () => {
+    grid = await startGrid({ workers: 0, coordinator: { leaseMs: 600 } })
+    client = await Client.connect(grid.url)
+    // a "frozen tab": connected (socket.io answers pings) but never runs or reports anything
+    const frozen = connect(grid.url, { transports: ['websocket'], auth: { role: 'worker', kind: 'browser', slots: 4, name: 'frozen' } })
+    const assigned: string[] = []
+    const packr = new Packr({ useRecords: false })
+    frozen.on('frame', (f: Uint8Array) => { for (const m of packr.unpack(f) as { type: string; key?: string }[]) if (m.type === 'assign') assigned.push(m.key!) })
+    await until(() => grid!.coord.coordinator.scheduler.workers().length === 1, 'the frozen worker')
+    const fs = client.map((i: number) => i + 100, [1, 2, 3])
+    await until(() => assigned.length === 3, 'tasks assigned to the frozen worker')
+    await grid.addWorker()
+    expect(await client.gather(fs)).toEqual([101, 102, 103])
+    const story = grid.coord.coordinator.scheduler.story(fs[0]!.key)
+    expect(story.some(e => /lease/.test(`${e.stimulus} ${e.note ?? ''}`))).toBe(true)
+    frozen.close()
   })
 })

@@ -577,6 +577,19 @@ describe('faults', () => {
     expect(s.handle({ type: 'worker-status', worker: 'w1', accepting: true })).toEqual([assign('w1', 'y', 2)])
   })
 
+  it('a worker whose pool grows gets more tasks; one that shrinks gets fewer', () => {
+    const s = sched({ maxAhead: 0 })
+    addW(s, 'w1', 1)
+    submit(s, 'c', spec('a'), spec('b'), spec('c'), spec('d'))
+    expect(s.workers()[0]!.processing).toBe(1)
+    const cmds = s.handle({ type: 'worker-status', worker: 'w1', accepting: true, slots: 2 })
+    expect(assigned(cmds).map(([, k]) => k)).toEqual(['b'])
+    expect(s.workers()[0]!.slots).toBe(2)
+    s.handle({ type: 'worker-status', worker: 'w1', accepting: true, slots: 1 })
+    submit(s, 'c', spec('e'))
+    expect(fin(s, 'w1', 'a', 1).filter(c => c.type === 'assign')).toEqual([])
+  })
+
   it('a worker that rejoins with data it still holds serves it again', () => {
     const s = sched()
     addW(s, 'w1')

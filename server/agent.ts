@@ -3,7 +3,9 @@
  * shared worker runtime. `--nprocs` threads, each running up to `--nthreads` tasks at once.
  */
 import { Worker } from 'node:worker_threads'
-import { availableParallelism, hostname } from 'node:os'
+import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { join } from 'node:path'
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
 import type * as Comlink from 'comlink'
 import { connectLink, type Link } from '../shared/link.js'
@@ -17,6 +19,12 @@ export interface WorkerOptions {
   nthreads?: number
   token?: string
   name?: string
+  /**
+   * Bytes of results the agent keeps in memory (split between its threads); past 60% of
+   * it values spill to disk, past 85% the agent takes no new tasks. Default: half the
+   * machine's memory.
+   */
+  memoryLimit?: number
   /** ms to wait for the coordinator. Default 10 s. */
   timeout?: number
   log?: (line: string) => void
@@ -58,12 +66,20 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
   const nthreads = positive(options.nthreads ?? 1, '--nthreads')
   const hello: Hello = { role: 'worker', kind: 'node', slots: nprocs * nthreads, name: options.name ?? `${hostname()}-${process.pid}` }
   if (options.token) hello.token = options.token
-  const runtime = new WorkerRuntime({ nprocs, nthreads, spawn: spawnThread, log: options.log ?? (() => {}) })
+  const memoryLimit = options.memoryLimit ?? Math.floor(totalmem() / 2)
+  if (!(memoryLimit > 0)) throw new RangeError(`memoryLimit must be a positive number of bytes (got ${memoryLimit})`)
+  const spillDir = await mkdtemp(join(tmpdir(), 'tabgrid-spill-'))
+  const runtime = new WorkerRuntime({
+    nprocs, nthreads, spawn: spawnThread, log: options.log ?? (() => {}),
+    threadInit: i => ({ memoryLimit: Math.floor(memoryLimit / nprocs), spill: join(spillDir, `thread-${i}`) }),
+  })
+  const cleanup = (): Promise<void> => rm(spillDir, { recursive: true, force: true })
   let link: Link<WorkerMessage, ToWorkerMessage>
   try {
     link = await connectLink(url, hello, { timeout: options.timeout ?? 10_000 })
   } catch (err) {
     await runtime.close()
+    await cleanup()
     throw err
   }
   runtime.attach(link)
@@ -85,8 +101,9 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
       await Promise.race([closed, new Promise(r => setTimeout(r, timeoutMs))])
       clearInterval(beat)
       await runtime.close()
+      await cleanup()
     },
-    close: async () => { clearInterval(beat); await runtime.close(); resolveClosed('closed') },
+    close: async () => { clearInterval(beat); await runtime.close(); await cleanup(); resolveClosed('closed') },
   }
 }
 

@@ -21,6 +21,18 @@ function int(value: unknown, name: string, min: number, max: number): number {
   return n
 }
 
+/** "4GB", "512MB", "1e9" → bytes. */
+function bytes(value: unknown, name: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$/i.exec(String(value))
+  const units: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 }
+  const n = m ? Number(m[1]) * units[(m[2] ?? 'b').toLowerCase()]! : NaN
+  if (!(n >= 1 << 20)) {
+    console.error(`tabgrid: ${name} must be a size of at least 1MB, like 512MB or 4GB (got ${String(value)})`)
+    process.exit(2)
+  }
+  return Math.floor(n)
+}
+
 cli.command('coordinator', 'Run the coordinator: schedules tasks onto browser tabs and Node workers')
   .option('--port <port>', 'port to listen on (0 picks a free one)', { default: 8786 })
   .option('--host <host>', 'address to listen on (0.0.0.0 for every interface)', { default: '127.0.0.1' })
@@ -54,9 +66,11 @@ cli.command('worker <url>', 'Join a coordinator as a Node worker')
   .option('--nthreads <n>', 'tasks each thread runs at once (Dask\'s threads)', { default: 1 })
   .option('--token <token>', 'the coordinator\'s worker token')
   .option('--name <name>', 'a name shown on the dashboard')
+  .option('--memory-limit <size>', 'results kept in memory before spilling to disk, e.g. 4GB or 512MB (default: half the machine\'s memory)')
   .example('tabgrid worker http://localhost:8786 --nprocs 2 --nthreads 1')
-  .action(async (url: string, o: { nprocs?: unknown; nthreads: unknown; token?: string; name?: string }) => {
+  .action(async (url: string, o: { nprocs?: unknown; nthreads: unknown; token?: string; name?: string; memoryLimit?: unknown }) => {
     const opts: Parameters<typeof startWorker>[1] = { nthreads: int(o.nthreads, '--nthreads', 1, 1024), log }
+    if (o.memoryLimit !== undefined) opts.memoryLimit = bytes(o.memoryLimit, '--memory-limit')
     if (o.nprocs !== undefined) opts.nprocs = int(o.nprocs, '--nprocs', 1, 1024)
     if (o.token !== undefined) opts.token = String(o.token)
     if (o.name !== undefined) opts.name = String(o.name)

@@ -429,7 +429,10 @@ export class Coordinator {
         if (m.slots !== undefined) ev.slots = m.slots
         return this.handle(ev)
       }
-      case 'heartbeat': return
+      case 'heartbeat':
+        w.memory = m.memory ?? w.memory
+        w.spilled = m.spilled ?? w.spilled
+        return
       case 'released': return this.handle({ type: 'data-released', worker: w.id, keys: m.keys })
       case 'retire': return this.handle({ type: 'worker-retiring', worker: w.id })
       default: {

@@ -6,11 +6,14 @@ import { parentPort } from 'node:worker_threads'
 import * as Comlink from 'comlink'
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
 import { createExecutorApi } from '../shared/executor.js'
+import { DiskSpillStore } from './spill-disk.js'
 
 if (!parentPort) throw new Error('server/thread.ts runs only as a worker_thread')
 
 const api = createExecutorApi(
   source => import(`data:text/javascript;base64,${Buffer.from(source).toString('base64')}`),
   Comlink.transfer,
+  // past its memory budget, a thread spills least-recently-used values to files here
+  dir => new DiskSpillStore(dir),
 )
 Comlink.expose(api, nodeEndpoint(parentPort))

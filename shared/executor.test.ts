@@ -367,7 +367,7 @@ describe.each(kinds)('Executor spilling to a %s', (_name, makeStore) => {
     const resumed = host.memoryEvents()[1]!
     expect(resumed.inMemory).toBeLessThanOrEqual(LIMIT * 0.6)
     expect(resumed.spilled).toBeGreaterThan(0)
-    expect(resumed).toMatchObject({ type: 'memory', key: '', attempt: -1 })
+    expect(resumed).toMatchObject({ type: 'memory' })
     expect(ex.memory().paused).toBe(false)
   })
 })
@@ -381,7 +381,7 @@ describe('Executor without a spill store', () => {
     ex.put('v5', encodeValue(blob(V)))
     ex.put('v6', encodeValue(blob(V)))
     await tick()
-    expect(host.memoryEvents()).toEqual([{ type: 'memory', key: '', attempt: -1, inMemory: 5 * V, spilled: 0, paused: true }])
+    expect(host.memoryEvents()).toEqual([{ type: 'memory', inMemory: 5 * V, spilled: 0, paused: true }])
     ex.free(['v1', 'v2']) // 8,000: under pauseAt, still over spillAt: stays paused
     await tick()
     expect(host.memoryEvents()).toHaveLength(1)

@@ -37,6 +37,20 @@ export interface ExecTask {
   push: boolean
   /** compute a digest of the encoded result (redundant runs) */
   digest: boolean
+  /** ms the run may take (the main side stops the thread past it) */
+  timeout?: number
+}
+
+/**
+ * A MessagePort, as browsers and Node both have it. Tasks and their results travel on a
+ * port of their own rather than through comlink: comlink's per-call envelope (a uuid, a
+ * path, a reply) costs ~4× a raw postMessage, and the task stream is the hot path.
+ */
+export interface TaskPort {
+  postMessage(message: unknown, transfer?: ArrayBuffer[]): void
+  addEventListener(type: 'message', listener: (e: { data: unknown }) => void): void
+  start?(): void
+  close?(): void
 }
 
 export type ExecEvent =
@@ -47,11 +61,9 @@ export type ExecEvent =
 /**
  * `paused` flipped: true when in-memory bytes went past `pauseAt × memoryLimit` (or past
  * the limit itself while spills are still being written), false when back under
- * `spillAt × memoryLimit`. Only emitted when a memoryLimit is set. `key` is always ''
- * and `attempt` -1 (it is about no task; they exist so code that reads `ev.key` of any
- * event keeps compiling).
+ * `spillAt × memoryLimit`. Only emitted when a memoryLimit is set.
  */
-export interface ExecMemoryEvent { type: 'memory'; key: ''; attempt: -1; inMemory: number; spilled: number; paused: boolean }
+export interface ExecMemoryEvent { type: 'memory'; inMemory: number; spilled: number; paused: boolean }
 
 /** What a host gives the executor. */
 export interface ExecutorHost {
@@ -432,7 +444,7 @@ export class Executor {
 
   private setPaused(paused: boolean): void {
     this.paused = paused
-    this.emit({ type: 'memory', key: '', attempt: -1, inMemory: this.nbytes, spilled: this.spilledBytes, paused })
+    this.emit({ type: 'memory', inMemory: this.nbytes, spilled: this.spilledBytes, paused })
   }
 
   /** Starts writing least recently used values to the store until memory will be under the spill mark. */
@@ -631,6 +643,8 @@ export class Executor {
   }
 
   private start(task: ExecTask): void {
+    // a task with a time limit may be stopped with its thread: send what is done first
+    if (task.timeout !== undefined && this.outgoing.length !== 0) this.flush()
     const t0 = performance.now()
     let result: unknown
     try {
@@ -656,9 +670,10 @@ export class Executor {
     }
     if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
       this.running++
+      // report at once, before the next task starts: it might never end
       ;(result as Promise<unknown>).then(
-        v => { this.running--; this.unpin(task); this.succeed(task, v, t0); this.pump() },
-        e => { this.running--; this.unpin(task); this.fail(task, e); this.pump() },
+        v => { this.running--; this.unpin(task); this.succeed(task, v, t0); this.flush(); this.pump() },
+        e => { this.running--; this.unpin(task); this.fail(task, e); this.flush(); this.pump() },
       )
     } else {
       this.unpin(task)
@@ -706,6 +721,7 @@ export class Executor {
 
   private readonly flush = (): void => {
     this.flushQueued = false
+    if (this.outgoing.length === 0) return
     const events = this.outgoing
     const transfer = this.transfer
     this.outgoing = []
@@ -732,6 +748,8 @@ export interface ExecutorInitOptions {
 export interface ExecutorApi {
   /** First call: how to report events, how many tasks to run at once, the memory budget. Answers 'ready'. */
   init(onEvents: (events: ExecEvent[]) => void, concurrency: number, options?: ExecutorInitOptions): 'ready'
+  /** After init: task batches arrive on this port (as `run` would take them) and events leave on it. */
+  connect(port: TaskPort): 'connected'
   defineFunction(hash: string, source: string): void
   defineModule(name: string, source: string): void
   run(tasks: ExecTask[]): void
@@ -763,6 +781,7 @@ export function createExecutorApi(
     return executor
   }
   const out = (b: Uint8Array): Uint8Array => b.byteLength >= 64 << 10 ? transfer(b, [b.buffer as ArrayBuffer]) : b
+  let port: TaskPort | undefined
   return {
     init(onEvents, concurrency, options = {}) {
       const { spill, ...budget } = options
@@ -771,8 +790,18 @@ export function createExecutorApi(
         if (!makeSpillStore) throw new Error('this thread cannot spill: its host gave createExecutorApi no makeSpillStore')
         store = makeSpillStore(spill === true ? undefined : spill)
       } else if (spill) store = spill
-      executor = new Executor({ importSource, post: (events, buffers) => { void onEvents(buffers.length ? transfer(events, buffers) : events) } }, concurrency, { ...budget, spill: store })
+      const post = (events: ExecEvent[], buffers: ArrayBuffer[]): void => {
+        if (port) port.postMessage(events, buffers)
+        else void onEvents(buffers.length ? transfer(events, buffers) : events)
+      }
+      executor = new Executor({ importSource, post }, concurrency, { ...budget, spill: store })
       return 'ready'
+    },
+    connect(p) {
+      port = p
+      p.addEventListener('message', e => ex().run(e.data as ExecTask[]))
+      p.start?.()
+      return 'connected'
     },
     defineFunction: (hash, source) => ex().defineFunction(hash, source),
     defineModule: (name, source) => ex().defineModule(name, source),

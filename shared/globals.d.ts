@@ -12,6 +12,10 @@ declare global {
   function clearInterval(handle: TimerHandle | undefined): void
   function queueMicrotask(fn: () => void): void
   var performance: { now(): number }
+  class MessageChannel {
+    readonly port1: import('./executor.js').TaskPort
+    readonly port2: import('./executor.js').TaskPort
+  }
   class TextEncoder { encode(s: string): Uint8Array }
   class TextDecoder { constructor(label?: string); decode(b: Uint8Array): string }
 }

@@ -226,7 +226,7 @@ export const workerMessage = z.discriminatedUnion('type', [
   /** accepting false: paused by the volunteer or past the memory high-water mark */
   z.object({ type: z.literal('status'), accepting: z.boolean(), memory: count.optional(), spilled: count.optional(), /** the pool was resized */ slots: z.number().int().min(1).max(4096).optional() }),
   /** renews the worker's leases: sent every second or so from a tick that background tabs don't throttle */
-  z.object({ type: z.literal('heartbeat') }),
+  z.object({ type: z.literal('heartbeat'), /** bytes of results in memory */ memory: count.optional(), /** bytes spilled to disk / IndexedDB */ spilled: count.optional() }),
   /** the worker dropped these keys */
   z.object({ type: z.literal('released'), keys }),
   /** graceful leave: hand off data, then the coordinator says goodbye */

@@ -10,7 +10,7 @@ import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from './link.js'
 import type { ToWorkerMessage, WorkerMessage } from './protocol.js'
 import { PartJoiner, PendingRequests, ownBytes } from './wire.js'
-import type { ExecEvent, ExecTask, ExecutorApi } from './executor.js'
+import type { ExecEvent, ExecTask, ExecutorApi, TaskPort } from './executor.js'
 import { toWireError, TimeoutError, type WireError } from './errors.js'
 
 /** A thread as the host made it. */
@@ -29,7 +29,7 @@ export interface RuntimeOptions {
   nthreads: number
   /** makes a thread */
   spawn: () => ThreadHandle
-  /** ms a call into a thread may take before the thread is declared hung. Default 60 s. */
+  /** ms a call into a thread may take before it fails (a thread that does not start in this time is replaced). Default 60 s. */
   callTimeout?: number
   /** tasks queued in a thread beyond its running ones. Default 64. */
   lookahead?: number
@@ -74,6 +74,8 @@ interface Thread {
   timers: Map<string, ReturnType<typeof setTimeout>>
   /** set before terminate(): what to do with its tasks */
   death: Death | undefined
+  /** the task stream: batches out, events in (see TaskPort) */
+  port: TaskPort
 }
 
 const id = (key: string, attempt: number): string => `${key}@${attempt}`
@@ -153,8 +155,24 @@ export class WorkerRuntime {
 
   /** Renews this worker's leases at the coordinator. Hosts call it from an unthrottled tick. */
   heartbeat(): void {
-    if (this.link?.connected) this.send({ type: 'heartbeat' })
+    if (!this.link?.connected || this.beating) return
+    this.beating = true
+    // with the memory figures of every thread (for the dashboard and the page)
+    void Promise.all(this.threads.filter(t => t.alive).map(async t => {
+      try {
+        const m = await this.call(t, 'memory', () => t.api.memory(), 5_000)
+        t.inMemory = m.inMemory
+        t.spilled = m.spilled
+      } catch { /* a busy or dying thread: keep its last figures */ }
+    })).finally(() => {
+      this.beating = false
+      let memory = 0, spilled = 0
+      for (const t of this.threads) if (t.alive) { memory += t.inMemory; spilled += t.spilled }
+      this.send({ type: 'heartbeat', memory, spilled })
+    })
   }
+
+  private beating = false
 
   /** Grows or shrinks the pool live. Threads removed lose their data (the grid recomputes what it still wants). */
   resize(nprocs: number): void {
@@ -176,27 +194,39 @@ export class WorkerRuntime {
     let kill!: (reason: string) => void
     const dead = new Promise<never>((_, reject) => { kill = reason => reject(new Error(reason)) })
     dead.catch(() => {})
+    const channel = new MessageChannel()
     const t: Thread = {
       index, handle, api, alive: true, inflight: new Map(), held: new Set(), fns: new Set(), modules: new Set(),
       dead, kill, started: Date.now(), ready: Promise.resolve(), memPaused: false, inMemory: 0, spilled: 0,
-      timers: new Map(), death: undefined,
+      timers: new Map(), death: undefined, port: channel.port1,
     }
     handle.onExit(reason => this.threadDied(t, reason))
-    const init = api.init as unknown as (cb: unknown, n: number, o?: Record<string, unknown>) => Promise<'ready'>
-    const extra = this.opts.threadInit?.(index)
-    t.ready = this.call(t, 'init', () => extra ? init(Comlink.proxy((events: ExecEvent[]) => this.onEvents(t, events)), this.opts.nthreads, extra) : init(Comlink.proxy((events: ExecEvent[]) => this.onEvents(t, events)), this.opts.nthreads))
+    channel.port1.addEventListener('message', e => this.onEvents(t, e.data as ExecEvent[]))
+    channel.port1.start?.()
+    const extra = this.opts.threadInit?.(index) ?? {}
+    const onEvents = Comlink.proxy((events: ExecEvent[]) => this.onEvents(t, events))
+    t.ready = this.call(t, 'init', async () => {
+      await api.init(onEvents, this.opts.nthreads, extra)
+      return api.connect(Comlink.transfer(channel.port2, [channel.port2 as unknown as ArrayBuffer]))
+    })
     return t
   }
 
-  /** A call into a thread with a timeout, failing at once if the thread dies. */
+  /**
+   * A call into a thread with a timeout, failing at once if the thread dies. A thread
+   * busy with a long task answers late, so a timeout only fails the call — except at
+   * start (`init`), where no answer means the thread is broken and it is replaced.
+   */
   private call<T>(t: Thread, what: string, f: () => Promise<T>, timeout = this.opts.callTimeout): Promise<T> {
     if (!t.alive) return Promise.reject(new Error(`thread ${t.index} is gone`))
-    let timer: TimerHandle | undefined
+    let timer: ReturnType<typeof setTimeout> | undefined
     const timed = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         reject(new TimeoutError(`thread ${t.index} did not answer ${what} in ${timeout} ms`))
-        this.opts.log(`thread ${t.index} hung in ${what}; replacing it`)
-        this.stopThread(t, { cause: 'crash' }, `hung in ${what}`)
+        if (what === 'init') {
+          this.opts.log(`thread ${t.index} did not start; replacing it`)
+          this.stopThread(t, { cause: 'crash' }, 'did not start')
+        }
       }, timeout)
     })
     return Promise.race([f(), t.dead, timed]).finally(() => clearTimeout(timer))
@@ -214,6 +244,7 @@ export class WorkerRuntime {
     if (!t.alive) return
     t.alive = false
     t.kill(reason)
+    t.port.close?.()
     for (const timer of t.timers.values()) clearTimeout(timer)
     t.timers.clear()
     const death = t.death ?? { cause: 'crash' }
@@ -468,11 +499,14 @@ export class WorkerRuntime {
       t.modules.add(name)
       void this.call(t, 'defineModule', () => t.api.defineModule(name, source)).catch(() => {})
     }
-    return { key: a.key, attempt: a.attempt, fn: a.fn, args: a.args, deps: a.deps.map(d => d.key), push: a.push, digest: a.digest ?? false }
+    const task: ExecTask = { key: a.key, attempt: a.attempt, fn: a.fn, args: a.args, deps: a.deps.map(d => d.key), push: a.push, digest: a.digest ?? false }
+    if (a.timeout !== undefined) task.timeout = a.timeout
+    return task
   }
 
   private run(t: Thread, batch: ExecTask[]): void {
-    t.ready.then(() => t.api.run(batch)).catch(err => this.opts.log(`run on thread ${t.index}: ${(err as Error).message}`))
+    // the port queues messages until the thread listens, so no need to wait for `ready`
+    t.port.postMessage(batch)
     this.armTimers(t)
   }
 
@@ -562,6 +596,7 @@ export class WorkerRuntime {
         this.send(msg)
       }
     }
+    if (t.inflight.size !== 0) this.armTimers(t)
     this.pump()
   }
 
@@ -619,7 +654,7 @@ export class WorkerRuntime {
     this.closed = true
     this.fetches.rejectAll(new Error('worker closed'))
     this.link?.close()
-    for (const t of this.threads) { t.alive = false; t.handle.terminate() }
+    for (const t of this.threads) { t.alive = false; t.port.close?.(); t.handle.terminate() }
   }
 }
 

@@ -21,6 +21,12 @@ export interface Connection {
   close(reason: string): void
 }
 
+/** What observers (the dashboard stream) hear: facts, after they happened. */
+export type Observed =
+  | { type: 'finished'; worker: string; key: string; attempt: number; ms: number; nbytes: number; at: number }
+  | { type: 'erred'; worker: string; key: string; attempt: number; at: number; message: string }
+  | { type: 'scheduled'; ms: number; events: number }
+
 export interface CoordinatorOptions {
   clientToken?: string | undefined
   workerToken?: string | undefined
@@ -103,6 +109,14 @@ export class Coordinator {
   /** counters for /metrics and the dashboard */
   readonly metrics = { badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0 }
   private closed = false
+  /** listeners for the dashboard stream; empty costs nothing */
+  readonly observers: ((o: Observed) => void)[] = []
+
+  private observe(o: Observed): void {
+    for (const f of this.observers) {
+      try { f(o) } catch (err) { this.opts.log(`observer failed: ${(err as Error).message}`) }
+    }
+  }
 
   constructor(options: CoordinatorOptions = {}) {
     this.opts = { workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, maxBadMessages: 100, validate: false, log: () => {}, now: () => Date.now(), ...options }
@@ -381,11 +395,13 @@ export class Coordinator {
         const ev: SchedulerEvent = { type: 'task-finished', worker: w.id, key: m.key, attempt: m.attempt, nbytes: m.nbytes, ms: m.ms }
         if (m.digest) ev.digest = m.digest
         this.handle(ev)
+        if (this.observers.length) this.observe({ type: 'finished', worker: w.id, key: m.key, attempt: m.attempt, ms: m.ms, nbytes: m.nbytes, at: this.opts.now() })
         return
       }
       case 'erred': {
         w.assigned.delete(`${m.key}@${m.attempt}`)
         this.metrics.tasksErred++
+        if (this.observers.length) this.observe({ type: 'erred', worker: w.id, key: m.key, attempt: m.attempt, at: this.opts.now(), message: m.error.message })
         const ev: SchedulerEvent = { type: 'task-erred', worker: w.id, key: m.key, attempt: m.attempt, error: m.error }
         if (m.crashed) ev.crashed = true
         return this.handle(ev)
@@ -528,7 +544,9 @@ export class Coordinator {
       return
     }
     this.metrics.events++
-    this.metrics.schedulerMs += performance.now() - t0
+    const ms = performance.now() - t0
+    this.metrics.schedulerMs += ms
+    if (this.observers.length) this.observe({ type: 'scheduled', ms, events: 1 })
     for (const c of commands) {
       try { this.apply(c) } catch (err) { this.opts.log(`error applying ${c.type}: ${(err as Error).stack}`) }
     }

@@ -282,6 +282,14 @@ export class Coordinator {
         this.handle({ type: 'worker-status', worker: w.id, accepting: w.accepting })
       }
     }
+    this.batch = []
+    try {
+      this.receiveAll(p, schema, msgs)
+    } finally { this.flushBatch() }
+  }
+
+  private receiveAll(p: Peer, schema: typeof clientMessage | typeof workerMessage, msgs: unknown[]): void {
+    const id = p.id
     for (const raw of msgs) {
       const parsed = schema.safeParse(raw)
       if (!parsed.success) {
@@ -532,21 +540,37 @@ export class Coordinator {
 
   // ------------------------------------------------------------ scheduler
 
-  /** Feeds the scheduler one event and carries out its commands. */
+  /** Events gathered while a frame is read, fed to the scheduler together at its end. */
+  private batch: SchedulerEvent[] | null = null
+
+  /** Feeds the scheduler one event (or queues it with the frame's others) and carries out its commands. */
   handle(event: SchedulerEvent): void {
+    if (this.batch) this.batch.push(event)
+    else this.feed([event])
+  }
+
+  private flushBatch(): void {
+    const events = this.batch
+    this.batch = null
+    if (events?.length) this.feed(events)
+  }
+
+  private feed(events: SchedulerEvent[]): void {
     const t0 = performance.now()
     let commands: Command[]
     try {
-      commands = this.scheduler.handle({ ...event, now: this.opts.now() } as SchedulerEvent & EventMeta)
+      commands = events.length === 1
+        ? this.scheduler.handle({ ...events[0]!, now: this.opts.now() } as SchedulerEvent & EventMeta)
+        : this.scheduler.handleMany(events, this.opts.now())
     } catch (err) {
-      this.opts.log(`scheduler error on ${event.type}: ${(err as Error).stack}`)
+      this.opts.log(`scheduler error on ${events.map(e => e.type).join(',')}: ${(err as Error).stack}`)
       if (this.opts.validate) throw err
       return
     }
-    this.metrics.events++
+    this.metrics.events += events.length
     const ms = performance.now() - t0
     this.metrics.schedulerMs += ms
-    if (this.observers.length) this.observe({ type: 'scheduled', ms, events: 1 })
+    if (this.observers.length) this.observe({ type: 'scheduled', ms, events: events.length })
     for (const c of commands) {
       try { this.apply(c) } catch (err) { this.opts.log(`error applying ${c.type}: ${(err as Error).stack}`) }
     }

@@ -140,7 +140,33 @@ export class Scheduler {
   handle(event: SchedulerEvent & EventMeta): Command[] {
     const out: Command[] = []
     this.out = out
-    if (typeof event.now === 'number') this.now = event.now
+    this.apply(event, event.now)
+    this.settle()
+    return out
+  }
+
+  /**
+   * Feeds a batch of events (one frame's worth) and places tasks once at the end: the
+   * same outcome as feeding them one by one, for a fraction of the work when a frame
+   * carries thousands of results.
+   */
+  handleMany(events: readonly SchedulerEvent[], now?: number): Command[] {
+    const out: Command[] = []
+    this.out = out
+    for (const e of events) this.apply(e, now)
+    this.settle()
+    return out
+  }
+
+  private settle(): void {
+    this.dispatch()
+    this.checkRetiring()
+    this.flushFrees()
+    if (this.opts.validate) this.validate()
+  }
+
+  private apply(event: SchedulerEvent & EventMeta, now: number | undefined): void {
+    if (typeof now === 'number') this.now = now
     this.stimulus = event.stimulus ?? `${event.type}-${++this.eventCount}`
     this.lastEntry = null
     switch (event.type) {
@@ -168,11 +194,6 @@ export class Scheduler {
       }
     }
     this.drain()
-    this.dispatch()
-    this.checkRetiring()
-    this.flushFrees()
-    if (this.opts.validate) this.validate()
-    return out
   }
 
   // ───────────────────────────── queries ─────────────────────────────

@@ -26,6 +26,9 @@ import type { SpillStore } from './spill.js'
 
 export type { SpillStore } from './spill.js'
 
+/** Largest result a worker sends along with its `finished` report; bigger ones are fetched in parts. */
+export const PUSH_LIMIT = 256 << 10
+
 /** One task handed to the executor. Every dependency is already stored in this executor. */
 export interface ExecTask {
   key: string
@@ -687,10 +690,13 @@ export class Executor {
     let data: Uint8Array | undefined
     let digest: string | undefined
     try {
-      if (task.push || task.digest) {
+      // a small result a client waits for rides along with the report; a big one is
+      // fetched in parts when asked (it must not be encoded here for nothing)
+      const push = task.push && sizeOf(value) <= PUSH_LIMIT
+      if (push || task.digest) {
         const enc = encodeValue(value)
         if (task.digest) digest = hashBytes(enc)
-        if (task.push) {
+        if (push && enc.byteLength <= PUSH_LIMIT) {
           data = ownBytes(enc)
           if (data.byteLength >= 64 << 10) this.transfer.push(data.buffer as ArrayBuffer)
         }

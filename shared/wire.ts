@@ -85,6 +85,9 @@ export class PartJoiner {
   get size(): number { return this.pending.size }
 }
 
+/** Messages whose `data` may travel in parts (the protocol gives them part fields). */
+const SPLITTABLE = new Set(['data', 'put', 'scatter'])
+
 const schedule: (fn: () => void) => void = typeof queueMicrotask === 'function' ? queueMicrotask : fn => { void Promise.resolve().then(fn) }
 
 /**
@@ -104,7 +107,7 @@ export class Outbox<M extends object> {
   push(msg: M): void {
     if (this.closed) return
     const data = (msg as Partial<WithData>).data
-    if (data instanceof Uint8Array && data.byteLength > LIMITS.chunkBytes) {
+    if (data instanceof Uint8Array && data.byteLength > LIMITS.chunkBytes && SPLITTABLE.has((msg as { type?: string }).type ?? '')) {
       for (const part of splitParts(msg as M & WithData)) this.pushOne(part)
     } else this.pushOne(msg)
   }

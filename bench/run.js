@@ -4,6 +4,7 @@
 //
 //   npm run bench                 # everything
 //   npm run bench -- --no-dask    # skip running Dask (print the design's anchor figures)
+//   npm run bench -- --no-million # skip the million-queued-tasks memory figure
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -148,6 +149,11 @@ async function main() {
   for (const [name, unit, ours, theirs, digits = 1] of rows) {
     const ratio = theirs ? (unit === 's' || unit.startsWith('µs') ? theirs / ours : ours / theirs) : null
     console.log([name, unit, fmt(ours, digits), fmt(theirs, digits), ratio ? `${ratio.toFixed(1)}× ${ratio >= 1 ? 'faster' : 'slower'}` : ''].map((c, i) => String(c).padEnd(w[i])).join(''))
+  }
+  // a million queued tasks at the coordinator (its own process, heap measured)
+  if (!args.has('--no-million')) {
+    const r = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(new URL('./million.js', import.meta.url)), '1000000'], { encoding: 'utf8', timeout: 600_000 })
+    console.log(`\n${(r.stdout || r.stderr).trim()}`)
   }
   console.log('\nTargets (DESIGN.md): ≥10× Dask on tiny tasks, ≤1 ms per dependent hop; goal ≤50 µs/task and ≤250 µs/hop.')
   process.exit(0)

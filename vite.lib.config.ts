@@ -5,7 +5,7 @@
  * declarations tsc emitted for web/lib.ts, copied beside it: they import ../shared/*.js,
  * which resolves to dist/shared/*.d.ts from dist/lib just as it does from web/.
  */
-import { copyFileSync, existsSync } from 'node:fs'
+import { copyFileSync, existsSync, rmSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { defineConfig, type Plugin } from 'vite'
 
@@ -18,6 +18,8 @@ const typings: Plugin = {
     const emitted = at('./dist/.tsbuild/web/web/lib.d.ts')
     if (!existsSync(emitted)) throw new Error(`${emitted} is missing: run tsc -b before building the library`)
     copyFileSync(emitted, at('./dist/lib/tabgrid-client.d.ts'))
+    // the Web Worker is inlined; the separate copy vite also writes is never loaded
+    rmSync(at('./dist/lib/assets/'), { recursive: true, force: true })
   },
 }
 

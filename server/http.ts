@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import { Server as IOServer, type Socket } from 'socket.io'
 import { Coordinator, type CoordinatorOptions, type Connection } from './coordinator.js'
+import { attachDashboard } from './dashboard.js'
 import { LIMITS } from '../shared/protocol.js'
 import { Outbox, encodeFrame, decodeFrame } from '../shared/wire.js'
 
@@ -71,16 +72,29 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       res.end(metricsText(coordinator.status()))
       return
     }
-    if (path === '/tabgrid-client.js' || path.startsWith('/lib/')) {
-      const file = path === '/tabgrid-client.js' ? 'tabgrid-client.js' : path.slice('/lib/'.length)
-      await serveFile(res, libRoot, file, {})
+    if (path === '/tabgrid-client.js' || path === '/tabgrid-client.d.ts' || path.startsWith('/lib/')) {
+      const file = path.startsWith('/lib/') ? path.slice('/lib/'.length) : path.slice(1)
+      // any web app may import the library, from any origin (module scripts are fetched with CORS)
+      await serveFile(res, libRoot, file, { 'access-control-allow-origin': '*' })
+      return
+    }
+    if (path === '/worker/') {
+      // the page's asset URLs are relative to /worker
+      res.writeHead(308, { location: `/worker${url.search}` })
+      res.end()
+      return
+    }
+    if (/^\/examples\/[\w-]+\.html$/.test(path)) {
+      // example web apps (examples/embed.html): plain pages that import /tabgrid-client.js
+      await serveFile(res, join(packageRoot, 'examples'), path.slice('/examples/'.length), {})
       return
     }
     // pages: / (dashboard), /worker (volunteer page), and their assets
-    const page = path === '/' ? 'index.html' : path === '/worker' || path === '/worker/' ? 'worker.html' : path.slice(1)
+    const page = path === '/' ? 'index.html' : path === '/worker' ? 'worker.html' : path.slice(1)
     const headers: Record<string, string> = {}
-    if (page === 'worker.html' || page.startsWith('assets/worker')) {
-      // tasks run only in Web Workers and may reach nothing but this coordinator
+    if (page === 'worker.html' || page.startsWith('assets/')) {
+      // Tasks run only in Web Workers and may reach nothing but this coordinator. A Web
+      // Worker gets its CSP from its own script's response, so assets carry it too.
       headers['content-security-policy'] = WORKER_CSP
     }
     await serveFile(res, webRoot, page, headers)
@@ -130,10 +144,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     })
   })
 
-  const dashTimer = setInterval(() => {
-    coordinator.broadcastDashboards({ type: 'snapshot', value: { status: coordinator.status(), workers: coordinator.workerSummaries(), groups: coordinator.scheduler.groups() } })
-  }, options.dashboardMs ?? 500)
-  dashTimer.unref()
+  const dashboard = attachDashboard(coordinator, { intervalMs: options.dashboardMs ?? 500 })
 
   const host = options.host ?? '127.0.0.1'
   await new Promise<void>((resolveListen, reject) => {
@@ -149,7 +160,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     workerPageUrl: `${url}/worker`,
     dashboardUrl: `${url}/`,
     close: () => closing ??= (async () => {
-      clearInterval(dashTimer)
+      dashboard.stop()
       coordinator.close()
       await new Promise<void>(r => setTimeout(r, 20))
       await new Promise<void>(r => io.close(() => r()))
@@ -159,12 +170,17 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
   }
 }
 
-/** Tasks in Web Workers may talk only to the coordinator; 'unsafe-eval' because task functions travel as source. */
+/**
+ * The volunteer page's policy. `connect-src 'self'` lets tasks reach this coordinator
+ * and nothing else (CSP 3's 'self' also matches ws:/wss: to this host and port, which
+ * socket.io uses); 'unsafe-eval' because task functions travel as source and are
+ * compiled with `new Function`; `blob:` for uploaded modules, imported from Blob URLs.
+ */
 export const WORKER_CSP = [
   "default-src 'self'",
   "script-src 'self' 'unsafe-eval' blob:",
   "worker-src 'self' blob:",
-  "connect-src 'self' ws: wss:",
+  "connect-src 'self'",
   "img-src 'self' data:",
   "style-src 'self' 'unsafe-inline'",
   "object-src 'none'",
@@ -191,7 +207,7 @@ async function serveFile(res: ServerResponse, root: string, rel: string, headers
     return
   }
   const body = await readFile(file)
-  res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache', ...headers })
+  res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff', ...headers })
   res.end(body)
 }
 

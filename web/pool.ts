@@ -60,6 +60,11 @@ export function webWorkerThread(worker: Worker, onStrayError: StrayErrorSink = (
 /**
  * Makes one thread for the volunteer page: a module Web Worker loaded from this origin,
  * so it runs under the Content-Security-Policy of its own script response.
+ *
+ * @example
+ * ```ts
+ * const runtime = new WorkerRuntime({ nprocs: 3, nthreads: 1, spawn: () => spawnWebWorker(), hardCancel: true })
+ * ```
  */
 export function spawnWebWorker(onStrayError?: StrayErrorSink): ThreadHandle {
   const worker = new Worker(new URL('./thread/webworker.ts', import.meta.url), { type: 'module', name: 'tabgrid-thread' })

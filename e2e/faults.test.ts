@@ -82,10 +82,7 @@ describe('faults in worker tabs', () => {
     await until(async () => (await a.stats()).threads === 2, 'the Web Worker to be replaced')
   })
 
-  // TODO(lead, shared/runtime.ts): with hardCancel the runtime first asks the thread to drop the task
-  // (api.cancel over comlink); a thread spinning in a synchronous task never answers, so the stop waits
-  // for callTimeout (60 s). Stop the thread at once when the task is among the ones it is running.
-  it.todo('cancelling a running task stops its Web Worker (a hard cancel)', async () => {
+  it('cancelling a running task stops its Web Worker (a hard cancel)', async () => {
     grid = await startBrowserGrid(browser)
     const a = await grid.openTab({ workers: 1 })
     const client = await grid.client()

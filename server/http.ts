@@ -163,9 +163,10 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       dashboard.stop()
       coordinator.close()
       await new Promise<void>(r => setTimeout(r, 20))
-      await new Promise<void>(r => io.close(() => r()))
+      // io.close() waits for every open connection: cut them first
+      io.disconnectSockets(true)
       http.closeAllConnections?.()
-      await new Promise<void>(r => http.close(() => r()))
+      await new Promise<void>(r => io.close(() => r()))
     })(),
   }
 }

@@ -137,8 +137,7 @@ export class WorkerRuntime {
     await Promise.all(this.threads.map(async t => {
       try {
         await t.ready
-        const api = t.api as unknown as { adopt?: () => Promise<{ key: string; nbytes: number }[]> }
-        const held = await this.call(t, 'adopt', () => api.adopt ? api.adopt() : Promise.resolve([]))
+        const held = await this.call(t, 'adopt', () => t.api.adopt())
         for (const h of held) {
           if (this.where.has(h.key)) continue
           t.held.add(h.key)
@@ -311,8 +310,15 @@ export class WorkerRuntime {
     switch (m.type) {
       case 'welcome':
         this.id = m.id
-        if (this.link) this.link.hello = { ...this.link.hello, resume: m.id } as typeof this.link.hello
+        // later reconnects resume this identity; what it held then is what the threads hold then
+        if (this.link) {
+          const hello = { ...this.link.hello, resume: m.id } as typeof this.link.hello & { held?: unknown }
+          delete hello.held
+          this.link.hello = hello
+        }
         if (m.resumed) for (const r of this.reports.values()) this.send(r)
+        // a fresh identity starts accepting: say so if we are not
+        if (!m.resumed) { this.sentAccepting = true; this.sendStatus() }
         this.onStatusChange({ state: 'welcome', id: m.id, resumed: m.resumed })
         return
       case 'function':
@@ -337,11 +343,15 @@ export class WorkerRuntime {
         const k = id(m.key, m.attempt)
         const ok = this.dropWaiting(k)
         if (m.type === 'cancel-task') {
-          if (!ok) this.cancelInThread(m.key, m.attempt, dropped => {
-            if (dropped || !this.opts.hardCancel) return
-            const t = this.threads.find(th => th.alive && th.inflight.has(k))
-            if (t) this.stopThread(t, { cause: 'cancel', culprit: k }, `${m.key} was cancelled while running`)
-          })
+          if (ok) return
+          // a running task can only be stopped with its thread (a hard cancel, in browsers);
+          // a thread busy with it could not even answer a request to drop it
+          const t = this.threads.find(th => th.alive && th.inflight.has(k))
+          if (t && this.opts.hardCancel && this.isRunning(t, k)) {
+            this.stopThread(t, { cause: 'cancel', culprit: k }, `${m.key} was cancelled while running`)
+            return
+          }
+          this.cancelInThread(m.key, m.attempt, () => {})
           return
         }
         if (ok) { this.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: true }); return }
@@ -390,11 +400,21 @@ export class WorkerRuntime {
     return true
   }
 
+  /** Whether the task is (most likely) running: among the first `nthreads` the thread was given. */
+  private isRunning(t: Thread, k: string): boolean {
+    let i = 0
+    for (const key of t.inflight.keys()) {
+      if (key === k) return true
+      if (++i >= this.opts.nthreads) return false
+    }
+    return false
+  }
+
   private cancelInThread(key: string, attempt: number, done: (dropped: boolean) => void): void {
     const k = id(key, attempt)
     const t = this.threads.find(th => th.inflight.has(k))
     if (!t) { done(false); return }
-    this.call(t, 'cancel', () => t.api.cancel(key, attempt)).then(dropped => {
+    this.call(t, 'cancel', () => t.api.cancel(key, attempt), 2_000).then(dropped => {
       if (dropped) { t.inflight.delete(k); this.known.delete(k) }
       done(dropped)
       this.pump()

@@ -187,7 +187,7 @@ describe('objects and containers', () => {
     expect([...s]).toEqual(['a', 1, [1, 2], { x: 1 }])
     expect(rt(new Map())).toEqual(new Map())
     expect(rt(new Set())).toEqual(new Set())
-    class MyMap extends Map {}
+    class MyMap extends Map<number, number> {}
     expect(Object.getPrototypeOf(rt(new MyMap([[1, 2]])))).toBe(Map.prototype)
   })
 

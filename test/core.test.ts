@@ -79,7 +79,7 @@ describe('the seed examples on a real grid', () => {
     const c = client.submit(async (o: { xs: number[]; m: Map<string, number> }) => {
       await new Promise(r => setTimeout(r, 5))
       return o.xs.reduce((s, v) => s + v, 0) + o.m.get('x')!
-    }, { xs: a, m: b })
+    }, { xs: a, m: b } as unknown as { xs: number[]; m: Map<string, number> })
     expect(await c.result()).toBe(16)
   })
 
@@ -193,7 +193,7 @@ describe('the seed examples on a real grid', () => {
     await grid.addWorker(['--nprocs', '1'], 'extra')
     const d = await client.scatter([1, 2, 3, Math.random()])
     const holders = await until(() => { const h = grid.coord.coordinator.scheduler.whoHas(d.key); return h.length ? h : undefined }, 'the scatter to land')
-    const name = (await client.workers()).find(w => w.id === holders[0])!.name
+    const name = (await client.workers()).find(w => w.id === holders![0])!.name
     const victim = grid.workers.find(w => w.name === name)!
     victim.kill('SIGKILL')
     await victim.exited

@@ -236,11 +236,134 @@ export type WorkerMessage = z.infer<typeof workerMessage>
 
 // ---------------------------------------------------------------- coordinator → dashboard
 
+/*
+ * The dashboard stream (server/dashboard.ts): one `stream` message per interval (500 ms),
+ * only while a dashboard is connected. `full: true` replaces everything the page holds
+ * (sent when a dashboard joins, and every 30 s); otherwise lists hold only what changed.
+ * Rows are tuples, not objects: thousands of them travel, and msgpack repeats object keys.
+ * Every list is bounded, whatever the size of the grid.
+ */
+
+/** A worker in the workers table. */
+export const dashboardWorkerRow = z.tuple([
+  /* id */ z.string(),
+  /* name */ z.string(),
+  /* kind */ z.enum(['browser', 'node']),
+  /* slots: Web Workers (tab) or threads (Node agent) × tasks each runs at once */ count,
+  /* tasks running (or assigned) now */ count,
+  /* tasks done since it joined */ count,
+  /* bytes of results it holds in memory */ count,
+  /* bytes it spilled to IndexedDB or disk */ count,
+  /* joined at, ms since the epoch (coordinator clock) */ count,
+  /* 'ok'; 'paused' (by the volunteer, or memory); 'leaving' (handing off data); 'away' (disconnected, in its grace period) */
+  z.enum(['ok', 'paused', 'leaving', 'away']),
+])
+export type DashboardWorkerRow = z.infer<typeof dashboardWorkerRow>
+
+/** A task group's progress (a group is the function name keys are named after: `inc-3f2a…` → `inc`). */
+export const dashboardGroupRow = z.tuple([
+  /* group */ z.string(),
+  /* done: finished since the group last started after a pause of 30 s or more */ count,
+  /* running */ count,
+  /* queued: waiting for dependencies or for a slot */ count,
+  /* failed */ count,
+])
+export type DashboardGroupRow = z.infer<typeof dashboardGroupRow>
+
+/** One point of the time series, about a second apart. Rates are per second; costs are µs per finished task. */
+export const dashboardPoint = z.tuple([
+  /* end of the interval, ms since the epoch */ count,
+  /* tasks finished per second */ z.number().nonnegative(),
+  /* failed attempts per second (a retried task may fail more than once) */ z.number().nonnegative(),
+  /* scheduler µs per finished task (null: too few tasks to say) */ z.number().nonnegative().nullable(),
+  /* coordinator µs per finished task: its event loop's busy time (scheduler, messages, relay) less its idle baseline, ÷ tasks (null: too few) */ z.number().nonnegative().nullable(),
+])
+export type DashboardPoint = z.infer<typeof dashboardPoint>
+
+/** A bar of the task stream: one task, or tasks of one group run back to back on one slot, merged. */
+export const dashboardBar = z.tuple([
+  /* id: a later bar with the same id replaces this one (it grew) */ count,
+  /* stream worker index (`stream.lanes`) */ count,
+  /* lane: the worker's slot row, from 0 */ count,
+  /* group index (`stream.groups`) */ count,
+  /* start, ms after `stream.t0` */ count,
+  /* end, ms after `stream.t0` */ count,
+  /* tasks merged into the bar */ count,
+  /* their run time summed, µs (less than end − start when the slot idled between them) */ count,
+  /* a key in the bar, for its story ('' = the one sent before for this id) */ z.string().max(LIMITS.key),
+])
+export type DashboardBar = z.infer<typeof dashboardBar>
+
+export const dashboardUpdate = z.object({
+  type: z.literal('stream'),
+  /** replaces everything the dashboard holds; otherwise only changes */
+  full: z.boolean(),
+  /** coordinator clock, ms since the epoch */
+  now: count,
+  /** the whole grid at a glance */
+  grid: z.object({
+    workers: count, slots: count, running: count, clients: count, dashboards: count,
+    /** tasks per scheduler state */
+    tasks: z.record(z.string(), count),
+    submitted: count, finished: count, erred: count,
+    /** bytes of results held on workers, and spilled */
+    memory: count, spilled: count,
+  }),
+  /** workers table: new or changed rows (the first `maxWorkers` workers by join order) */
+  workers: z.array(dashboardWorkerRow),
+  /** ids of rows to remove */
+  workersGone: z.array(z.string()),
+  /** workers not in the table (past its bound) */
+  workersHidden: count,
+  /** joins and leaves since the last update (full: the last few): [at, 'joined' | 'left', name, kind] */
+  events: z.array(z.tuple([count, z.enum(['joined', 'left']), z.string(), z.enum(['browser', 'node'])])),
+  /** progress per group: new or changed rows */
+  groups: z.array(dashboardGroupRow),
+  groupsGone: z.array(z.string()),
+  /** time series: new points (full: the last 5 minutes) */
+  series: z.array(dashboardPoint),
+  /** how long tasks run, and whether that is worth distributing */
+  tasks: z.object({
+    /** tasks finished in the last minute */
+    count,
+    /** median run time of those, ms (null: none) */
+    medianMs: z.number().nonnegative().nullable(),
+    /** coordinator µs per task over the last minute (null: too few tasks to say) */
+    overheadUs: z.number().nonnegative().nullable(),
+    /** scheduler alone, µs per task over the last minute */
+    schedulerUs: z.number().nonnegative().nullable(),
+    /** tasks shorter than this spend more than 1% of their time in overhead: 100 × overheadUs */
+    worthMs: z.number().nonnegative().nullable(),
+    /** the median task is shorter than `worthMs` */
+    tooShort: z.boolean(),
+  }),
+  /** the task stream: the last `windowMs`, one row per worker slot */
+  stream: z.object({
+    /** bar times are ms after this (ms since the epoch) */
+    t0: count,
+    windowMs: count,
+    /** same-group tasks closer than this on a slot share a bar (grows when the grid is busy) */
+    mergeMs: count,
+    /** stream workers: [index, worker id, name, lanes]; absent when unchanged (full: all) */
+    lanes: z.array(z.tuple([count, z.string(), z.string(), count])).optional(),
+    /** group names for bars, by index: new ones (full: all in use) */
+    groups: z.array(z.tuple([count, z.string()])),
+    /** new or grown bars (full: all in the window) */
+    bars: z.array(dashboardBar),
+    /** past the row bound, workers are left out of the stream: how many, and the tasks they ran in the window */
+    hiddenWorkers: count,
+    hiddenTasks: count,
+  }),
+})
+export type DashboardUpdate = z.infer<typeof dashboardUpdate>
+
 export const toDashboardMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('welcome'), id: z.string(), version: z.number(), resumed: z.boolean() }),
   /** a periodic, bounded snapshot */
   z.object({ type: z.literal('snapshot'), value: z.unknown() }),
   z.object({ type: z.literal('error'), error: wireError }),
+  /** the dashboard stream (above) */
+  dashboardUpdate,
 ])
 export type ToDashboardMessage = z.infer<typeof toDashboardMessage>
 

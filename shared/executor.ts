@@ -44,6 +44,13 @@ export interface ExecTask {
   timeout?: number
 }
 
+/** What the main side posts on the task port: definitions first, then the tasks that use them (one channel, so in order). */
+export interface TaskBatch {
+  fns?: [hash: string, source: string][]
+  modules?: [name: string, source: string][]
+  tasks: ExecTask[]
+}
+
 /**
  * A MessagePort, as browsers and Node both have it. Tasks and their results travel on a
  * port of their own rather than through comlink: comlink's per-call envelope (a uuid, a
@@ -754,7 +761,7 @@ export interface ExecutorInitOptions {
 export interface ExecutorApi {
   /** First call: how to report events, how many tasks to run at once, the memory budget. Answers 'ready'. */
   init(onEvents: (events: ExecEvent[]) => void, concurrency: number, options?: ExecutorInitOptions): 'ready'
-  /** After init: task batches arrive on this port (as `run` would take them) and events leave on it. */
+  /** After init: batches (TaskBatch) arrive on this port and events leave on it. */
   connect(port: TaskPort): 'connected'
   defineFunction(hash: string, source: string): void
   defineModule(name: string, source: string): void
@@ -805,7 +812,13 @@ export function createExecutorApi(
     },
     connect(p) {
       port = p
-      p.addEventListener('message', e => ex().run(e.data as ExecTask[]))
+      p.addEventListener('message', e => {
+        const b = e.data as TaskBatch
+        const x = ex()
+        if (b.fns) for (const [hash, source] of b.fns) x.defineFunction(hash, source)
+        if (b.modules) for (const [name, source] of b.modules) x.defineModule(name, source)
+        x.run(b.tasks)
+      })
       p.start?.()
       return 'connected'
     },

@@ -10,7 +10,7 @@ import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from './link.js'
 import type { ToWorkerMessage, WorkerMessage } from './protocol.js'
 import { PartJoiner, PendingRequests, ownBytes } from './wire.js'
-import type { ExecEvent, ExecTask, ExecutorApi, TaskPort } from './executor.js'
+import type { ExecEvent, ExecTask, ExecutorApi, TaskBatch, TaskPort } from './executor.js'
 import { toWireError, TimeoutError, type WireError } from './errors.js'
 
 /** A thread as the host made it. */
@@ -76,6 +76,8 @@ interface Thread {
   death: Death | undefined
   /** the task stream: batches out, events in (see TaskPort) */
   port: TaskPort
+  /** definitions to send with the next batch */
+  defs: TaskBatch
 }
 
 const id = (key: string, attempt: number): string => `${key}@${attempt}`
@@ -197,7 +199,7 @@ export class WorkerRuntime {
     const t: Thread = {
       index, handle, api, alive: true, inflight: new Map(), held: new Set(), fns: new Set(), modules: new Set(),
       dead, kill, started: Date.now(), ready: Promise.resolve(), memPaused: false, inMemory: 0, spilled: 0,
-      timers: new Map(), death: undefined, port: channel.port1,
+      timers: new Map(), death: undefined, port: channel.port1, defs: { tasks: [] },
     }
     handle.onExit(reason => this.threadDied(t, reason))
     channel.port1.addEventListener('message', e => this.onEvents(t, e.data as ExecEvent[]))
@@ -326,7 +328,8 @@ export class WorkerRuntime {
         return
       case 'module':
         this.modules.set(m.name, m.source)
-        for (const t of this.threads) if (t.alive) { t.modules.add(m.name); void this.call(t, 'defineModule', () => t.api.defineModule(m.name, m.source)).catch(() => {}) }
+        // a new version of a module reaches every thread with its next batch
+        for (const t of this.threads) if (t.alive) { t.modules.delete(m.name) }
         return
       case 'assign': {
         const k = id(m.key, m.attempt)
@@ -508,24 +511,28 @@ export class WorkerRuntime {
   }
 
   private execTask(t: Thread, a: Assign): ExecTask {
+    // definitions travel on the task port with the batch, so they arrive first
     if (!t.fns.has(a.fn)) {
       const source = this.functions.get(a.fn)
       if (source !== undefined) {
         t.fns.add(a.fn)
-        void this.call(t, 'defineFunction', () => t.api.defineFunction(a.fn, source)).catch(() => {})
+        ;(t.defs.fns ??= []).push([a.fn, source])
       }
     }
     for (const [name, source] of this.modules) if (!t.modules.has(name)) {
       t.modules.add(name)
-      void this.call(t, 'defineModule', () => t.api.defineModule(name, source)).catch(() => {})
+      ;(t.defs.modules ??= []).push([name, source])
     }
     const task: ExecTask = { key: a.key, attempt: a.attempt, fn: a.fn, args: a.args, deps: a.deps.map(d => d.key), push: a.push, digest: a.digest ?? false }
     if (a.timeout !== undefined) task.timeout = a.timeout
     return task
   }
 
-  private run(t: Thread, batch: ExecTask[]): void {
+  private run(t: Thread, tasks: ExecTask[]): void {
     // the port queues messages until the thread listens, so no need to wait for `ready`
+    const batch = t.defs
+    batch.tasks = tasks
+    t.defs = { tasks: [] }
     t.port.postMessage(batch)
     this.armTimers(t)
   }

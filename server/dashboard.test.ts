@@ -246,6 +246,32 @@ describe('dashboard stream', () => {
     expect(after.tasks.tooShort).toBe(false)
   })
 
+  it('charges a burst of submissions to the tasks submitted, not to the first few to finish', () => {
+    const g = track(setup())
+    const a = g.addWorker('a', 8).id
+    g.addDashboard()
+    g.advance(1000)
+    g.dash.tick()
+    // 10,000 tasks submitted at once: 500 ms of CPU; then 100 finish per second, 2 ms of CPU each second
+    g.coordinator.metrics.tasksSubmitted += 10_000
+    g.addBusy(500)
+    g.advance(1000)
+    g.dash.tick()
+    for (let s = 0; s < 70; s++) {
+      for (let i = 0; i < 100; i++) g.observe({ type: 'finished', worker: a, key: `f-${s}-${i}`, attempt: 1, ms: 40, nbytes: 8, at: g.clock + i })
+      g.addBusy(2)
+      g.advance(1000)
+      const u = g.dash.tick()!
+      const last = u.series.at(-1)!
+      // never the 5 ms a task that dividing by the first 100 finished would say
+      if (s < 9) expect(last[4]).toBeCloseTo((500 + 2 * (s + 1)) * 1000 / 10_000, 5)
+      if (s > 10) expect(last[4]).toBeCloseTo(20, 5)   // the burst is out of the window: 2 ms ÷ 100
+    }
+    const t = g.dash.tick()!.tasks
+    expect(t.overheadUs).toBeCloseTo(20, 5)
+    expect(t.tooShort).toBe(false)   // 40 ms tasks, worth distributing from 2 ms
+  })
+
   it('keeps 5 minutes of points at about one a second', () => {
     const g = track(setup({ seriesPoints: 300 }))
     g.addDashboard()

@@ -44,7 +44,11 @@ export interface DashboardOptions {
   keyframeMs?: number
   /** the clock observed events are stamped with. Default Date.now. */
   now?: () => number
-  /** cumulative ms the event loop was busy. Default: Node's eventLoopUtilization(). */
+  /**
+   * Cumulative ms of CPU the coordinator has used. Default: this process's CPU time
+   * (`process.cpuUsage()`), not the event loop's busy wall time, which a machine short of
+   * cores (a coordinator beside busy browser tabs) inflates.
+   */
   busyMs?: () => number
 }
 
@@ -94,8 +98,27 @@ function bucketMs(i: number): number {
 
 // ---------------------------------------------------------------- time series
 
-/** `netMs`: the event loop's busy time less its idle baseline (what the tasks cost the coordinator). */
-interface Point { t: number; dt: number; finished: number; erred: number; schedMs: number; netMs: number; hist: Uint32Array<ArrayBuffer> }
+/**
+ * One interval. `netMs`: the coordinator's CPU time less its idle baseline (what the tasks
+ * cost it). `schedUs`/`coordUs`: cost per task over the last `COST_POINTS` points.
+ *
+ * Per task means ÷ max(tasks finished, tasks submitted) in the same points: a burst
+ * (10,000 tasks submitted at once, finishing over the next minute) costs its submission
+ * up front, which divided by the first few tasks to finish would read as a huge cost per
+ * task. In a steady run both counts agree; once the burst is out of the window, the
+ * finishing tasks carry only their own cost.
+ */
+interface Point {
+  t: number; dt: number; finished: number; submitted: number; erred: number; schedMs: number; netMs: number; hist: Uint32Array<ArrayBuffer>
+  schedUs: number | null; coordUs: number | null
+}
+
+function perTask(ms: number, finished: number, submitted: number): number {
+  return Math.round(ms * 1000 / Math.max(finished, submitted) * 10) / 10
+}
+
+/** Points the cost per task is averaged over (about 10 s). */
+const COST_POINTS = 10
 
 class Series {
   readonly points: Point[] = []
@@ -106,7 +129,7 @@ class Series {
   private lastT: number
   private lastBusy: number
   /**
-   * Busy ms per second of the event loop when no task finishes (heartbeats, timers,
+   * CPU ms per second the coordinator spends when no task runs (heartbeats, timers,
    * pings of idle workers): subtracted so that a quiet grid of many tabs doesn't make
    * its few tasks look expensive. Learnt from idle points; 0 until one is seen.
    */
@@ -114,9 +137,12 @@ class Series {
   /** points not yet sent */
   fresh = 0
 
-  constructor(private readonly max: number, now: number, private readonly busy: () => number) {
+  private lastSubmitted: number
+
+  constructor(private readonly max: number, now: number, private readonly busy: () => number, private readonly submitted: () => number) {
     this.lastT = now
     this.lastBusy = busy()
+    this.lastSubmitted = submitted()
   }
 
   /** Closes a point when a second or more has gone by. */
@@ -125,13 +151,28 @@ class Series {
     if (dt < 1000) return
     const busy = this.busy()
     const busyMs = Math.max(0, busy - this.lastBusy)
-    const idle = this.finished === 0 && this.erred === 0 && this.schedMs === 0
+    const submittedNow = this.submitted()
+    const submitted = Math.max(0, submittedNow - this.lastSubmitted)
+    this.lastSubmitted = submittedNow
+    const idle = this.finished === 0 && this.erred === 0 && this.schedMs === 0 && submitted === 0
     if (idle) {
       const perSec = busyMs * 1000 / dt
       this.idleBusyPerSec = this.idleBusyPerSec === undefined ? perSec : this.idleBusyPerSec * 0.8 + perSec * 0.2
     }
     const netMs = Math.max(this.schedMs, busyMs - (this.idleBusyPerSec ?? 0) * dt / 1000)
-    const p: Point = { t: now, dt, finished: this.finished, erred: this.erred, schedMs: this.schedMs, netMs, hist: this.hist }
+    const p: Point = { t: now, dt, finished: this.finished, submitted, erred: this.erred, schedMs: this.schedMs, netMs, hist: this.hist, schedUs: null, coordUs: null }
+    let n = p.finished, subs = p.submitted, sched = p.schedMs, net = p.netMs
+    for (let i = this.points.length - 1; i >= Math.max(0, this.points.length - COST_POINTS + 1); i--) {
+      const q = this.points[i]!
+      n += q.finished
+      subs += q.submitted
+      sched += q.schedMs
+      net += q.netMs
+    }
+    if (p.finished > 0 && n >= MIN_TASKS_FOR_COST) {
+      p.schedUs = perTask(sched, n, subs)
+      p.coordUs = perTask(net, n, subs)
+    }
     this.lastT = now
     this.lastBusy = busy
     this.finished = 0
@@ -146,19 +187,19 @@ class Series {
 
   static wire(p: Point): DashboardPoint {
     const perSec = (n: number): number => Math.round((n * 1000 / p.dt) * 10) / 10
-    const us = (ms: number): number | null => p.finished >= MIN_TASKS_FOR_COST ? Math.round(ms * 1000 / p.finished * 10) / 10 : null
-    return [p.t, perSec(p.finished), perSec(p.erred), us(p.schedMs), us(p.netMs)]
+    return [p.t, perSec(p.finished), perSec(p.erred), p.schedUs, p.coordUs]
   }
 
   /** Median run time and overhead per task over the last minute. */
   summary(): DashboardUpdate['tasks'] {
     const from = Math.max(0, this.points.length - MEDIAN_POINTS)
     const sum = new Float64Array(HIST)
-    let n = 0, busy = 0, sched = 0
+    let n = 0, subs = 0, busy = 0, sched = 0
     for (let i = from; i < this.points.length; i++) {
       const p = this.points[i]!
       for (let b = 0; b < HIST; b++) sum[b]! += p.hist[b]!
       n += p.finished
+      subs += p.submitted
       busy += p.netMs
       sched += p.schedMs
     }
@@ -173,8 +214,8 @@ class Series {
       }
     }
     const enough = n >= MIN_TASKS_FOR_COST * 2
-    const overheadUs = enough ? Math.round(busy * 1000 / n * 10) / 10 : null
-    const schedulerUs = enough ? Math.round(sched * 1000 / n * 10) / 10 : null
+    const overheadUs = enough ? perTask(busy, n, subs) : null
+    const schedulerUs = enough ? perTask(sched, n, subs) : null
     const worthMs = overheadUs === null ? null : Math.round(overheadUs * 100) / 1000
     return { count: total, medianMs, overheadUs, schedulerUs, worthMs, tooShort: medianMs !== null && worthMs !== null && medianMs < worthMs }
   }
@@ -414,12 +455,12 @@ export function groupOfKey(key: string): string {
 export function attachDashboard(coordinator: Coordinator, options: DashboardOptions = {}): DashboardStream {
   const intervalMs = options.intervalMs ?? 500
   const now = options.now ?? Date.now
-  const busyMs = options.busyMs ?? (() => performance.eventLoopUtilization().active)
+  const busyMs = options.busyMs ?? (() => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 })
   const maxWorkers = options.maxWorkers ?? 200
   const maxGroups = options.maxGroups ?? 40
   const keyframeMs = options.keyframeMs ?? 30_000
   const t0 = now()
-  const series = new Series(options.seriesPoints ?? 300, t0, busyMs)
+  const series = new Series(options.seriesPoints ?? 300, t0, busyMs, () => coordinator.metrics.tasksSubmitted)
   const stream = new TaskStream(t0, options.windowMs ?? 60_000, options.maxBars ?? 3000, options.maxRows ?? 256)
   const groups = new Map<string, GroupState>()
 
@@ -433,7 +474,16 @@ export function attachDashboard(coordinator: Coordinator, options: DashboardOpti
   /** slots and names from the scheduler, refreshed when a stream worker is new */
   const slotsOf = new Map<string, number>()
   const nameOf = new Map<string, string>()
-  const slotLookup = (id: string): number | undefined => slotsOf.get(id)
+  let refreshedAt = -Infinity
+  /** A worker's slots; a worker not seen yet refreshes the table (at most every 100 ms, so gone workers cost nothing). */
+  const slotLookup = (id: string): number | undefined => {
+    let s = slotsOf.get(id)
+    if (s === undefined && performance.now() - refreshedAt > 100) {
+      refreshWorkers()
+      s = slotsOf.get(id)
+    }
+    return s
+  }
 
   const group = (name: string, at: number): GroupState | undefined => {
     let g = groups.get(name)
@@ -476,6 +526,7 @@ export function attachDashboard(coordinator: Coordinator, options: DashboardOpti
   coordinator.observers.push(observer)
 
   const refreshWorkers = (): void => {
+    refreshedAt = performance.now()
     slotsOf.clear()
     nameOf.clear()
     for (const w of coordinator.scheduler.workers()) { slotsOf.set(w.id, w.slots); nameOf.set(w.id, w.name) }
@@ -529,8 +580,10 @@ export function attachDashboard(coordinator: Coordinator, options: DashboardOpti
     return { rows: out, gone }
   }
 
-  function build(t: number, dashboards: number, full: boolean): DashboardUpdate {
-    const status = coordinator.status() as { clients: number; tasks: Record<string, number>; tasksSubmitted: number; tasksFinished: number; tasksErred: number }
+  type Status = { dashboards: number; clients: number; tasks: Record<string, number>; tasksSubmitted: number; tasksFinished: number; tasksErred: number }
+
+  function build(t: number, status: Status, full: boolean): DashboardUpdate {
+    const dashboards = status.dashboards
     const summaries = coordinator.workerSummaries() as unknown as Array<{
       id: string; name: string; kind: 'browser' | 'node'; slots: number; processing: number; done: number
       memory: number; spilled: number; nbytes: number; since: number; connected: boolean; accepting: boolean; retiring: boolean
@@ -594,7 +647,8 @@ export function attachDashboard(coordinator: Coordinator, options: DashboardOpti
     series.roll(t)
     if (stream.unknownSlots) refreshWorkers()
     stream.prune(t, id => slotsOf.has(id), slotLookup)
-    const dashboards = (coordinator.status() as { dashboards: number }).dashboards
+    const status = coordinator.status() as Status
+    const dashboards = status.dashboards
     if (dashboards === 0) {
       // nobody watches: keep the bounded state, send nothing, remember no changes
       stream.forgetChanges()
@@ -605,7 +659,7 @@ export function attachDashboard(coordinator: Coordinator, options: DashboardOpti
     }
     const full = dashboards > lastDashboards || t - lastFull >= keyframeMs
     if (full) lastFull = t
-    const msg = build(t, dashboards, full)
+    const msg = build(t, status, full)
     lastDashboards = dashboards
     coordinator.broadcastDashboards(msg)
     return msg

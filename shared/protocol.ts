@@ -275,8 +275,8 @@ export const dashboardPoint = z.tuple([
   /* end of the interval, ms since the epoch */ count,
   /* tasks finished per second */ z.number().nonnegative(),
   /* failed attempts per second (a retried task may fail more than once) */ z.number().nonnegative(),
-  /* scheduler µs per finished task (null: too few tasks to say) */ z.number().nonnegative().nullable(),
-  /* coordinator µs per finished task: its event loop's busy time (scheduler, messages, relay) less its idle baseline, ÷ tasks (null: too few) */ z.number().nonnegative().nullable(),
+  /* scheduler µs per task over the last 10 s: its time ÷ max(tasks finished, tasks submitted) (null: too few tasks to say) */ z.number().nonnegative().nullable(),
+  /* coordinator µs per task over the last 10 s: its CPU time (scheduler, messages, relay) less its idle baseline, ÷ max(finished, submitted) (null: too few) */ z.number().nonnegative().nullable(),
 ])
 export type DashboardPoint = z.infer<typeof dashboardPoint>
 
@@ -328,7 +328,7 @@ export const dashboardUpdate = z.object({
     count,
     /** median run time of those, ms (null: none) */
     medianMs: z.number().nonnegative().nullable(),
-    /** coordinator µs per task over the last minute (null: too few tasks to say) */
+    /** coordinator CPU µs per task over the last minute, less its idle baseline (null: too few tasks to say) */
     overheadUs: z.number().nonnegative().nullable(),
     /** scheduler alone, µs per task over the last minute */
     schedulerUs: z.number().nonnegative().nullable(),

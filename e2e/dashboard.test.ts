@@ -178,15 +178,16 @@ describe('dashboard', () => {
     await until(async () => (await colouredPixels(page)) > 2000, 'bars in the task stream')
     // hover a bar (its tooltip) and click it (its story), as a user would
     const box = (await page.locator('#stream').boundingBox())!
-    const bar = await until(async () => {
+    // bars scroll with time: hover one, click it, and try another if it slipped away meanwhile
+    await until(async () => {
       const at = await findBar(page, 40)
-      if (!at) return undefined
+      if (!at) return false
       await page.mouse.move(box.x + at.x, box.y + at.y)
-      return (await page.locator('#tooltip').isVisible()) ? at : undefined
-    }, 'a tooltip on a bar')
-    expect(await page.locator('#tooltip').textContent()).toMatch(/(spin|blend).*(ran|tasks back to back)/s)
-    await page.mouse.click(box.x + bar.x, box.y + bar.y)
-    await untilText(page, '#story-summary', /ran on tab-/)
+      if (!(await page.locator('#tooltip').isVisible())) return false
+      expect(await page.locator('#tooltip').textContent()).toMatch(/(spin|blend).*(ran|tasks back to back)/s)
+      await page.mouse.click(box.x + at.x, box.y + at.y)
+      return until(async () => /ran on tab-/.test((await page.locator('#story-summary').textContent()) ?? ''), 'the story', 3000).catch(() => false)
+    }, 'the story of a clicked bar')
     await screenshot(page, 'dashboard-running')
     await until(async () => (await dash(page)).groups.some(g => g.name === 'spin' && g.done > 4500), 'most of the tasks', 90_000)
     const running = await dash(page)
@@ -278,7 +279,12 @@ describe('dashboard', () => {
     const at = await findBar(page)
     expect(at).toBeTruthy()
     await page.locator('#stream').click({ position: at! })
-    await untilText(page, '#story-title', /^slow-/)
+    await until(async () => {
+      if (/^slow-/.test((await page.locator('#story-title').textContent()) ?? '')) return true
+      const again = await findBar(page)
+      if (again) await page.locator('#stream').click({ position: again })
+      return false
+    }, 'the story of a clicked bar')
     await untilText(page, '#story-summary', /ran on tab-story/)
     await screenshot(page, 'dashboard-story')
   })

@@ -19,11 +19,11 @@ const x = client.submit((n, m) => {
 await wait([x])
 
 let t0 = performance.now()
-const whole = await x.result()                                // pulls all 8 MB to this page
+const whole = await x.result()              // pulls all 8 MB to this page
 const pull = performance.now() - t0
 
 t0 = performance.now()
-const shape = await client.submit(a => a.shape, x).result()   // runs where x lives
+const shape = await client.submit(a => a.shape, x).result() // runs where x lives
 const remote = performance.now() - t0
 
 print(\`pull the array, then read .shape:  \${whole.shape.join('×')} in \${pull.toFixed(1)} ms\`)
@@ -38,17 +38,17 @@ print(\`the function moved a few bytes; the pull moved \${(whole.data.byteLength
 // overhead for every item; partitionAll batches items so each chunk pays it once.
 // Watch the dashboard warn about the first half.
 const items = Array.from({ length: 10_000 }, (_, i) => i)
-const square = x => x * x                        // tasks are grouped by function name
+const square = x => x * x                    // tasks are grouped by function name
 const squareAll = batch => batch.map(x => x * x)
 
 let t0 = performance.now()
-const one = client.map(square, items)                          // 10,000 tiny tasks
+const one = client.map(square, items)        // 10,000 tiny tasks
 const squares = await client.gather(one)
 const perItem = (performance.now() - t0) * 1000 / items.length
 
 t0 = performance.now()
-const batches = [...partitionAll(1000, items)]                // 10 batches of 1,000 items
-const chunks = client.map(squareAll, batches)                  // 10 tasks
+const batches = [...partitionAll(1000, items)]
+const chunks = client.map(squareAll, batches)  // 10 tasks of 1,000 items
 const chunked = (await client.gather(chunks)).flat()
 const perChunked = (performance.now() - t0) * 1000 / items.length
 

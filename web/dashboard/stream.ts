@@ -63,7 +63,8 @@ export class TaskStreamView {
     canvas.addEventListener('click', e => {
       const r = canvas.getBoundingClientRect()
       this.pointer = { x: e.clientX - r.left, y: e.clientY - r.top }
-      const bar = this.pick(false)
+      // what the tooltip shows, if the bar scrolled a little since the pointer came
+      const bar = this.pick(false) ?? this.hover
       if (bar?.key) this.onPick(bar)
     })
     this.resize()

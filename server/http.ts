@@ -4,7 +4,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http'
 import { readFile, stat } from 'node:fs/promises'
-import { extname, join, normalize, resolve, dirname } from 'node:path'
+import { extname, join, normalize, resolve, dirname, relative, isAbsolute } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import { Server as IOServer, type Socket } from 'socket.io'
@@ -191,8 +191,15 @@ export const WORKER_CSP = [
 ].join('; ')
 
 async function serveFile(res: ServerResponse, root: string, rel: string, headers: Record<string, string>): Promise<void> {
-  const file = normalize(join(root, decodeURIComponent(rel)))
-  if (!file.startsWith(normalize(root))) {
+  let name: string
+  try { name = decodeURIComponent(rel) } catch {
+    res.writeHead(400, { 'content-type': 'text/plain' })
+    res.end('bad path')
+    return
+  }
+  const file = normalize(join(root, name))
+  const inside = relative(root, file)
+  if (inside.startsWith('..') || isAbsolute(inside) || name.includes('\0')) {
     res.writeHead(403, { 'content-type': 'text/plain' })
     res.end('forbidden')
     return

@@ -164,6 +164,15 @@ describe('junk on every event', () => {
     // not allocating a gigabyte here: the limit is checked on the encoded size, see shared/client.test.ts
   })
 
+  it('HTTP paths cannot leave the served folders', async () => {
+    for (const path of ['/..%2f..%2fpackage.json', '/assets/..%2f..%2f..%2fpackage.json', '/%2e%2e/%2e%2e/package.json', '/lib/..%2f..%2fpackage.json']) {
+      const res = await fetch(`${grid.url}${path}`)
+      expect([403, 404]).toContain(res.status)
+      expect(await res.text()).not.toContain('"name": "tabgrid"')
+    }
+    expect((await fetch(`${grid.url}/%E0%A4%A`)).status).toBe(400)
+  })
+
   it('the coordinator is still healthy', async () => {
     const res = await fetch(`${grid.url}/health`)
     const body = await res.json() as { ok: boolean; badMessages: number }

@@ -47,7 +47,7 @@ export function spawnThread(): ThreadHandle {
   return {
     endpoint: nodeEndpoint(worker) as Comlink.Endpoint,
     onExit: cb => { exitCbs.push(cb) },
-    terminate: () => { void worker.terminate() },
+    terminate: () => worker.terminate(),
   }
 }
 

@@ -19,7 +19,8 @@ export interface ThreadHandle {
   endpoint: Comlink.Endpoint
   /** called once when the thread dies for any reason, with why */
   onExit(cb: (reason: string) => void): void
-  terminate(): void
+  /** stops the thread; may return a promise that settles once it is gone */
+  terminate(): void | Promise<unknown>
 }
 
 export interface RuntimeOptions {
@@ -210,6 +211,7 @@ export class WorkerRuntime {
       await api.init(onEvents, this.opts.nthreads, extra)
       return api.connect(Comlink.transfer(channel.port2, [channel.port2 as unknown as ArrayBuffer]))
     })
+    t.ready.catch(() => {}) // a thread that dies before it is ready is handled by threadDied
     return t
   }
 
@@ -229,6 +231,8 @@ export class WorkerRuntime {
           this.stopThread(t, { cause: 'crash' }, 'did not start')
         }
       }, timeout)
+      // a pending call must not keep a process alive (Node timers have unref)
+      ;(timer as { unref?: () => void }).unref?.()
     })
     return Promise.race([f(), t.dead, timed]).finally(() => clearTimeout(timer))
   }
@@ -681,7 +685,13 @@ export class WorkerRuntime {
     this.closed = true
     this.fetches.rejectAll(new Error('worker closed'))
     this.link?.close()
-    for (const t of this.threads) { t.alive = false; t.port.close?.(); t.handle.terminate() }
+    // wait for the threads to be gone, so that a process can exit as soon as we return
+    await Promise.allSettled(this.threads.map(t => {
+      t.alive = false
+      t.kill('the worker closed') // settles every call still waiting on it
+      t.port.close?.()
+      return t.handle.terminate()
+    }))
   }
 }
 

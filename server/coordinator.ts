@@ -23,7 +23,7 @@ export interface Connection {
 
 /** What observers (the dashboard stream) hear: facts, after they happened. */
 export type Observed =
-  | { type: 'finished'; worker: string; key: string; attempt: number; ms: number; nbytes: number; at: number }
+  | { type: 'finished'; worker: string; key: string; attempt: number; ms: number; nbytes: number; at: number; /** the task's group (function name), when the coordinator knows it */ group?: string }
   | { type: 'erred'; worker: string; key: string; attempt: number; at: number; message: string }
   | { type: 'scheduled'; ms: number; events: number }
 
@@ -79,7 +79,7 @@ interface ClientPeer extends Peer {
   fns: Set<string>
 }
 
-interface StoredTask { fn: string; args: Uint8Array; redundancy: number; timeout: number | undefined }
+interface StoredTask { fn: string; args: Uint8Array; redundancy: number; timeout: number | undefined; group: string }
 
 /** A pending data relay: bytes asked of a holder, for a requester. */
 interface Relay {
@@ -337,7 +337,7 @@ export class Coordinator {
             c.conn?.send({ type: 'key-state', key: t.key, state: 'erred', error: { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first`, key: t.key } } satisfies ToClientMessage)
             continue
           }
-          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: ownBytes(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout })
+          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: ownBytes(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group })
           specs.push({
             key: t.key, fn: t.fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
             redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
@@ -402,8 +402,13 @@ export class Coordinator {
         if (m.data) this.pushed.set(m.key, m.data)
         const ev: SchedulerEvent = { type: 'task-finished', worker: w.id, key: m.key, attempt: m.attempt, nbytes: m.nbytes, ms: m.ms }
         if (m.digest) ev.digest = m.digest
+        if (this.observers.length) {
+          const o: Observed = { type: 'finished', worker: w.id, key: m.key, attempt: m.attempt, ms: m.ms, nbytes: m.nbytes, at: this.opts.now() }
+          const group = this.tasks.get(m.key)?.group
+          if (group !== undefined) o.group = group
+          this.observe(o)
+        }
         this.handle(ev)
-        if (this.observers.length) this.observe({ type: 'finished', worker: w.id, key: m.key, attempt: m.attempt, ms: m.ms, nbytes: m.nbytes, at: this.opts.now() })
         return
       }
       case 'erred': {

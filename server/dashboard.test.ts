@@ -349,6 +349,15 @@ describe('dashboard stream', () => {
     expect(g.coordinator.observers).toHaveLength(0)
   })
 
+  it('takes a task\'s group from the coordinator when it knows it (explicit keys)', () => {
+    const g = track(setup())
+    const a = g.addWorker('a', 1).id
+    g.addDashboard()
+    g.observe({ type: 'finished', worker: a, key: 'my-explicit-key', attempt: 1, ms: 5, nbytes: 1, at: g.clock, group: 'simulate' })
+    g.advance(500)
+    expect(g.dash.tick()!.stream.groups).toEqual([[0, 'simulate']])
+  })
+
   it('names groups after keys', () => {
     expect(groupOfKey('inc-3f2a9c')).toBe('inc')
     expect(groupOfKey('my-func-3f2a9c')).toBe('my-func')

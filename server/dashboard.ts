@@ -507,7 +507,7 @@ export function attachDashboard(coordinator: Coordinator, options: DashboardOpti
       case 'finished': {
         series.finished++
         series.hist[bucketOf(o.ms)]!++
-        const name = groupOfKey(o.key)
+        const name = o.group ?? groupOfKey(o.key)
         const g = group(name, o.at)
         if (g) g.done++
         stream.add(o.worker, o.key, name, o.ms, o.at, slotLookup)

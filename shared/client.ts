@@ -71,8 +71,17 @@ export interface StoryEntry {
   [field: string]: unknown
 }
 
-/** An argument that may be given as a value or as a Future of that value. */
-export type MaybeFuture<T> = T | Future<T>
+/** An argument that may be given as a value or as a Future of that value, also nested in arrays, objects, Maps and Sets. */
+export type MaybeFuture<T> = T | Future<T> | NestedFutures<T>
+
+/** A value with futures anywhere inside arrays, plain objects, Map values and Sets (replaced by their values on the worker). */
+export type NestedFutures<T> =
+  T extends Date | RegExp | ArrayBuffer | ArrayBufferView | ((...a: never[]) => unknown) ? never
+    : T extends readonly (infer E)[] ? MaybeFuture<E>[]
+    : T extends Map<infer K, infer V> ? Map<K, MaybeFuture<V>>
+    : T extends Set<infer E> ? Set<MaybeFuture<E>>
+    : T extends object ? { [P in keyof T]: MaybeFuture<T[P]> }
+    : never
 
 /**
  * What `gather` resolves to: `x` with every Future replaced by its value.

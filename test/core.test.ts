@@ -79,7 +79,7 @@ describe('the seed examples on a real grid', () => {
     const c = client.submit(async (o: { xs: number[]; m: Map<string, number> }) => {
       await new Promise(r => setTimeout(r, 5))
       return o.xs.reduce((s, v) => s + v, 0) + o.m.get('x')!
-    }, { xs: a, m: b } as unknown as { xs: number[]; m: Map<string, number> })
+    }, { xs: a, m: b })
     expect(await c.result()).toBe(16)
   })
 

@@ -5,23 +5,14 @@
  * refused with a clear message, and nothing on any page logs an error. One test runs
  * 10,000 tasks on several tabs and takes the screenshots the README uses.
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
-import type { Browser, Page } from 'playwright-core'
+import { describe, it, expect } from 'vitest'
+import type { Page } from 'playwright-core'
 import type { Future, StartOptions } from 'tabgrid'
 import { encodeFrame } from '../shared/wire.js'
-import { launchBrowser, startBrowserGrid, screenshot, until, untilText, type BrowserGrid } from './harness.js'
+import { browserSuite, screenshot, until, untilText, type BrowserGrid } from './harness.js'
 
-let browser: Browser
+const suite = browserSuite()
 let grid: BrowserGrid | undefined
-
-beforeAll(async () => { browser = await launchBrowser() })
-afterAll(async () => { await browser?.close() })
-afterEach(async () => {
-  const errors = grid?.errors() ?? []
-  await grid?.close()
-  grid = undefined
-  expect(errors, 'page errors').toEqual([])
-})
 
 declare global {
   interface Window {
@@ -121,7 +112,7 @@ function recordUpdates(g: BrowserGrid): { sizes: number[]; at: number[] } {
 
 describe('dashboard', () => {
   it('lists tabs as they join and leave', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const page = await openDashboard(grid)
     await until(async () => (await dash(page)).state === 'connected', 'the dashboard to connect')
     await untilText(page, '#workers-empty', /No workers yet/)
@@ -146,7 +137,7 @@ describe('dashboard', () => {
 
   it('shows 10,000 tasks on several tabs: progress bars finish, the stream draws, the page stays responsive', { timeout: 180_000 }, async () => {
     // validate mode checks every scheduler invariant after every event (O(tasks) each): too slow for 10,000
-    grid = await startBrowserGrid(browser, { validate: false })
+    grid = await suite.start({ validate: false })
     const rec = recordUpdates(grid)
     for (let i = 1; i <= 3; i++) await grid.openTab({ workers: 2, name: `tab-${i}` })
     const page = await openDashboard(grid)
@@ -219,7 +210,7 @@ describe('dashboard', () => {
   })
 
   it("runs the seed's examples from the code panel and prints the right answers", async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     await grid.openTab({ workers: 2, name: 'tab-one' })
     await grid.openTab({ workers: 2, name: 'tab-two' })
     const page = await openDashboard(grid)
@@ -256,7 +247,7 @@ describe('dashboard', () => {
   })
 
   it("shows a task's story when a bar or a key is clicked", async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     await grid.openTab({ workers: 2, name: 'tab-story' })
     const page = await openDashboard(grid)
     await until(async () => (await dash(page)).workers.length === 1, 'the tab')
@@ -289,7 +280,7 @@ describe('dashboard', () => {
   })
 
   it('asks for a token when the coordinator has one, and refuses a bad one clearly', async () => {
-    grid = await startBrowserGrid(browser, { clientToken: 's3cret' } satisfies StartOptions)
+    grid = await suite.start({ clientToken: 's3cret' } satisfies StartOptions)
     const page = await openDashboard(grid)
     await untilText(page, '#gate-title', /This grid needs a token/)
     expect(await page.locator('#board').isVisible()).toBe(false)

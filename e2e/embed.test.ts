@@ -4,25 +4,15 @@
  * and examples/embed.html — a page with nothing but a `<script type="module">` — computes
  * on the grid's worker tabs.
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
-import type { Browser } from 'playwright-core'
-import { launchBrowser, startBrowserGrid, screenshot, until, untilText, type BrowserGrid } from './harness.js'
+import { describe, it, expect } from 'vitest'
+import { browserSuite, screenshot, until, untilText, type BrowserGrid } from './harness.js'
 
-let browser: Browser
+const suite = browserSuite()
 let grid: BrowserGrid | undefined
-
-beforeAll(async () => { browser = await launchBrowser() })
-afterAll(async () => { await browser?.close() })
-afterEach(async () => {
-  const errors = grid?.errors() ?? []
-  await grid?.close()
-  grid = undefined
-  expect(errors, 'page errors').toEqual([])
-})
 
 describe('the client embedded in a web app', () => {
   it('is served as an ES module with its typings, to any origin', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const js = await fetch(`${grid.url}/tabgrid-client.js`, { headers: { origin: 'https://example.org' } })
     expect(js.status).toBe(200)
     expect(js.headers.get('content-type')).toMatch(/javascript/)
@@ -38,7 +28,7 @@ describe('the client embedded in a web app', () => {
   })
 
   it('examples/embed.html computes on the grid', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     await grid.openTab({ workers: 2, name: 'tab-a' })
     await grid.openTab({ workers: 1, name: 'tab-b' })
     const context = await grid.newContext()

@@ -2,28 +2,18 @@
  * What real tabs do to a grid, in real Chromium: they close mid-run, take data with
  * them, reload, crash or hang a Web Worker, and go quiet in the background.
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
-import type { Browser } from 'playwright-core'
+import { describe, it, expect } from 'vitest'
 import { CancelledError, TaskError } from 'tabgrid'
-import { launchBrowser, startBrowserGrid, until, type BrowserGrid } from './harness.js'
+import { browserSuite, until, type BrowserGrid } from './harness.js'
 
-let browser: Browser
+const suite = browserSuite()
 let grid: BrowserGrid | undefined
-
-beforeAll(async () => { browser = await launchBrowser() })
-afterAll(async () => { await browser?.close() })
-afterEach(async () => {
-  const errors = grid?.errors() ?? []
-  await grid?.close()
-  grid = undefined
-  expect(errors, 'page errors').toEqual([])
-})
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
 
 describe('faults in worker tabs', () => {
   it('closing a tab in the middle of a run loses nothing', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const tabs = [await grid.openTab(), await grid.openTab(), await grid.openTab()]
     const client = await grid.client()
     const coord = grid.coord.coordinator
@@ -37,7 +27,7 @@ describe('faults in worker tabs', () => {
   })
 
   it('data held only by a closed tab is recomputed from its lineage', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })
     const b = await grid.openTab({ workers: 1 })
     const client = await grid.client()
@@ -56,7 +46,7 @@ describe('faults in worker tabs', () => {
   })
 
   it('a task that closes its Web Worker fails alone; the tab replaces the Web Worker', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 2 })
     const client = await grid.client()
     const ok = client.map(async (i: number) => { await new Promise(r => setTimeout(r, 30)); return i + 1 }, range(20))
@@ -70,7 +60,7 @@ describe('faults in worker tabs', () => {
   })
 
   it('a task that hangs past its time limit fails alone; the tab replaces its Web Worker', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 2 })
     const client = await grid.client()
     const hang = client.with({ timeout: 400 }).submit(() => { for (;;) { /* spin */ } })
@@ -83,7 +73,7 @@ describe('faults in worker tabs', () => {
   })
 
   it('cancelling a running task stops its Web Worker (a hard cancel)', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })
     const client = await grid.client()
     const id = await a.workerId()
@@ -98,7 +88,7 @@ describe('faults in worker tabs', () => {
   })
 
   it('a reloaded tab keeps its identity and its spilled data: nothing is recomputed', async () => {
-    grid = await startBrowserGrid(browser, { workerGraceMs: 10_000 })
+    grid = await suite.start({ workerGraceMs: 10_000 })
     // a 1 MB budget: every result of 256 kB spills to IndexedDB soon after it is made
     const a = await grid.openTab({ workers: 1, memory: 1 })
     const client = await grid.client()
@@ -125,7 +115,7 @@ describe('faults in worker tabs', () => {
   })
 
   it('a tab that goes quiet loses its leases: its tasks go elsewhere, and its late results are dropped', async () => {
-    grid = await startBrowserGrid(browser, { leaseMs: 1_500 })
+    grid = await suite.start({ leaseMs: 1_500 })
     const a = await grid.openTab({ workers: 1 })
     const b = await grid.openTab({ workers: 1 })
     const client = await grid.client()
@@ -155,7 +145,7 @@ describe('faults in worker tabs', () => {
   })
 
   it('heartbeats from the ticker Web Worker keep the leases of a tab running long tasks', async () => {
-    grid = await startBrowserGrid(browser, { leaseMs: 1_500 })
+    grid = await suite.start({ leaseMs: 1_500 })
     const a = await grid.openTab({ workers: 2 })
     const client = await grid.client()
     const coord = grid.coord.coordinator

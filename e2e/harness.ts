@@ -7,6 +7,7 @@
  * only drives it, so `npx playwright install` is never needed.
  */
 import { mkdirSync } from 'node:fs'
+import { afterAll, afterEach, beforeAll, expect } from 'vitest'
 import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import { Client, startCoordinator, type RunningCoordinator, type StartOptions } from 'tabgrid'
@@ -199,4 +200,25 @@ export function untilText(page: Page, selector: string, re: RegExp, timeoutMs?: 
     const t = (await page.locator(selector).textContent()) ?? ''
     return re.test(t) ? t : undefined
   }, `${selector} to read ${re}`, timeoutMs)
+}
+
+/**
+ * The lifecycle every e2e file shares: one Chromium for the file, and the grid a test
+ * starts (`start`) is closed after it — failing that test on any page error.
+ */
+export function browserSuite(): { start(coordinator?: StartOptions): Promise<BrowserGrid>; browser(): Browser } {
+  let browser: Browser | undefined
+  let grid: BrowserGrid | undefined
+  beforeAll(async () => { browser = await launchBrowser() })
+  afterAll(async () => { await browser?.close() })
+  afterEach(async () => {
+    const errors = grid?.errors() ?? []
+    await grid?.close()
+    grid = undefined
+    expect(errors, 'page errors').toEqual([])
+  })
+  return {
+    start: async (coordinator = {}) => (grid = await startBrowserGrid(browser!, coordinator)),
+    browser: () => browser!,
+  }
 }

@@ -3,23 +3,14 @@
  * by a web app on another origin, runs the same API over Web Workers in that page, with
  * no coordinator involved.
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
+import { describe, it, expect } from 'vitest'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { Browser } from 'playwright-core'
-import { launchBrowser, startBrowserGrid, until, type BrowserGrid } from './harness.js'
 
-let browser: Browser
+import { browserSuite, until, type BrowserGrid } from './harness.js'
+
+const suite = browserSuite()
 let grid: BrowserGrid | undefined
-
-beforeAll(async () => { browser = await launchBrowser() })
-afterAll(async () => { await browser?.close() })
-afterEach(async () => {
-  const errors = grid?.errors() ?? []
-  await grid?.close()
-  grid = undefined
-  expect(errors, 'page errors').toEqual([])
-})
 
 /**
  * Serves the app on another origin than the coordinator's (another port), on loopback
@@ -57,7 +48,7 @@ const appPage = (libUrl: string): string => `<!doctype html>
 
 describe('Client.local in a browser page', () => {
   it('computes in Web Workers of a page on another origin that imports /tabgrid-client.js', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const app = await serveApp(appPage(`${grid.url}/tabgrid-client.js`))
     const context = await grid.newContext()
     const page = await context.newPage()
@@ -80,7 +71,7 @@ describe('Client.local in a browser page', () => {
   })
 
   it('serves the library with CORS and its typings beside it', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const js = await fetch(`${grid.url}/tabgrid-client.js`)
     expect(js.status).toBe(200)
     expect(js.headers.get('content-type')).toMatch(/javascript/)

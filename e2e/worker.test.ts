@@ -3,26 +3,16 @@
  * workers, the seed's examples compute inside them, the volunteer can pause, resume,
  * resize and leave, and the page says what it is doing.
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest'
-import type { Browser } from 'playwright-core'
+import { describe, it, expect } from 'vitest'
 import { partitionAll, startCoordinator } from 'tabgrid'
-import { launchBrowser, startBrowserGrid, screenshot, until, untilText, nameOf, type BrowserGrid } from './harness.js'
+import { browserSuite, screenshot, until, untilText, nameOf, type BrowserGrid } from './harness.js'
 
-let browser: Browser
+const suite = browserSuite()
 let grid: BrowserGrid | undefined
-
-beforeAll(async () => { browser = await launchBrowser() })
-afterAll(async () => { await browser?.close() })
-afterEach(async () => {
-  const errors = grid?.errors() ?? []
-  await grid?.close()
-  grid = undefined
-  expect(errors, 'page errors').toEqual([])
-})
 
 describe('worker tabs', () => {
   it('are watched: an error on the page or in a Web Worker would fail the test', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })
     const client = await grid.client()
     await a.page.evaluate(() => { setTimeout(() => { throw new Error('deliberate page error') }, 0) })
@@ -36,7 +26,7 @@ describe('worker tabs', () => {
   })
 
   it('join, and client.workers() lists them as browser workers with their slots', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 2 })
     const b = await grid.openTab({ workers: 1 })
     const client = await grid.client()
@@ -51,7 +41,7 @@ describe('worker tabs', () => {
   })
 
   it("compute the seed's examples inside the browser", async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     await grid.openTab({ workers: 2 })
     await grid.openTab({ workers: 2 })
     const client = await grid.client()
@@ -96,7 +86,7 @@ describe('worker tabs', () => {
   })
 
   it('pause stops new tasks reaching a tab; resume brings them back', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })
     const b = await grid.openTab({ workers: 1 })
     const client = await grid.client()
@@ -128,7 +118,7 @@ describe('worker tabs', () => {
   })
 
   it('leave hands the data off, the tab says it left, and rejoin makes it a worker again', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })
     const b = await grid.openTab({ workers: 1 })
     const client = await grid.client()
@@ -163,7 +153,7 @@ describe('worker tabs', () => {
   })
 
   it('the pool grows and shrinks live, and the coordinator sees the new slots', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })
     const client = await grid.client()
     const id = await a.workerId()
@@ -184,7 +174,7 @@ describe('worker tabs', () => {
   })
 
   it('says when the grid shuts down, and rejoins when it is back', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })
     await a.workerId()
     const port = grid.coord.port
@@ -203,7 +193,7 @@ describe('worker tabs', () => {
   })
 
   it('joins with the worker token from its URL, and says so plainly when it has the wrong one', async () => {
-    grid = await startBrowserGrid(browser, { workerToken: 's3cret' })
+    grid = await suite.start({ workerToken: 's3cret' })
     const good = await grid.openTab({ workers: 1, query: { token: 's3cret' } })
     expect((await good.status()).state).toBe('connected')
     const bad = await grid.openTab({ workers: 1, query: { token: 'guess' }, join: false })
@@ -216,7 +206,7 @@ describe('worker tabs', () => {
   })
 
   it('says plainly what it is doing (screenshot)', async () => {
-    grid = await startBrowserGrid(browser)
+    grid = await suite.start()
     const a = await grid.openTab({ workers: 2 })
     const client = await grid.client()
     const fs = client.with({ pure: false }).map(async (i: number) => {

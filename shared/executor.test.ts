@@ -595,6 +595,18 @@ describe('createExecutorApi', () => {
     expect(api.memory()).toMatchObject({ limit: 0, paused: false })
   })
 
+  it('getMany answers many keys in one call, with a message for each missing one', async () => {
+    const api = createExecutorApi(importSource, transfer)
+    api.init(() => {}, 1)
+    api.put('a', encodeValue('first'))
+    api.put('b', encodeValue([2]))
+    const out = await api.getMany(['a', 'nope', 'b'])
+    expect(decodeValue(out[0] as Uint8Array)).toBe('first')
+    expect(typeof out[1]).toBe('string')
+    expect(out[1]).toMatch(/nope/)
+    expect(decodeValue(out[2] as Uint8Array)).toEqual([2])
+  })
+
   it('turns a spill name into a store with the host factory', async () => {
     const made: (string | undefined)[] = []
     const stores: MemorySpillStore[] = []

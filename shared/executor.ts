@@ -769,6 +769,8 @@ export interface ExecutorApi {
   cancel(key: string, attempt: number): boolean
   /** the encoded value; a promise for a spilled key (its bytes are read from the store) */
   get(key: string): Uint8Array | Promise<Uint8Array>
+  /** many keys in one call: each the encoded value, or an error message when it is not held */
+  getMany(keys: string[]): Promise<(Uint8Array | string)[]>
   put(key: string, data: Uint8Array): number
   free(keys: string[]): void
   stats(): ExecutorStats
@@ -827,6 +829,14 @@ export function createExecutorApi(
     run: tasks => ex().run(tasks),
     cancel: (key, attempt) => ex().cancel(key, attempt),
     get: key => { const b = ex().get(key); return b instanceof Uint8Array ? out(b) : b.then(out) },
+    getMany: async keys => {
+      const x = ex()
+      const all = await Promise.all(keys.map(async k => {
+        try { return await x.get(k) } catch (err) { return (err as Error).message || String(err) }
+      }))
+      const buffers = all.filter((b): b is Uint8Array => b instanceof Uint8Array && b.byteLength >= 64 << 10).map(b => b.buffer as ArrayBuffer)
+      return buffers.length ? transfer(all, buffers) : all
+    },
     put: (key, data) => ex().put(key, data),
     free: keys => ex().free(keys),
     stats: () => ex().stats(),

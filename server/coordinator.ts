@@ -6,7 +6,7 @@
  * relay of data between workers and to clients (workers never talk to each other).
  */
 import { Scheduler } from './scheduler.js'
-import type { Command, SchedulerEvent, EventMeta, TaskSpec, WorkerKind } from './scheduler-types.js'
+import type { Command, SchedulerEvent, TaskSpec, WorkerKind } from './scheduler-types.js'
 import {
   PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
   type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage,
@@ -564,9 +564,7 @@ export class Coordinator {
     const t0 = performance.now()
     let commands: Command[]
     try {
-      commands = events.length === 1
-        ? this.scheduler.handle({ ...events[0]!, now: this.opts.now() } as SchedulerEvent & EventMeta)
-        : this.scheduler.handleMany(events, this.opts.now())
+      commands = this.scheduler.handleMany(events, this.opts.now())
     } catch (err) {
       this.opts.log(`scheduler error on ${events.map(e => e.type).join(',')}: ${(err as Error).stack}`)
       if (this.opts.validate) throw err

@@ -18,6 +18,7 @@
  * back under `spillAt × memoryLimit`: the worker should take no new tasks meanwhile.
  * Without a store the executor never spills; it only measures and reports.
  */
+import { ownBytes } from './bytes.js'
 import { decodeValue, encodeValue, sizeOf } from './codec.js'
 import { FunctionCache } from './fn.js'
 import { hashBytes } from './hash.js'
@@ -115,10 +116,6 @@ export interface ExecutorMemory {
   paused: boolean
 }
 
-/** Copies a view that does not own its whole buffer, so it can be transferred or cloned cheaply. */
-export function ownBytes(b: Uint8Array): Uint8Array {
-  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer ? b : b.slice()
-}
 
 /** A value held in memory; also a node of the least-recently-used list (when spilling). */
 class Held {

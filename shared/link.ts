@@ -50,21 +50,13 @@ export function connectLink<Out extends object, In extends object>(url: string, 
   const outbox = new Outbox<Out>(msgs => { socket.emit('frame', encodeFrame(msgs)) })
   let closed = false
   let everConnected = false
-  const link: Link<Out, In> = withEarlyBuffer({
-    hello,
-    send: msg => outbox.push(msg),
-    flush: () => outbox.flush(),
-    onMessages: () => {},
-    onStatus: () => {},
-    close: () => {
-      if (closed) return
-      closed = true
-      outbox.flush()
-      outbox.close()
-      socket.close()
-      link.onStatus({ state: 'closed', reason: 'closed by this side' })
-    },
-    get connected() { return socket.connected },
+  const link: Link<Out, In> = makeLink(hello, outbox, () => socket.connected, () => {
+    if (closed) return
+    closed = true
+    outbox.flush()
+    outbox.close()
+    socket.close()
+    link.onStatus({ state: 'closed', reason: 'closed by this side' })
   })
   socket.on('frame', (frame: unknown) => {
     let msgs: unknown[]
@@ -111,26 +103,30 @@ export function memoryLinkPair<A extends object, B extends object>(helloA: Hello
   let closed = false
   const make = <O extends object, I extends object>(hello: Hello, deliver: (msgs: O[]) => void): Link<O, I> => {
     const outbox = new Outbox<O>(msgs => deliver(msgs))
-    const link: Link<O, I> = withEarlyBuffer({
-      hello,
-      send: msg => outbox.push(msg),
-      flush: () => outbox.flush(),
-      onMessages: () => {},
-      onStatus: () => {},
-      close: () => {
-        if (closed) return
-        closed = true
-        outbox.flush()
-        a.onStatus({ state: 'closed', reason: 'closed' })
-        b.onStatus({ state: 'closed', reason: 'closed' })
-      },
-      get connected() { return !closed },
+    return makeLink<O, I>(hello, outbox, () => !closed, () => {
+      if (closed) return
+      closed = true
+      outbox.flush()
+      a.onStatus({ state: 'closed', reason: 'closed' })
+      b.onStatus({ state: 'closed', reason: 'closed' })
     })
-    return link
   }
   const a: Link<A, B> = make<A, B>(helloA, msgs => b.onMessages(msgs))
   const b: Link<B, A> = make<B, A>(helloB, msgs => a.onMessages(msgs))
   return [a, b]
+}
+
+/** A link that queues into `outbox`; the carrier supplies `connected` and `close`. */
+function makeLink<O extends object, I extends object>(hello: Hello, outbox: Outbox<O>, connected: () => boolean, close: () => void): Link<O, I> {
+  return withEarlyBuffer<O, I>({
+    hello,
+    send: msg => outbox.push(msg),
+    flush: () => outbox.flush(),
+    onMessages: () => {},
+    onStatus: () => {},
+    close,
+    get connected() { return connected() },
+  })
 }
 
 /**

@@ -446,7 +446,8 @@ export class WorkerRuntime {
     if (!t) return
     try {
       await t.ready
-      const nbytes = await this.call(t, 'put', () => t.api.put(key, Comlink.transfer(ownBytes(data), [ownBytes(data).buffer as ArrayBuffer])))
+      const own = ownBytes(data)
+      const nbytes = await this.call(t, 'put', () => t.api.put(key, Comlink.transfer(own, [own.buffer as ArrayBuffer])))
       t.held.add(key)
       this.where.set(key, t)
       this.send({ type: 'stored', key, nbytes })

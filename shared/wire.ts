@@ -6,6 +6,7 @@
  */
 import { Packr } from 'msgpackr'
 import { LIMITS } from './protocol.js'
+export { ownBytes } from './bytes.js'
 import { TabgridError, TimeoutError, TooLargeError, type WireError, fromWireError } from './errors.js'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, variableMapSize: true })
@@ -196,13 +197,4 @@ export class PendingRequests<T = unknown> {
   }
 
   get size(): number { return this.pending.size }
-}
-
-/**
- * The bytes of `b` in an ArrayBuffer of their own, copying only when `b` is a view on a
- * larger buffer. Posting a view to a thread clones its whole buffer (a frame, or Node's
- * Buffer pool), and a Node Buffer's own `slice()` is a view, not a copy — hence this.
- */
-export function ownBytes(b: Uint8Array): Uint8Array {
-  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer && b.constructor === Uint8Array ? b : new Uint8Array(b)
 }

@@ -46,6 +46,8 @@ export interface CoordinatorOptions {
   validate?: boolean
   log?: (line: string) => void
   now?: () => number
+  /** the clock (ms) the scheduler's own time is measured with. Default performance.now */
+  timer?: () => number
 }
 
 interface Peer {
@@ -119,7 +121,7 @@ export class Coordinator {
   }
 
   constructor(options: CoordinatorOptions = {}) {
-    this.opts = { workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, maxBadMessages: 100, validate: false, log: () => {}, now: () => Date.now(), ...options }
+    this.opts = { workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, maxBadMessages: 100, validate: false, log: () => {}, now: () => Date.now(), timer: () => performance.now(), ...options }
     this.scheduler = new Scheduler({ validate: this.opts.validate })
     this.leaseTimer = setInterval(() => this.checkLeases(), Math.max(50, Math.min(1_000, this.opts.leaseMs / 4)))
     ;(this.leaseTimer as { unref?: () => void }).unref?.()
@@ -561,7 +563,7 @@ export class Coordinator {
   }
 
   private feed(events: SchedulerEvent[]): void {
-    const t0 = performance.now()
+    const t0 = this.opts.timer()
     let commands: Command[]
     try {
       commands = this.scheduler.handleMany(events, this.opts.now())
@@ -571,7 +573,7 @@ export class Coordinator {
       return
     }
     this.metrics.events += events.length
-    const ms = performance.now() - t0
+    const ms = this.opts.timer() - t0
     this.metrics.schedulerMs += ms
     if (this.observers.length) this.observe({ type: 'scheduled', ms, events: events.length })
     for (const c of commands) {

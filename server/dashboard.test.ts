@@ -25,7 +25,10 @@ function setup(opts: DashboardOptions & { workerGraceMs?: number } = {}) {
   let clock = 1_700_000_000_000
   let busy = 0
   const now = (): number => clock
-  const coordinator = new Coordinator({ now, workerGraceMs: opts.workerGraceMs ?? 60_000 })
+  // the scheduler's real work (a worker joining) takes a fixed, negligible time, so the
+  // numbers come from the observations a test makes and not from the machine's speed
+  let tick = 0
+  const coordinator = new Coordinator({ now, timer: () => (tick += 1e-9), workerGraceMs: opts.workerGraceMs ?? 60_000 })
   const dash = attachDashboard(coordinator, { now, busyMs: () => busy, intervalMs: 1e9, ...opts })
   const observe = (o: Observed): void => { for (const f of coordinator.observers) f(o) }
   const addWorker = (name: string, slots = 4, kind: 'browser' | 'node' = 'browser'): { id: string; conn: FakeConn } => {

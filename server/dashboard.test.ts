@@ -5,7 +5,7 @@
  * too-short warning, progress per group, joins and leaves) are right.
  */
 import { describe, it, expect, afterEach } from 'vitest'
-import { Coordinator, type Connection, type Observed } from './coordinator.js'
+import { Coordinator, type Connection, type Observed } from '../core/coordinator.js'
 import { attachDashboard, groupOfKey, type DashboardOptions, type DashboardStream } from './dashboard.js'
 import { dashboardUpdate, type DashboardUpdate, type ToWorkerMessage } from '../shared/protocol.js'
 import { encodeFrame } from '../shared/wire.js'

@@ -20,7 +20,7 @@
  * ```
  */
 import { performance } from 'node:perf_hooks'
-import type { Coordinator, Observed } from './coordinator.js'
+import type { Coordinator, Observed } from '../core/coordinator.js'
 import type {
   DashboardBar, DashboardGroupRow, DashboardPoint, DashboardUpdate, DashboardWorkerRow,
 } from '../shared/protocol.js'

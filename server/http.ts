@@ -8,7 +8,7 @@ import { extname, join, normalize, resolve, dirname, relative, isAbsolute } from
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import { Server as IOServer, type Socket } from 'socket.io'
-import { Coordinator, type CoordinatorOptions, type Connection } from './coordinator.js'
+import { Coordinator, type CoordinatorOptions, type Connection } from '../core/coordinator.js'
 import { attachDashboard } from './dashboard.js'
 import { LIMITS } from '../shared/protocol.js'
 import { Outbox, encodeFrame, decodeFrame } from '../shared/wire.js'

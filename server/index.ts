@@ -23,4 +23,4 @@ export {
 export { startCoordinator, type StartOptions, type RunningCoordinator } from './http.js'
 export { startWorker, type WorkerOptions, type RunningWorker } from './agent.js'
 export { startLocalCluster, type LocalClusterOptions } from './local.js'
-export { Coordinator } from './coordinator.js'
+export { Coordinator } from '../core/coordinator.js'

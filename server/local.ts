@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { spawnThread } from './agent.js'
-import { startMemoryCluster, type MemoryCluster } from './memory-cluster.js'
+import { startMemoryCluster, type MemoryCluster } from '../core/memory-cluster.js'
 
 export interface LocalClusterOptions {
   /** threads in the pool. Default: the machine's cores. */

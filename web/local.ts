@@ -3,7 +3,7 @@
  * sockets. The coordinator core and a worker runtime run in the page, joined by memory
  * links, and tasks run in a pool of Web Workers ("don't go distributed").
  */
-import { startMemoryCluster, type MemoryCluster } from '../server/memory-cluster.js'
+import { startMemoryCluster, type MemoryCluster } from '../core/memory-cluster.js'
 import type { ThreadHandle } from '../shared/runtime.js'
 
 export interface BrowserLocalClusterOptions {

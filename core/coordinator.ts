@@ -6,13 +6,14 @@
  * relay of data between workers and to clients (workers never talk to each other).
  */
 import { Scheduler } from './scheduler.js'
-import type { Command, SchedulerEvent, TaskSpec, WorkerKind } from './scheduler-types.js'
+import type { AssignedTask, Command, SchedulerEvent, TaskSpec, WorkerKind } from './scheduler-types.js'
 import {
   PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
   type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage,
 } from '../shared/protocol.js'
 import { PartJoiner, ownBytes } from '../shared/wire.js'
 import { toWireError, type WireError } from '../shared/errors.js'
+import { withDefaults } from '../shared/defaults.js'
 
 /** One connected peer, whatever carries it. `send` gets a batch of messages of one frame. */
 export interface Connection {
@@ -40,6 +41,8 @@ export interface CoordinatorOptions {
    * Default 15 s.
    */
   leaseMs?: number
+  /** send dependents ahead to the worker computing their inputs (see SchedulerOptions.sendAhead). Default false for now. */
+  sendAhead?: boolean
   /** malformed messages a connection may send before it is cut. Default 100. */
   maxBadMessages?: number
   /** check scheduler invariants after every event (tests) */
@@ -64,17 +67,11 @@ interface WorkerPeer extends Peer {
   kind: WorkerKind
   slots: number
   fns: Set<string>
-  /** assignments in flight, resent after a reconnect */
-  assigned: Map<string, ToWorkerMessage & { type: 'assign' }>
   memory: number
   spilled: number
   since: number
-  /** last time anything came from it */
-  lastSeen: number
   /** what the worker last said about taking tasks */
   accepting: boolean
-  /** its leases ran out; it gets no tasks until it speaks again */
-  lapsed: boolean
 }
 interface ClientPeer extends Peer {
   role: 'client'
@@ -107,7 +104,7 @@ export class Coordinator {
   private readonly deferredGathers = new Map<string, Set<string>>()
   /** results pushed with `finished` this turn, for send-data */
   private pushed = new Map<string, Uint8Array>()
-  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken'>> & CoordinatorOptions
+  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken'>
   /** counters for /metrics and the dashboard */
   readonly metrics = { badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0 }
   private closed = false
@@ -121,30 +118,20 @@ export class Coordinator {
   }
 
   constructor(options: CoordinatorOptions = {}) {
-    this.opts = { workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, maxBadMessages: 100, validate: false, log: () => {}, now: () => Date.now(), timer: () => performance.now(), ...options }
-    this.scheduler = new Scheduler({ validate: this.opts.validate })
-    this.leaseTimer = setInterval(() => this.checkLeases(), Math.max(50, Math.min(1_000, this.opts.leaseMs / 4)))
-    ;(this.leaseTimer as { unref?: () => void }).unref?.()
-  }
-
-  private readonly leaseTimer: ReturnType<typeof setInterval>
-
-  /** Workers that went quiet with tasks in hand: their attempts go elsewhere (late results are dropped by attempt id). */
-  private checkLeases(): void {
-    const now = this.opts.now()
-    for (const p of this.peers.values()) {
-      if (p.role !== 'worker' || !p.conn) continue
-      const w = p as WorkerPeer
-      if (w.lapsed || w.assigned.size === 0 || now - w.lastSeen < this.opts.leaseMs) continue
-      w.lapsed = true
-      this.opts.log(`worker ${w.name} went quiet for ${now - w.lastSeen} ms with ${w.assigned.size} tasks: its leases ran out`)
-      this.handle({ type: 'worker-status', worker: w.id, accepting: false })
-      for (const a of [...w.assigned.values()]) {
-        w.assigned.delete(`${a.key}@${a.attempt}`)
-        this.handle({ type: 'lease-expired', worker: w.id, key: a.key, attempt: a.attempt })
-      }
+    this.opts = {
+      ...withDefaults({
+        workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, sendAhead: false as boolean, maxBadMessages: 100, validate: false as boolean,
+        log: (_line: string): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
+      }, options),
+      clientToken: options.clientToken, workerToken: options.workerToken,
     }
+    this.scheduler = new Scheduler({ validate: this.opts.validate, leaseMs: this.opts.leaseMs, sendAhead: this.opts.sendAhead })
+    // leases are the scheduler's: it only needs to be told the time now and then
+    this.tickTimer = setInterval(() => { if (!this.closed) this.handle({ type: 'tick' }) }, Math.max(50, Math.min(1_000, this.opts.leaseMs / 4)))
+    ;(this.tickTimer as { unref?: () => void }).unref?.()
   }
+
+  private readonly tickTimer: ReturnType<typeof setInterval>
 
   // ------------------------------------------------------------ connections
 
@@ -185,8 +172,8 @@ export class Coordinator {
       w.conn = conn
       w.fns = new Set()
       w.joiner = new PartJoiner()
-      w.lastSeen = this.opts.now()
       this.opts.log(`worker ${w.name} is back`)
+      this.handle({ type: 'worker-seen', worker: w.id })
       conn.send({ type: 'welcome', id: w.id, version: PROTOCOL_VERSION, resumed: true } satisfies ToWorkerMessage)
       for (const [name, source] of this.modules) conn.send({ type: 'module', name, source } satisfies ToWorkerMessage)
       // what it no longer holds (a reloaded tab keeps only what it spilled)
@@ -195,15 +182,15 @@ export class Coordinator {
         const gone = this.scheduler.heldBy(w.id).filter(k => !still.has(k))
         if (gone.length) this.handle({ type: 'data-released', worker: w.id, keys: gone })
       }
-      for (const a of w.assigned.values()) this.sendAssign(w, a)
+      // assignments it may have missed: the scheduler's record is the only one
+      for (const a of this.scheduler.assignmentsOf(w.id)) this.sendAssign(w, a)
       this.retryDeferredGathers()
       return w.id
     }
     const id = newId('w')
     const w: WorkerPeer = {
       conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined,
-      kind: hello.kind, slots: hello.slots, fns: new Set(), assigned: new Map(), memory: 0, spilled: 0, since: this.opts.now(),
-      lastSeen: this.opts.now(), accepting: true, lapsed: false,
+      kind: hello.kind, slots: hello.slots, fns: new Set(), memory: 0, spilled: 0, since: this.opts.now(), accepting: true,
     }
     this.peers.set(id, w)
     conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false } satisfies ToWorkerMessage)
@@ -275,16 +262,8 @@ export class Coordinator {
       return
     }
     const schema = p.role === 'client' ? clientMessage : workerMessage
-    if (p.role === 'worker') {
-      const w = p as WorkerPeer
-      w.lastSeen = this.opts.now()
-      if (w.lapsed) {
-        w.lapsed = false
-        this.opts.log(`worker ${w.name} speaks again`)
-        this.handle({ type: 'worker-status', worker: w.id, accepting: w.accepting })
-      }
-    }
-    this.batch = []
+    // any frame renews a worker's leases (and brings back one that had lapsed)
+    this.batch = p.role === 'worker' ? [{ type: 'worker-seen', worker: p.id }] : []
     try {
       this.receiveAll(p, schema, msgs)
     } finally { this.flushBatch() }
@@ -399,7 +378,6 @@ export class Coordinator {
   private onWorker(w: WorkerPeer, m: WorkerMessage): void {
     switch (m.type) {
       case 'finished': {
-        w.assigned.delete(`${m.key}@${m.attempt}`)
         this.metrics.tasksFinished++
         if (m.data) this.pushed.set(m.key, m.data)
         const ev: SchedulerEvent = { type: 'task-finished', worker: w.id, key: m.key, attempt: m.attempt, nbytes: m.nbytes, ms: m.ms }
@@ -414,7 +392,6 @@ export class Coordinator {
         return
       }
       case 'erred': {
-        w.assigned.delete(`${m.key}@${m.attempt}`)
         this.metrics.tasksErred++
         if (this.observers.length) this.observe({ type: 'erred', worker: w.id, key: m.key, attempt: m.attempt, at: this.opts.now(), message: m.error.message })
         const ev: SchedulerEvent = { type: 'task-erred', worker: w.id, key: m.key, attempt: m.attempt, error: m.error }
@@ -422,10 +399,8 @@ export class Coordinator {
         return this.handle(ev)
       }
       case 'missing':
-        w.assigned.delete(`${m.key}@${m.attempt}`)
         return this.handle({ type: 'missing-data', worker: w.id, key: m.key, attempt: m.attempt, missing: m.missing })
       case 'steal-response':
-        if (m.ok) w.assigned.delete(`${m.key}@${m.attempt}`)
         return this.handle({ type: 'steal-response', worker: w.id, key: m.key, attempt: m.attempt, ok: m.ok })
       case 'stored': {
         const s = this.scattered.get(m.key)
@@ -456,7 +431,7 @@ export class Coordinator {
         w.spilled = m.spilled ?? w.spilled
         w.accepting = m.accepting
         if (m.slots !== undefined) w.slots = m.slots
-        const ev: SchedulerEvent = { type: 'worker-status', worker: w.id, accepting: m.accepting && !w.lapsed }
+        const ev: SchedulerEvent = { type: 'worker-status', worker: w.id, accepting: m.accepting }
         if (m.slots !== undefined) ev.slots = m.slots
         return this.handle(ev)
       }
@@ -576,32 +551,31 @@ export class Coordinator {
     const ms = this.opts.timer() - t0
     this.metrics.schedulerMs += ms
     if (this.observers.length) this.observe({ type: 'scheduled', ms, events: events.length })
-    for (const c of commands) {
-      try { this.apply(c) } catch (err) { this.opts.log(`error applying ${c.type}: ${(err as Error).stack}`) }
-    }
+    // work for workers leaves first: a client's key-state must not delay the next assignment
+    for (const c of commands) if (c.type === 'assign') this.applySafely(c)
+    for (const c of commands) if (c.type !== 'assign') this.applySafely(c)
     if (this.pushed.size) this.pushed = new Map()
+  }
+
+  private applySafely(c: Command): void {
+    try { this.apply(c) } catch (err) { this.opts.log(`error applying ${c.type}: ${(err as Error).stack}`) }
   }
 
   private apply(c: Command): void {
     switch (c.type) {
       case 'assign': {
         const w = this.peers.get(c.worker) as WorkerPeer | undefined
-        const t = c.task.fn ? this.tasks.get(c.task.key) : undefined
-        if (!w || !t) return
-        const msg: ToWorkerMessage & { type: 'assign' } = {
-          type: 'assign', key: c.task.key, attempt: c.task.attempt, fn: t.fn, args: t.args,
-          deps: c.task.deps.map(d => ({ key: d.key, nbytes: d.nbytes })), push: c.task.push,
-        }
-        if (t.redundancy > 1) msg.digest = true
-        if (t.timeout !== undefined) msg.timeout = t.timeout
-        w.assigned.set(`${msg.key}@${msg.attempt}`, msg)
-        this.sendAssign(w, msg)
+        if (w) this.sendAssign(w, c.task)
+        return
+      }
+      case 'worker-lapsed': {
+        const w = this.peers.get(c.worker)
+        this.opts.log(`worker ${w?.name ?? c.worker} went quiet for ${Math.round(c.quietMs)} ms with ${c.tasks} tasks: its leases ran out`)
         return
       }
       case 'cancel-task':
       case 'steal-request': {
         const w = this.peers.get(c.worker) as WorkerPeer | undefined
-        if (c.type === 'cancel-task') w?.assigned.delete(`${c.key}@${c.attempt}`)
         w?.conn?.send({ type: c.type === 'cancel-task' ? 'cancel-task' : 'steal', key: c.key, attempt: c.attempt } satisfies ToWorkerMessage)
         return
       }
@@ -661,8 +635,15 @@ export class Coordinator {
     }
   }
 
-  private sendAssign(w: WorkerPeer, msg: ToWorkerMessage & { type: 'assign' }): void {
-    if (!w.conn) return
+  /** Sends an assignment (with its function's source the first time this connection needs it). */
+  private sendAssign(w: WorkerPeer, a: AssignedTask): void {
+    const t = a.fn !== null ? this.tasks.get(a.key) : undefined
+    if (!w.conn || !t) return
+    const msg: ToWorkerMessage & { type: 'assign' } = {
+      type: 'assign', key: a.key, attempt: a.attempt, fn: t.fn, args: t.args, deps: a.deps, push: a.push, priority: a.priority, seq: a.seq,
+    }
+    if (t.redundancy > 1) msg.digest = true
+    if (t.timeout !== undefined) msg.timeout = t.timeout
     if (!w.fns.has(msg.fn)) {
       const source = this.functions.get(msg.fn)
       if (source !== undefined) {
@@ -701,7 +682,7 @@ export class Coordinator {
   close(): void {
     if (this.closed) return
     this.closed = true
-    clearInterval(this.leaseTimer)
+    clearInterval(this.tickTimer)
     for (const p of this.peers.values()) {
       if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
       if (p.role === 'worker') p.conn?.send({ type: 'goodbye', reason: 'the coordinator is shutting down' } satisfies ToWorkerMessage)

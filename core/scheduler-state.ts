@@ -45,6 +45,8 @@ export class Attempt {
   thief: WorkerState | null = null
   /** The victim refused a steal once: don't ask again. */
   denied = false
+  /** Sent ahead: assigned while inputs are still running on the same worker (not started, not stealable). */
+  ahead = false
   constructor(readonly id: number, readonly task: TaskState, readonly worker: WorkerState, readonly put: boolean) {}
 }
 
@@ -106,8 +108,14 @@ export class WorkerState {
   accepting = true
   retiring = false
   retireDone = false
-  /** accepting, not retiring, alive (cached for the open-worker count) */
+  /** accepting, not retiring, alive, not lapsed (cached for the open-worker count) */
   open = false
+  /** silent past its lease with tasks in hand: gets nothing until it speaks again */
+  lapsed = false
+  /** when it last spoke (scheduler clock) */
+  lastSeen = 0
+  /** live attempts sent ahead (waiting on inputs running here): they hold capacity but no slot */
+  ahead = 0
   inIdle = false
   inSaturated = false
   /** index in the scheduler's list of workers with free capacity, −1 if not there */

@@ -46,7 +46,7 @@ export type SchedulerEvent =
   | { type: 'gather'; client: string; keys: string[] }
   | { type: 'worker-added'; worker: string; name: string; kind: WorkerKind; slots: number; /** keys it already holds (a tab that reloaded, with spilled data) */ held?: { key: string; nbytes: number }[] }
   /** The worker is gone for good (after the grace period, or it left): reschedule, recompute or fail. */
-  | { type: 'worker-removed'; worker: string; reason: 'disconnected' | 'left' | 'lease-expired' | 'kicked' }
+  | { type: 'worker-removed'; worker: string; reason: 'disconnected' | 'left' | 'kicked' }
   /** Paused by the volunteer, or past its memory high-water mark: gets no new tasks. */
   | { type: 'worker-status'; worker: string; accepting: boolean; /** the pool was resized */ slots?: number }
   /** Graceful leave: stop assigning, hand off data still wanted to other workers, then emit 'retire-done'. */
@@ -62,8 +62,14 @@ export type SchedulerEvent =
   | { type: 'data-added'; worker: string; key: string; nbytes: number }
   /** The worker dropped data (evicted / asked). */
   | { type: 'data-released'; worker: string; keys: string[] }
-  /** A lease ran out: the worker stopped answering for this attempt (tab frozen). Reschedule it elsewhere. */
-  | { type: 'lease-expired'; worker: string; key: string; attempt: number }
+  /** The worker spoke (any frame, heartbeats included): its leases are renewed, and a lapsed worker takes tasks again. */
+  | { type: 'worker-seen'; worker: string }
+  /**
+   * Time passes (`now` on the event). Workers silent for `leaseMs` with tasks in hand lose
+   * them: their attempts go elsewhere (late reports are dropped by attempt id) and they
+   * get no new tasks until they speak again.
+   */
+  | { type: 'tick' }
 
 /** Every event may carry these. */
 export interface EventMeta { /** ms since epoch (or any monotonic ms) */ now?: number; /** stimulus id for stories, e.g. 'submit-42' */ stimulus?: string }
@@ -72,11 +78,18 @@ export interface AssignedTask {
   key: string
   attempt: number
   fn: string | null
-  /** every dependency with the workers that hold it (the worker fetches those it lacks through the coordinator) */
-  deps: { key: string; nbytes: number; holders: string[] }[]
+  /**
+   * Every dependency, with its size (0 while it is still being computed). The worker uses
+   * its own copy, waits for one it is computing itself (a task sent ahead), and fetches
+   * the rest through the coordinator.
+   */
+  deps: { key: string; nbytes: number }[]
   /** a client already waits for the value: send it back with the finished report */
   push: boolean
+  /** higher runs first, on the worker too */
   priority: number
+  /** submission order: among equal priorities, lower runs first */
+  seq: number
 }
 
 export type Command =
@@ -97,6 +110,8 @@ export type Command =
   | { type: 'forget'; key: string }
   /** A retiring worker handed off everything; the coordinator may disconnect it. */
   | { type: 'retire-done'; worker: string }
+  /** The worker went quiet for `leaseMs` with `tasks` in hand: they were taken back (for the log). */
+  | { type: 'worker-lapsed'; worker: string; tasks: number; quietMs: number }
 
 export interface SchedulerOptions {
   /** Check every invariant after each event and throw on a broken one (tests). */
@@ -111,6 +126,17 @@ export interface SchedulerOptions {
   maxAhead?: number
   /** Times a task may be running on a worker that dies/crashes before it is failed ('killed-worker'). Default 3. */
   allowedFailures?: number
+  /**
+   * ms a worker with tasks may stay silent (no frame, no heartbeat) before its leases run
+   * out, checked on `tick` events. Default 15 s.
+   */
+  leaseMs?: number
+  /**
+   * Send a task to a worker before its inputs are done when every input not yet in memory
+   * is running (or will run) on that same worker: it starts the moment they land there,
+   * with no round trip through the coordinator. Default true.
+   */
+  sendAhead?: boolean
 }
 
 export interface StoryEntry { key: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; worker?: string; now: number; note?: string }

@@ -50,6 +50,8 @@ interface ResolvedOptions {
   pipelineMs: number
   maxAhead: number
   allowedFailures: number
+  leaseMs: number
+  sendAhead: boolean
 }
 
 interface Info { worker?: WorkerState; note?: string; error?: WireError; /** shown as 'attempt N' in the story */ attempt?: number }
@@ -76,6 +78,8 @@ function resolveOptions(o: SchedulerOptions): ResolvedOptions {
     pipelineMs: positive('pipelineMs', o.pipelineMs, 5, false, 0),
     maxAhead: positive('maxAhead', o.maxAhead, 1000, true, 0),
     allowedFailures: positive('allowedFailures', o.allowedFailures, 3, true, 1),
+    leaseMs: positive('leaseMs', o.leaseMs, 15_000, false, 1),
+    sendAhead: o.sendAhead !== false,
   }
 }
 
@@ -104,6 +108,8 @@ export class Scheduler {
   private readonly retiringWorkers = new Set<WorkerState>()
   private readonly moves = new Map<TaskState, Move[]>()
   private readonly underReplicated = new Set<TaskState>()
+  /** workers with tasks that could be sent ahead to them once they have capacity (see sendAheadFrom) */
+  private readonly aheadLater = new Map<WorkerState, Set<TaskState>>()
   /** tasks whose wanters or dependents changed: reconsidered at the end of the event */
   private readonly todo: TaskState[] = []
   private readonly statusCounts: Record<TaskStatus, number> = { waiting: 0, queued: 0, processing: 0, memory: 0, erred: 0, released: 0, forgotten: 0 }
@@ -187,7 +193,8 @@ export class Scheduler {
       case 'data-released': this.onDataLost(event.worker, event.keys); break
       case 'steal-response': this.onStealResponse(event); break
       case 'data-added': this.onDataAdded(event.worker, event.key, event.nbytes); break
-      case 'lease-expired': this.onLeaseExpired(event); break
+      case 'worker-seen': this.onWorkerSeen(event.worker); break
+      case 'tick': this.onTick(); break
       default: {
         const never: never = event
         throw new Error(`unknown scheduler event ${JSON.stringify((never as { type?: unknown }).type)}`)
@@ -205,6 +212,15 @@ export class Scheduler {
   }
 
   /** Keys whose data the worker holds, per the scheduler (O(keys held), for reconnect reconciliation). */
+  /** The live assignments of a worker, in the order they were made (re-sent when it reconnects). */
+  assignmentsOf(worker: string): AssignedTask[] {
+    const w = this.byId.get(worker)
+    if (w === undefined) return []
+    const out: AssignedTask[] = []
+    for (const a of w.order) if (a.live) out.push(this.assigned(a.task, a))
+    return out
+  }
+
   heldBy(worker: string): string[] {
     const w = this.byId.get(worker)
     return w ? [...w.holds].map(t => t.key) : []
@@ -446,6 +462,7 @@ export class Scheduler {
   private onWorkerAdded(e: Extract<SchedulerEvent, { type: 'worker-added' }>): void {
     if (this.byId.has(e.worker)) return
     const w = new WorkerState(e.worker, e.name, e.kind, int(e.slots, 1, 1), this.now, ++this.workerSeq)
+    w.lastSeen = this.now
     this.byId.set(w.id, w)
     const named = this.byName.get(w.name)
     if (named) named.push(w)
@@ -463,7 +480,7 @@ export class Scheduler {
     this.replicateAll()
   }
 
-  private onWorkerRemoved(id: string, reason: 'disconnected' | 'left' | 'lease-expired' | 'kicked'): void {
+  private onWorkerRemoved(id: string, reason: 'disconnected' | 'left' | 'kicked'): void {
     const w = this.byId.get(id)
     if (w === undefined) return
     w.alive = false
@@ -475,15 +492,17 @@ export class Scheduler {
       if (named.length === 0) this.byName.delete(w.name)
     }
     this.retiringWorkers.delete(w)
+    this.aheadLater.delete(w)
     this.frees.delete(w)
     this.touch(w)
     const counts = reason !== 'left'
     const why = `worker ${w.name} removed (${reason})`
-    for (const a of [...w.attempts]) {
+    for (const a of [...w.order]) {
       if (!a.live) continue
+      const ahead = a.ahead
       this.endAttempt(a)
       this.record(a.task, a.task.status, a.task.status as TaskStatus, w.id, `lost: ${why}`, a.id)
-      this.attemptFailed(a.task, counts)
+      this.attemptFailed(a.task, counts && !ahead)
     }
     if (w.puts !== null) {
       for (const a of [...w.puts]) {
@@ -647,16 +666,35 @@ export class Scheduler {
     }
   }
 
-  private onLeaseExpired(e: Extract<SchedulerEvent, { type: 'lease-expired' }>): void {
-    const w = this.byId.get(e.worker)
+  private onWorkerSeen(id: string): void {
+    const w = this.byId.get(id)
     if (w === undefined) return
-    const t = this.tasks.get(e.key)
-    const a = this.findAttempt(t, w, e.attempt)
-    if (t === undefined || a === undefined) return
-    this.out.push({ type: 'cancel-task', worker: w.id, key: t.key, attempt: a.id })
-    this.endAttempt(a)
-    this.record(t, 'processing', 'processing', w.id, 'lease expired', a.id)
-    this.attemptFailed(t, true)
+    w.lastSeen = this.now
+    if (!w.lapsed) return
+    w.lapsed = false
+    this.touch(w)
+    this.replicateAll()
+  }
+
+  /** Leases: a worker silent for leaseMs with tasks in hand loses them and gets none until it speaks. */
+  private onTick(): void {
+    const lease = this.opts.leaseMs
+    for (const w of this.byId.values()) {
+      if (w.lapsed || w.attempts.size === 0 || this.now - w.lastSeen < lease) continue
+      w.lapsed = true
+      this.touch(w)
+      this.out.push({ type: 'worker-lapsed', worker: w.id, tasks: w.attempts.size, quietMs: this.now - w.lastSeen })
+      for (const a of [...w.order]) {
+        if (!a.live) continue
+        const t = a.task
+        const ahead = a.ahead
+        this.out.push({ type: 'cancel-task', worker: w.id, key: t.key, attempt: a.id })
+        this.endAttempt(a)
+        this.record(t, 'processing', 'processing', w.id, 'lease expired', a.id)
+        // a task sent ahead never started: its loss does not count against it
+        this.attemptFailed(t, !ahead)
+      }
+    }
   }
 
   private onMissingData(e: Extract<SchedulerEvent, { type: 'missing-data' }>): void {
@@ -757,7 +795,8 @@ export class Scheduler {
   private afterAttemptLost(t: TaskState): void {
     if (t.status !== 'processing') return
     if (t.redundant !== null) { this.syncRedundant(t); return }
-    if (t.attempts === null) this.transition(t, 'queued', NO_INFO)
+    // a task sent ahead whose inputs are not done waits for them again
+    if (t.attempts === null) this.transition(t, t.waitingOn > 0 ? 'waiting' : 'queued', NO_INFO)
   }
 
   private afterPutLost(t: TaskState): void {
@@ -1125,6 +1164,7 @@ export class Scheduler {
     },
     waiting: {
       queued: Scheduler.prototype.waitingToQueued,
+      processing: Scheduler.prototype.waitingToProcessing,
       erred: Scheduler.prototype.activeToErred,
       released: Scheduler.prototype.activeToReleased,
       forgotten: Scheduler.prototype.activeToForgotten,
@@ -1189,6 +1229,11 @@ export class Scheduler {
     this.enqueue(t)
   }
 
+  /** Sent ahead: its inputs are still running, on the worker it goes to. */
+  private waitingToProcessing(t: TaskState): void {
+    this.setStatus(t, 'processing')
+  }
+
   private queuedToWaiting(t: TaskState): void {
     this.dequeue(t)
     this.setStatus(t, 'waiting')
@@ -1201,6 +1246,7 @@ export class Scheduler {
 
   private processingToQueued(t: TaskState): void {
     this.cancelAttempts(t)
+    this.recallAhead(t)
     if (this.constrainedQ.has(t)) this.constrainedQ.remove(t)
     this.setStatus(t, 'queued')
     this.enqueue(t)
@@ -1208,6 +1254,7 @@ export class Scheduler {
 
   private processingToWaiting(t: TaskState): void {
     this.cancelAttempts(t)
+    this.recallAhead(t)
     if (t.redundant !== null) {
       // Its inputs are being recomputed: the vote starts over with the new inputs.
       this.dropResults(t)
@@ -1359,7 +1406,9 @@ export class Scheduler {
       for (const d of t.dependents) {
         if (!isActive(d.status)) continue
         d.waitingOn--
-        if (d.waitingOn === 0 && d.status === 'waiting') this.transition(d, 'queued', NO_INFO)
+        if (d.waitingOn !== 0) continue
+        if (d.status === 'waiting') this.transition(d, 'queued', NO_INFO)
+        else if (d.status === 'processing') for (const a of d.attempts ?? []) this.clearAhead(a)
       }
     }
     const clients = wanterList(t)
@@ -1450,6 +1499,7 @@ export class Scheduler {
       w.pendingBytes -= t.nbytes
     } else {
       w.attempts.delete(a)
+      if (a.ahead) { a.ahead = false; w.ahead-- }
       if (a.thief !== null) {
         const thief = a.thief
         a.thief = null
@@ -1469,7 +1519,7 @@ export class Scheduler {
 
   /** Re-files a worker in the free list, the thieves and the victims after any change. */
   private touch(w: WorkerState): void {
-    const open = w.alive && w.accepting && !w.retiring
+    const open = w.alive && w.accepting && !w.retiring && !w.lapsed
     if (open !== w.open) {
       w.open = open
       this.openWorkers += open ? 1 : -1
@@ -1489,13 +1539,13 @@ export class Scheduler {
       }
       w.freeIndex = -1
     }
-    const idle = open && n + w.incoming < w.slots
+    const idle = open && n - w.ahead + w.incoming < w.slots
     if (idle !== w.inIdle) {
       w.inIdle = idle
       if (idle) this.idle.add(w)
       else this.idle.delete(w)
     }
-    const saturated = w.alive && n - w.stealing > w.slots
+    const saturated = w.alive && n - w.ahead - w.stealing > w.slots
     if (saturated !== w.inSaturated) {
       w.inSaturated = saturated
       if (saturated) this.saturated.add(w)
@@ -1539,6 +1589,7 @@ export class Scheduler {
       }
     }
     if (aside !== null) for (const t of aside) if (!this.constrainedQ.has(t)) this.constrainedQ.push(t)
+    if (this.aheadLater.size > 0 && this.free.length > 0) this.dispatchAhead()
     this.stealWork()
   }
 
@@ -1567,6 +1618,9 @@ export class Scheduler {
       const last = this.lastTurn.get(t.priority)
       if (last === undefined || t.turn > last) this.lastTurn.set(t.priority, t.turn)
       this.transition(t, 'processing', { worker: w, attempt: id })
+    } else if (t.status === 'waiting') {
+      if (t.seq < 0) t.seq = ++this.taskSeq
+      this.transition(t, 'processing', { worker: w, attempt: id, note: 'sent ahead: its inputs run there' })
     } else {
       this.record(t, 'processing', 'processing', w.id, undefined, id)
     }
@@ -1576,9 +1630,77 @@ export class Scheduler {
     t.redundant?.tried.push(w.id)
     w.attempts.add(a)
     w.order.push(a)
+    if (t.waitingOn > 0) { a.ahead = true; w.ahead++ }
     this.touch(w)
-    const deps: AssignedTask['deps'] = t.deps.length === 0 ? [] : t.deps.map(d => ({ key: d.key, nbytes: d.nbytes, holders: (d.holders as WorkerState[]).map(h => h.id) }))
-    this.out.push({ type: 'assign', worker: w.id, task: { key: t.key, attempt: id, fn: t.fn, deps, push: t.gatherers !== null, priority: t.priority } })
+    this.out.push({ type: 'assign', worker: w.id, task: this.assigned(t, a) })
+    if (t.redundant === null && t.dependents !== null && this.opts.sendAhead) this.sendAheadFrom(t, w)
+  }
+
+  private assigned(t: TaskState, a: Attempt): AssignedTask {
+    const deps: AssignedTask['deps'] = t.deps.length === 0 ? [] : t.deps.map(d => ({ key: d.key, nbytes: d.status === 'memory' ? d.nbytes : 0 }))
+    return { key: t.key, attempt: a.id, fn: t.fn, deps, push: t.gatherers !== null, priority: t.priority, seq: t.seq }
+  }
+
+  // ───────────────────────────── dependents sent ahead ─────────────────────────────
+
+  /**
+   * `t` was just given to `w`: its waiting dependents whose every unfinished input runs on
+   * `w` go there too, now (or once `w` has capacity), so each starts the moment its inputs
+   * land, with no round trip through the coordinator. A chain streams onto one worker.
+   */
+  private sendAheadFrom(t: TaskState, w: WorkerState): void {
+    for (const d of t.dependents as Set<TaskState>) {
+      if (d.status !== 'waiting' || !this.canRunAhead(d, w)) continue
+      if (w.freeIndex >= 0) this.run(d, w)
+      else {
+        let later = this.aheadLater.get(w)
+        if (later === undefined) this.aheadLater.set(w, later = new Set())
+        later.add(d)
+      }
+    }
+  }
+
+  /** Whether waiting `d` may go to `w` ahead of its inputs: each unfinished one has its single run on `w`. */
+  private canRunAhead(d: TaskState, w: WorkerState): boolean {
+    if (d.redundant !== null || d.fn === null) return false
+    if (d.restrict !== null && !d.restrict.includes(w.id) && !d.restrict.includes(w.name)) return false
+    for (const x of d.deps) {
+      if (x.status === 'memory') continue
+      if (x.status !== 'processing' || x.redundant !== null || x.fn === null) return false
+      const as = x.attempts
+      if (as === null || as.length !== 1 || (as[0] as Attempt).worker !== w) return false
+    }
+    return true
+  }
+
+  /** Tasks set aside for workers that had no capacity then: sent now where there is. */
+  private dispatchAhead(): void {
+    for (const [w, later] of this.aheadLater) {
+      if (!w.alive) { this.aheadLater.delete(w); continue }
+      if (w.freeIndex < 0) continue
+      for (const d of later) {
+        if (w.freeIndex < 0) break
+        later.delete(d)
+        if (d.status === 'waiting' && this.canRunAhead(d, w)) this.run(d, w)
+      }
+      if (later.size === 0) this.aheadLater.delete(w)
+    }
+  }
+
+  /** `t` is no longer running where its dependents sent ahead expect it: they wait at the coordinator again. */
+  private recallAhead(t: TaskState): void {
+    if (t.dependents === null) return
+    for (const d of t.dependents) {
+      if (d.status === 'processing' && d.waitingOn > 0) this.transition(d, 'waiting', { note: `input ${t.key} no longer runs there` })
+    }
+  }
+
+  /** The attempt's inputs are all in memory now: it is an ordinary run (it may start, and be stolen). */
+  private clearAhead(a: Attempt): void {
+    if (!a.ahead) return
+    a.ahead = false
+    a.worker.ahead--
+    this.touch(a.worker)
   }
 
   private chooseWorker(t: TaskState, exclude: readonly string[] | null): WorkerState | null {
@@ -1679,7 +1801,7 @@ export class Scheduler {
       for (const victim of this.saturated) {
         if (want <= 0 || budget <= 0) break
         if (victim === thief) continue
-        let excess = victim.attempts.size - victim.slots
+        let excess = victim.attempts.size - victim.ahead - victim.slots
         const order = victim.order
         for (let i = order.length - 1; i >= 0 && excess > 0 && want > 0 && budget > 0; i--) {
           const a = order[i] as Attempt
@@ -1703,6 +1825,10 @@ export class Scheduler {
 
   private canSteal(a: Attempt, victim: WorkerState, thief: WorkerState): boolean {
     const t = a.task
+    // a task sent ahead waits for inputs running on the victim; one with dependents sent
+    // ahead there would take them with it
+    if (a.ahead) return false
+    if (t.activeDependents > 0) for (const d of t.dependents as Set<TaskState>) if (d.status === 'processing' && d.waitingOn > 0) return false
     if (t.restrict !== null && !t.restrict.includes(thief.id) && !t.restrict.includes(thief.name)) return false
     if (t.redundant !== null && t.redundant.tried.includes(thief.id)) return false
     if (t.deps.length > 0) {
@@ -1794,7 +1920,19 @@ export class Scheduler {
       check(t, activeDeps === t.activeDependents, `activeDependents ${t.activeDependents} ≠ ${activeDeps}`)
       if (active) {
         check(t, t.waitingOn === notMemory, `waitingOn ${t.waitingOn} ≠ ${notMemory}`)
-        check(t, (s === 'waiting') === (notMemory > 0), `${s} with ${notMemory} deps not in memory`)
+        if (s !== 'processing') check(t, (s === 'waiting') === (notMemory > 0), `${s} with ${notMemory} deps not in memory`)
+        else {
+          const as = t.attempts ?? []
+          for (const a of as) check(t, a.ahead === (notMemory > 0), `attempt ${a.id} ahead=${a.ahead} with ${notMemory} deps not in memory`)
+          if (notMemory > 0) {
+            check(t, t.redundant === null && as.length === 1, 'sent ahead but redundant or not one attempt')
+            const w = (as[0] as Attempt).worker
+            for (const d of t.deps) {
+              if (d.status === 'memory') continue
+              check(t, d.status === 'processing' && d.attempts?.length === 1 && (d.attempts[0] as Attempt).worker === w, `sent ahead to ${w.id} but input ${d.key} does not run there`)
+            }
+          }
+        }
         check(t, this.needsData(t), `${s} but nobody needs it`)
       }
       if (s === 'erred') {
@@ -1874,11 +2012,14 @@ export class Scheduler {
       if (w.id !== id || !w.alive) fail('misfiled or dead')
       if (w.open) open++
       let stealing = 0
+      let ahead = 0
       for (const a of w.attempts) {
         if (!a.live || a.worker !== w || a.put || a.task.status !== 'processing' || !a.task.attempts?.includes(a)) check(a.task, false, `attempt ${a.id} misfiled on ${id}`)
         if (a.thief !== null) { stealing++; thieves++ }
+        if (a.ahead) { ahead++; if (a.thief !== null) check(a.task, false, `attempt ${a.id} sent ahead and being stolen`) }
       }
       if (stealing !== w.stealing) fail(`stealing ${w.stealing} ≠ ${stealing}`)
+      if (ahead !== w.ahead) fail(`ahead ${w.ahead} ≠ ${ahead}`)
       let live = 0
       for (const a of w.order) if (a.live) { live++; if (!w.attempts.has(a)) fail(`attempt ${a.id} in order only`) }
       if (live !== w.attempts.size) fail('assignment order lost an attempt')
@@ -1890,11 +2031,12 @@ export class Scheduler {
       if (bytes !== w.nbytes) fail(`nbytes ${w.nbytes} ≠ ${bytes}`)
       for (const t of w.handoffs ?? []) if (!this.moves.get(t)?.some(m => m.from === w && m.handoff)) check(t, false, `hand-off from ${id} without a move`)
       for (const t of w.reported ?? []) if (!t.redundant?.results.some(r => r.worker === w)) check(t, false, `${id} reported without a result`)
-      const isOpen = w.accepting && !w.retiring
+      const isOpen = w.accepting && !w.retiring && !w.lapsed
       if (isOpen !== w.open) fail('open flag stale')
+      if (w.lapsed && w.attempts.size > 0) fail('lapsed with attempts')
       if ((w.freeIndex >= 0) !== (isOpen && w.attempts.size < this.capacity(w)) || (w.freeIndex >= 0 && this.free[w.freeIndex] !== w)) fail('free list stale')
-      if (this.idle.has(w) !== (isOpen && w.attempts.size + w.incoming < w.slots)) fail('idle set stale')
-      if (this.saturated.has(w) !== (w.attempts.size - w.stealing > w.slots)) fail('saturated set stale')
+      if (this.idle.has(w) !== (isOpen && w.attempts.size - w.ahead + w.incoming < w.slots)) fail('idle set stale')
+      if (this.saturated.has(w) !== (w.attempts.size - w.ahead - w.stealing > w.slots)) fail('saturated set stale')
     }
     if (thieves !== incomingTotal) throw new Error(`scheduler: invariant broken: ${thieves} pending steals but ${incomingTotal} expected by thieves`)
     if (open !== this.openWorkers) throw new Error(`scheduler: invariant broken: ${this.openWorkers} open workers counted, ${open} real`)

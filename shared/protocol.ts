@@ -184,6 +184,10 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
     digest: z.boolean().optional(),
     /** ms the run may take */
     timeout: z.number().optional(),
+    /** higher runs first, also among tasks already on the worker */
+    priority: z.number().finite().optional(),
+    /** submission order: among equal priorities, lower runs first */
+    seq: z.number().int().optional(),
   }),
   z.object({ type: z.literal('cancel-task'), key, attempt: count }),
   z.object({ type: z.literal('steal'), key, attempt: count }),

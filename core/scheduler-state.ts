@@ -195,3 +195,42 @@ export function wanterList(t: TaskState): string[] {
   const w = t.wanters
   return w === null ? [] : typeof w === 'string' ? [w] : w.slice()
 }
+
+// ───────────────────────────── shared by the scheduler's files ─────────────────────────────
+
+/** Weight of the newest report in the moving average of task run time. */
+export const EMA_WEIGHT = 0.2
+/** Capacities are recomputed (an O(workers) pass) only when the average drifts by this factor. */
+export const CAPACITY_HYSTERESIS = 1.25
+/** Lower bound for the average run time, so a 0 ms report cannot divide by zero. */
+export const MIN_AVG_MS = 1e-3
+/** Constrained tasks (restricted, redundant) set aside per dispatch before we stop looking at them. */
+export const MAX_SET_ASIDE = 256
+/** Workers examined for a least-occupied choice when there are many (rotating sample). */
+export const SAMPLE = 32
+/** Attempts examined per stealing round. */
+export const STEAL_SCAN = 256
+
+export interface ResolvedOptions {
+  validate: boolean
+  storyLength: number
+  bandwidth: number
+  pipelineMs: number
+  maxAhead: number
+  allowedFailures: number
+  leaseMs: number
+  sendAhead: boolean
+}
+
+export interface Info { worker?: WorkerState; note?: string; error?: WireError; /** shown as 'attempt N' in the story */ attempt?: number }
+/** A copy of data between workers (hand-off of a retiring worker, or a replica of scattered data). */
+export interface Move { from: WorkerState; to: WorkerState; handoff: boolean }
+
+export const NO_INFO: Info = Object.freeze({})
+export const NO_KEYS: readonly string[] = Object.freeze([])
+export const STATUSES: readonly TaskStatus[] = ['waiting', 'queued', 'processing', 'memory', 'erred', 'released', 'forgotten']
+
+/** A whole number ≥ min from an untrusted field, or dflt. */
+export function int(v: unknown, dflt: number, min: number): number {
+  return typeof v === 'number' && Number.isFinite(v) ? Math.max(min, Math.floor(v)) : dflt
+}

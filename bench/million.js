@@ -13,7 +13,9 @@ const script = `
   const c = await Client.connect(${JSON.stringify(coord.url)})
   const fs = c.with({ pure: false }).map(x => x + 1, Array.from({ length: ${n} }, (_, i) => i))
   console.log('submitted', fs.length)
-  setInterval(() => {}, 1000)
+  // the futures must stay reachable: a future that is garbage-collected releases its task
+  globalThis.keep = fs
+  setInterval(() => { void globalThis.keep.length }, 1000)
 `
 const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
 const t0 = performance.now()

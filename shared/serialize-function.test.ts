@@ -99,6 +99,26 @@ describe('serializeFunction refuses what cannot travel, and says how to fix it',
     expect(refusal(new A().arrowSuper()).message).toMatch(/does not compile on its own/)
     expect(refusal(new A().arrowPrivate()).message).toMatch(/does not compile on its own/)
   })
+
+  it('when a CSP forbids eval here, the strict-mode compile check is done by the parser instead', () => {
+    class Base { m() { return 1 } }
+    class A extends Base {
+      #x = 2
+      arrowSuper() { return () => super.m() }
+      arrowPrivate() { return () => this.#x }
+    }
+    // what `new Function` does in a page whose Content-Security-Policy has no 'unsafe-eval'
+    const blocked = function () { throw new EvalError('Code generation from strings disallowed for this context') }
+    blocked.prototype = Function.prototype
+    vi.stubGlobal('Function', blocked)
+    try {
+      expect(refusal(new A().arrowSuper()).message).toMatch(/does not compile on its own in strict mode \('super' keyword outside a method/)
+      expect(refusal(new A().arrowPrivate()).message).toMatch(/does not compile on its own in strict mode \(Private field '#x' must be declared/)
+      expect(serializeFunction((x: number) => x + 1).source).toBe('(x) => x + 1')
+    } finally {
+      vi.unstubAllGlobals()
+    }
+  })
 })
 
 describe('serializeFunction → FunctionCache.compile round trips', () => {

@@ -65,9 +65,9 @@ const SCOPE_ECMA_VERSION = 2022
  * does not parse gives [] (serializeFunction refuses it, and the worker would say why);
  * so does a failure of the analysis itself: the check may miss a name, never invent one.
  *
- * The check runs once per function hash at submit time; it costs a parse (tens of µs
- * for a one-liner, ~0.5 ms for a 2.5 KB function such as lodash's debounce: see
- * `node bench/free-variables.js`).
+ * The client runs it once per function hash (serialize-function.ts caches the verdict):
+ * tens of µs for a one-liner, about half a millisecond for lodash's debounce (3.3 KB),
+ * on a busy 2-core machine (`node bench/free-variables.js`).
  *
  * @example
  *   freeVariables('(x) => x * scale + offset')          // ['scale', 'offset']

@@ -26,7 +26,7 @@ async function serveApp(html: string): Promise<{ url: string; server: Server }> 
 const appPage = (libUrl: string): string => `<!doctype html>
 <meta charset="utf-8"><title>an app embedding tabgrid</title>
 <script type="module">
-  import { Client, partitionAll, TaskError } from ${JSON.stringify(libUrl)}
+  import { Client, partitionAll, SerializationError, TaskError } from ${JSON.stringify(libUrl)}
   try {
     const client = await Client.local({ workers: 2 })
     const x = client.submit((n, m) => ({ shape: [n, m], data: new Float64Array(n * m).fill(1) }), 300, 200)
@@ -38,9 +38,14 @@ const appPage = (libUrl: string): string => `<!doctype html>
     for (let i = 1; i < 20; i++) f = client.submit(v => v + 1, f)
     const chain = await f.result()
     const thrown = await client.submit(() => { throw new RangeError('boom') }).result().catch(e => e)
+    // the submit-time free-variable check (acorn + eslint-scope) runs in the page too
+    const regex = await client.submit(s => { if (s) /a+b/.test(s); return s }, 'aab').result()
+    const limit = 3
+    let refused = null
+    try { client.submit(xs => xs.filter(x => x < limit), [1]) } catch (e) { refused = { isSerializationError: e instanceof SerializationError, code: e.code, message: e.message } }
     const workers = await client.workers()
     await client.close()
-    window.result = { shape, pulled, squares, chain, error: { isTaskError: thrown instanceof TaskError, message: thrown.message }, workers }
+    window.result = { shape, pulled, squares, chain, error: { isTaskError: thrown instanceof TaskError, message: thrown.message }, regex, refused, workers }
   } catch (e) {
     window.result = { failed: String(e && e.stack || e) }
   }
@@ -62,6 +67,8 @@ describe('Client.local in a browser page', () => {
       squares: Array.from({ length: 50 }, (_, i) => i * i),
       chain: 20,
       error: { isTaskError: true, message: expect.stringMatching(/boom/) },
+      regex: 'aab',
+      refused: { isSerializationError: true, code: 'serialization', message: expect.stringMatching(/^task function uses `limit`, which would be undefined on the worker/) },
     })
     expect(result.workers).toEqual([expect.objectContaining({ kind: 'browser', slots: 2 })])
     // nothing reached the coordinator: the cluster lived in the page

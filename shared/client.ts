@@ -24,7 +24,7 @@ import {
   fromWireError, type WireError,
 } from './errors.js'
 import { CodecError, FutureRef, decodeValue, encodeValue } from './codec.js'
-import { FunctionError, freeVariables, serializeFunction, type TaskFunction } from './fn.js'
+import { toTaskFunction, type TaskFunction } from './serialize-function.js'
 import { hashBytes, hashString } from './hash.js'
 import { Future, deferred, settleRecord, type Deferred, type FutureOwner, type FutureStatus, type KeyRecord } from './future.js'
 import {
@@ -151,38 +151,6 @@ interface TaskMaker {
   submit(o: ResolvedTaskOptions, fn: unknown, args: unknown[]): Future
   map(o: ResolvedTaskOptions, fn: unknown, iterables: unknown[]): Future[]
   scatter(value: unknown, opts: unknown): Promise<Future>
-}
-
-/** free-variable verdicts by function hash (bounded) */
-const freeVariableCache = new Map<string, string[]>()
-
-function checkFreeVariables(tf: TaskFunction): void {
-  let names = freeVariableCache.get(tf.hash)
-  if (names === undefined) {
-    names = freeVariables(tf.source)
-    if (freeVariableCache.size >= 1000) freeVariableCache.clear()
-    freeVariableCache.set(tf.hash, names)
-  }
-  if (names.length === 0) return
-  const list = names.map(n => `\`${n}\``)
-  const uses = list.length === 1 ? list[0]! : `${list.slice(0, -1).join(', ')} and ${list[list.length - 1]!}`
-  const fn = tf.name === 'lambda' ? 'task function' : `task function ${tf.name}`
-  throw new SerializationError(
-    `${fn} uses ${uses}, which would be undefined on the worker: functions travel as source text, so ` +
-      `pass ${list.length === 1 ? 'it as an argument' : 'them as arguments'} or define ${list.length === 1 ? 'it' : 'them'} inside the function`,
-  )
-}
-
-function toTaskFunction(fn: unknown): TaskFunction {
-  let tf: TaskFunction
-  try {
-    tf = serializeFunction(fn)
-  } catch (err) {
-    if (err instanceof FunctionError) throw new SerializationError(err.message, { cause: err })
-    throw err
-  }
-  checkFreeVariables(tf)
-  return tf
 }
 
 /** the function's hash as bytes, to hash together with small arguments in one pass */

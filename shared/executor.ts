@@ -20,7 +20,7 @@
  */
 import { ownBytes } from './bytes.js'
 import { decodeValue, encodeValue, sizeOf } from './codec.js'
-import { FunctionCache } from './fn.js'
+import { FunctionCache } from './compile-function.js'
 import { hashBytes } from './hash.js'
 import { toWireError, type WireError } from './errors.js'
 import type { SpillStore } from './spill.js'

@@ -165,6 +165,23 @@ describe('the seed examples on a real grid', () => {
     const err = await f.result().catch(e => e)
     expect(err).toBeInstanceOf(TaskError)
     expect(err.message).toContain('notDefinedAnywhere')
+    // a standard global (allowed at submit time) that a Node worker does not have
+    const g = client.submit(() => indexedDB.open('x'))
+    const err2 = await g.result().catch(e => e)
+    expect(err2).toBeInstanceOf(TaskError)
+    expect(err2.remoteName).toBe('FreeVariableError')
+    expect(err2.message).toBe(
+      'task function uses "indexedDB", which is not defined on the worker: functions travel as source text, ' +
+        'so pass indexedDB as an argument or define it inside the function',
+    )
+  })
+
+  it('the submit-time check reads regex literals as regex literals, and refuses what it finds', async () => {
+    expect(await client.submit((s: string) => { if (s) /a+b/.test(s); return s }, 'ab').result()).toBe('ab')
+    const limit = 3
+    expect(() => client.submit((xs: number[]) => xs.filter(x => x < limit), [1])).toThrow(
+      /^task function uses `limit`, which would be undefined on the worker/,
+    )
   })
 
   it('cancel rejects with CancelledError', async () => {

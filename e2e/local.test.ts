@@ -42,7 +42,7 @@ const appPage = (libUrl: string): string => `<!doctype html>
     const regex = await client.submit(s => { if (s) /a+b/.test(s); return s }, 'aab').result()
     const limit = 3
     let refused = null
-    try { client.submit(xs => xs.filter(x => x < limit), [1]) } catch (e) { refused = { isSerializationError: e instanceof SerializationError, code: e.code, message: e.message } }
+    try { client.submit(xs => xs.filter(x => x < limit), [1]) } catch (e) { refused = { isSerializationError: e instanceof SerializationError, name: e.name, code: e.code, message: e.message } }
     const workers = await client.workers()
     await client.close()
     window.result = { shape, pulled, squares, chain, error: { isTaskError: thrown instanceof TaskError, message: thrown.message }, regex, refused, workers }
@@ -68,7 +68,7 @@ describe('Client.local in a browser page', () => {
       chain: 20,
       error: { isTaskError: true, message: expect.stringMatching(/boom/) },
       regex: 'aab',
-      refused: { isSerializationError: true, code: 'serialization', message: expect.stringMatching(/^task function uses `limit`, which would be undefined on the worker/) },
+      refused: { isSerializationError: true, name: 'SerializationError', code: 'serialization', message: expect.stringMatching(/^task function uses `limit`, which would be undefined on the worker/) },
     })
     expect(result.workers).toEqual([expect.objectContaining({ kind: 'browser', slots: 2 })])
     // nothing reached the coordinator: the cluster lived in the page

@@ -40,7 +40,6 @@ export class TabgridError extends Error {
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.code = code
-    this.name = new.target.name
   }
 }
 
@@ -76,6 +75,13 @@ export class TooLargeError extends TabgridError {
 export class TimeoutError extends TabgridError {
   constructor(message: string, options?: { cause?: unknown }) { super('timeout', message, options) }
 }
+
+// Names set once on each prototype, not from `new.target.name`: a minifier renames classes
+// (the browser bundle's SerializationError was called "Wu").
+for (const [cls, name] of [
+  [TabgridError, 'TabgridError'], [TaskError, 'TaskError'], [CancelledError, 'CancelledError'], [LostDataError, 'LostDataError'],
+  [AuthError, 'AuthError'], [SerializationError, 'SerializationError'], [TooLargeError, 'TooLargeError'], [TimeoutError, 'TimeoutError'],
+] as const) Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true, enumerable: false })
 
 /** Turns anything thrown into a WireError (for sending). */
 export function toWireError(err: unknown, fallback: ErrorCode = 'task-error', key?: string): WireError {

@@ -42,7 +42,7 @@
  * ArrayBuffer is always a copy.
  */
 import { Packr, C1 } from 'msgpackr'
-import { SerializationError } from './errors.js'
+import { SerializationError, nameErrorClass } from './errors.js'
 
 /** Marker placed in task arguments where a Future was: replaced by the value on the worker. */
 export class FutureRef {
@@ -61,6 +61,7 @@ export class CodecError extends SerializationError {
     this.path = path
   }
 }
+nameErrorClass(CodecError, 'CodecError')
 
 // ---------------------------------------------------------------------------------------
 // Format constants (part of the wire format: never renumber)

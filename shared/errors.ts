@@ -76,12 +76,18 @@ export class TimeoutError extends TabgridError {
   constructor(message: string, options?: { cause?: unknown }) { super('timeout', message, options) }
 }
 
-// Names set once on each prototype, not from `new.target.name`: a minifier renames classes
-// (the browser bundle's SerializationError was called "Wu").
+/**
+ * Gives an error class its name on the prototype, once. Not `new.target.name`: a minifier
+ * renames classes (the browser bundle's SerializationError was called "Wu").
+ */
+export function nameErrorClass(cls: abstract new (...args: never[]) => Error, name: string): void {
+  Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true, enumerable: false })
+}
+
 for (const [cls, name] of [
   [TabgridError, 'TabgridError'], [TaskError, 'TaskError'], [CancelledError, 'CancelledError'], [LostDataError, 'LostDataError'],
   [AuthError, 'AuthError'], [SerializationError, 'SerializationError'], [TooLargeError, 'TooLargeError'], [TimeoutError, 'TimeoutError'],
-] as const) Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true, enumerable: false })
+] as const) nameErrorClass(cls, name)
 
 /** Turns anything thrown into a WireError (for sending). */
 export function toWireError(err: unknown, fallback: ErrorCode = 'task-error', key?: string): WireError {

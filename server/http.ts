@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { Server as IOServer, type Socket } from 'socket.io'
 import { Coordinator, type CoordinatorOptions, type Connection } from '../core/coordinator.js'
 import { attachDashboard } from './dashboard.js'
-import { LIMITS } from '../shared/protocol.js'
+import { LIMITS, type FrameEvents, type InboundFrameEvents, type SocketData } from '../shared/protocol.js'
 import { Outbox, encodeFrame, decodeFrame } from '../shared/wire.js'
 
 export interface StartOptions extends CoordinatorOptions {
@@ -27,7 +27,7 @@ export interface StartOptions extends CoordinatorOptions {
 export interface RunningCoordinator {
   coordinator: Coordinator
   /** the socket.io server (for tests and embedding) */
-  io: IOServer
+  io: IOServer<InboundFrameEvents, FrameEvents, Record<string, never>, SocketData>
   /** http://host:port */
   url: string
   port: number
@@ -100,7 +100,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     await serveFile(res, webRoot, page, headers)
   }
 
-  const io = new IOServer(http, {
+  const io = new IOServer<InboundFrameEvents, FrameEvents, Record<string, never>, SocketData>(http, {
     maxHttpBufferSize: LIMITS.frameBytes + (1 << 16),
     transports: ['websocket', 'polling'],
     pingInterval: 5_000,
@@ -119,7 +119,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     }
   })
 
-  io.on('connection', (socket: Socket) => {
+  io.on('connection', (socket: Socket<InboundFrameEvents, FrameEvents, Record<string, never>, SocketData>) => {
     const outbox = new Outbox<object>(msgs => { socket.emit('frame', encodeFrame(msgs)) })
     const conn: Connection = {
       id: socket.id,

@@ -4,7 +4,7 @@
  * Messages are queued and leave in one frame at the end of the turn.
  */
 import { io, type Socket } from 'socket.io-client'
-import type { Hello } from './protocol.js'
+import type { FrameEvents, Hello, InboundFrameEvents } from './protocol.js'
 import { AuthError } from './errors.js'
 import { Outbox, encodeFrame, decodeFrame } from './wire.js'
 
@@ -39,7 +39,7 @@ export interface ConnectOptions {
  * rejects with AuthError when the token is refused, or a plain Error when nothing answers.
  */
 export function connectLink<Out extends object, In extends object>(url: string, hello: Hello, opts: ConnectOptions = {}): Promise<Link<Out, In>> {
-  const socket: Socket = io(url, {
+  const socket: Socket<InboundFrameEvents, FrameEvents> = io(url, {
     transports: ['websocket'],
     reconnection: opts.reconnect ?? true,
     reconnectionDelay: 200,

@@ -8,6 +8,7 @@
  * travel in one frame, and binary fields travel as binary, never as JSON.
  */
 import { z } from 'zod'
+import { ERROR_CODES, type ErrorCode } from './errors.js'
 
 /** Limits every side enforces on what it receives. */
 export const LIMITS = {
@@ -40,10 +41,8 @@ const text = z.string().max(LIMITS.text)
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
 const bytes = z.custom<Uint8Array>(v => v instanceof Uint8Array, 'expected binary data')
 
-const errorCode = z.enum([
-  'task-error', 'cancelled', 'lost-data', 'auth', 'serialization', 'too-large', 'bad-message',
-  'killed-worker', 'not-found', 'timeout', 'disconnected', 'redundancy-mismatch', 'internal',
-])
+/** The one table of error codes is errors.ts's ERROR_CODES. */
+const errorCode = z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]])
 /** An error as it travels (see errors.ts). */
 export const wireError = z.object({
   code: errorCode,
@@ -67,6 +66,16 @@ const partFields = {
 }
 
 // ---------------------------------------------------------------- handshake
+
+/** The coordinator's first message on every connection, whatever the role. */
+export const welcomeMessage = z.object({
+  type: z.literal('welcome'),
+  /** the peer's id at the coordinator (a worker's or client's public id) */
+  id: z.string(),
+  version: z.number(),
+  /** true when this connection picked up an identity kept during its grace period */
+  resumed: z.boolean(),
+})
 
 /** What a connecting socket says about itself (socket.io `auth`). */
 export const hello = z.discriminatedUnion('role', [
@@ -153,7 +162,7 @@ export const keyStateMessage = z.object({
 })
 
 export const toClientMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), id: z.string(), version: z.number(), resumed: z.boolean() }),
+  welcomeMessage,
   keyStateMessage,
   /** a key's data (possibly in parts) */
   z.object({ type: z.literal('data'), key, data: bytes, ...partFields }),
@@ -168,7 +177,7 @@ export type ToClientMessage = z.infer<typeof toClientMessage>
 // ---------------------------------------------------------------- coordinator → worker
 
 export const toWorkerMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), id: z.string(), version: z.number(), resumed: z.boolean() }),
+  welcomeMessage,
   z.object({ type: z.literal('function'), hash: z.string(), source: z.string() }),
   z.object({ type: z.literal('module'), name, source: z.string() }),
   z.object({
@@ -362,19 +371,29 @@ export const dashboardUpdate = z.object({
 export type DashboardUpdate = z.infer<typeof dashboardUpdate>
 
 export const toDashboardMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), id: z.string(), version: z.number(), resumed: z.boolean() }),
-  /** a periodic, bounded snapshot */
-  z.object({ type: z.literal('snapshot'), value: z.unknown() }),
+  welcomeMessage,
   z.object({ type: z.literal('error'), error: wireError }),
   /** the dashboard stream (above) */
   dashboardUpdate,
 ])
 export type ToDashboardMessage = z.infer<typeof toDashboardMessage>
 
-/** socket.io event maps, the same on both ends: one event carrying a frame of messages. */
+/**
+ * socket.io event maps, the same on both ends (`Server<InboundFrameEvents, FrameEvents, …>`
+ * at the coordinator, `Socket<InboundFrameEvents, FrameEvents>` in clients and workers):
+ * one event, carrying a frame of messages. What is sent is a msgpack-encoded array.
+ */
 export interface FrameEvents {
-  /** a msgpack-encoded array of messages */
+  /** a msgpack-encoded array of messages (wire.ts `encodeFrame`) */
   frame: (frame: Uint8Array) => void
+}
+/** The same event as it arrives: not trusted until `decodeFrame` and the schemas have read it. */
+export interface InboundFrameEvents {
+  frame: (frame: unknown) => void
+}
+/** What the coordinator keeps on a socket: the hello it accepted. */
+export interface SocketData {
+  hello: Hello
 }
 
 /** What a parse failure reports: which message and why, capped so junk can't make the reply huge. */

@@ -5,7 +5,7 @@
  */
 import { Coordinator } from './coordinator.js'
 import { memoryLinkPair, type Link } from '../shared/link.js'
-import { WorkerRuntime, type ThreadHandle } from '../shared/runtime.js'
+import { WorkerRuntime, type ThreadHandle } from './runtime.js'
 import type { ClientMessage, ToClientMessage, WorkerMessage, ToWorkerMessage, Hello } from '../shared/protocol.js'
 
 export interface MemoryClusterOptions {
@@ -17,6 +17,10 @@ export interface MemoryClusterOptions {
   spawn: () => ThreadHandle
   /** cancelling a running task stops its thread (browsers) */
   hardCancel?: boolean
+  /** ms a worker with tasks may stay silent before its leases run out (the coordinator's leaseMs). Default 15 s. */
+  leaseMs?: number
+  /** ms between the worker's heartbeats (the runtime's heartbeatMs). Default 1 s. */
+  heartbeatMs?: number
 }
 
 export interface MemoryCluster {
@@ -28,14 +32,15 @@ export interface MemoryCluster {
 export function startMemoryCluster(o: MemoryClusterOptions): MemoryCluster {
   if (!Number.isInteger(o.workers) || o.workers < 1 || o.workers > 1024) throw new RangeError(`workers must be a whole number from 1 to 1024 (got ${o.workers})`)
   if (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 1024) throw new RangeError(`threads must be a whole number from 1 to 1024 (got ${o.threads})`)
-  const coordinator = new Coordinator({ clientGraceMs: 0, workerGraceMs: 0 })
+  const coordinator = new Coordinator(o.leaseMs === undefined ? { clientGraceMs: 0, workerGraceMs: 0 } : { clientGraceMs: 0, workerGraceMs: 0, leaseMs: o.leaseMs })
   const join = <Out extends object, In extends object>(hello: Hello, id: string): Link<Out, In> => {
     const [side, coordSide] = memoryLinkPair<Out, In>(hello, hello)
     const peer = coordinator.accept({ id, send: m => coordSide.send(m as In), close: () => {} }, hello)
     coordSide.onMessages = msgs => coordinator.receive(peer, msgs)
     return side
   }
-  const runtime = new WorkerRuntime({ nprocs: o.workers, nthreads: o.threads, spawn: o.spawn, hardCancel: o.hardCancel ?? false })
+  // the runtime renews the worker's leases itself, so tasks longer than a lease run to their end
+  const runtime = new WorkerRuntime({ nprocs: o.workers, nthreads: o.threads, spawn: o.spawn, hardCancel: o.hardCancel ?? false, ...(o.heartbeatMs === undefined ? {} : { heartbeatMs: o.heartbeatMs }) })
   runtime.attach(join<WorkerMessage, ToWorkerMessage>({ role: 'worker', kind: o.kind, slots: o.workers * o.threads, name: 'local' }, 'local-worker'))
   const link = join<ClientMessage, ToClientMessage>({ role: 'client', name: 'local' }, 'local-client')
   let down = false

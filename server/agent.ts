@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
 import type * as Comlink from 'comlink'
 import { connectLink, type Link } from '../shared/link.js'
-import { WorkerRuntime, type ThreadHandle } from '../shared/runtime.js'
+import { WorkerRuntime, type ThreadHandle } from '../core/runtime.js'
 import type { ToWorkerMessage, WorkerMessage, Hello } from '../shared/protocol.js'
 
 export interface WorkerOptions {
@@ -82,10 +82,8 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
     await cleanup()
     throw err
   }
+  // the runtime renews this worker's leases itself (heartbeats on its own timer)
   runtime.attach(link)
-  // leases: the coordinator reschedules work of a worker that stops renewing them
-  const beat = setInterval(() => runtime.heartbeat(), 2_000)
-  beat.unref()
   let resolveClosed!: (why: string) => void
   const closed = new Promise<string>(r => { resolveClosed = r })
   runtime.onStatusChange = s => {
@@ -99,11 +97,10 @@ export async function startWorker(url: string, options: WorkerOptions = {}): Pro
     retire: async (timeoutMs = 30_000) => {
       runtime.retire()
       await Promise.race([closed, new Promise(r => setTimeout(r, timeoutMs))])
-      clearInterval(beat)
       await runtime.close()
       await cleanup()
     },
-    close: async () => { clearInterval(beat); await runtime.close(); await cleanup(); resolveClosed('closed') },
+    close: async () => { await runtime.close(); await cleanup(); resolveClosed('closed') },
   }
 }
 

@@ -5,15 +5,22 @@
  */
 import { availableParallelism } from 'node:os'
 import { spawnThread } from './agent.js'
-import { startMemoryCluster, type MemoryCluster } from '../core/memory-cluster.js'
+import { startMemoryCluster, type MemoryCluster, type MemoryClusterOptions } from '../core/memory-cluster.js'
 
 export interface LocalClusterOptions {
   /** threads in the pool. Default: the machine's cores. */
   workers?: number
   /** tasks each thread runs at once. Default 1. */
   threads?: number
+  /** ms the worker may stay silent before its leases run out. Default 15 s. */
+  leaseMs?: number
+  /** ms between the worker's heartbeats. Default 1 s. */
+  heartbeatMs?: number
 }
 
 export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise<MemoryCluster> {
-  return startMemoryCluster({ workers: opts.workers ?? availableParallelism(), threads: opts.threads ?? 1, kind: 'node', spawn: spawnThread })
+  const o: MemoryClusterOptions = { workers: opts.workers ?? availableParallelism(), threads: opts.threads ?? 1, kind: 'node', spawn: spawnThread }
+  if (opts.leaseMs !== undefined) o.leaseMs = opts.leaseMs
+  if (opts.heartbeatMs !== undefined) o.heartbeatMs = opts.heartbeatMs
+  return startMemoryCluster(o)
 }

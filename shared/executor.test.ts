@@ -179,6 +179,25 @@ describe('Executor: running tasks', () => {
     expect(posts).toBe(1)
   })
 
+  it('reports each long synchronous task when it ends, not with the queued tasks after it', async () => {
+    const host = new Host()
+    const posts: { at: number; keys: string[] }[] = []
+    const post = host.post.bind(host)
+    host.post = (evs: ExecEvent[]) => { posts.push({ at: performance.now(), keys: evs.flatMap(e => e.type === 'memory' ? [] : [e.key]) }); post(evs) }
+    const ex = new Executor(host, 1)
+    const spin = (ms: number): number => { const end = Date.now() + ms; while (Date.now() < end) { /* busy */ } return ms }
+    ex.run(['a', 'b', 'c'].map(k => task(ex, k, spin, [30])))
+    await host.outcome('c')
+    // one report per task, each as its task ended (30 ms apart), not all three at the end
+    expect(posts.map(p => p.keys)).toEqual([['a'], ['b'], ['c']])
+    expect(posts[1]!.at - posts[0]!.at).toBeGreaterThanOrEqual(25)
+    // and a short task queued before a function known to be long does not wait for it
+    posts.length = 0
+    ex.run([task(ex, 'tiny', (x: number) => x, [1]), task(ex, 'd', spin, [30])])
+    await host.outcome('d')
+    expect(posts.map(p => p.keys)).toEqual([['tiny'], ['d']])
+  })
+
   it('free forgets values', () => {
     const { ex } = setup()
     ex.put('a', encodeValue(blob(800)))

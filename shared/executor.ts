@@ -24,8 +24,17 @@ import { FunctionCache } from './compile-function.js'
 import { hashBytes } from './hash.js'
 import { toWireError, type WireError } from './errors.js'
 import type { SpillStore } from './spill.js'
+import { attemptId } from './attempt.js'
 
 export type { SpillStore } from './spill.js'
+
+/**
+ * Reports of synchronous tasks run back to back leave together only while that keeps them
+ * waiting less than this (ms): a task that ran this long, or a batch this old, is sent
+ * before the next task starts, and so is everything before a task whose function ran this
+ * long last time.
+ */
+const REPORT_WAIT_MS = 5
 
 /** Largest result a worker sends along with its `finished` report; bigger ones are fetched in parts. */
 export const PUSH_LIMIT = 256 << 10
@@ -187,6 +196,10 @@ export class Executor {
   /** tasks wait for a spill write to end (memory is past the limit itself) */
   private waitingForSpill = false
   private pumpQueued = false
+  /** when the oldest report not yet posted was made */
+  private outgoingSince = 0
+  /** ms the last run of each function took */
+  private readonly fnMs = new Map<string, number>()
 
   constructor(private readonly host: ExecutorHost, private concurrency = 1, options: ExecutorOptions = {}) {
     this.functions = new FunctionCache({ importModule: (name: string) => this.importModule(name) })
@@ -237,7 +250,7 @@ export class Executor {
     for (let i = this.queueHead; i < this.queue.length; i++) {
       const t = this.queue[i]!
       if (t.key === key && t.attempt === attempt) {
-        this.dropped.add(`${key}@${attempt}`)
+        this.dropped.add(attemptId(key, attempt))
         return true
       }
     }
@@ -615,7 +628,7 @@ export class Executor {
             this.queue.splice(0, this.queueHead)
             this.queueHead = 0
           }
-          if (this.dropped.size && this.dropped.delete(`${task.key}@${task.attempt}`)) { this.unpin(task); continue }
+          if (this.dropped.size && this.dropped.delete(attemptId(task.key, task.attempt))) { this.unpin(task); continue }
           if (this.spilled.size !== 0 && task.deps.length !== 0 && this.needsLoad(task)) { this.loadThenStart(task); continue }
         } else break
         this.start(task)
@@ -650,9 +663,10 @@ export class Executor {
   }
 
   private start(task: ExecTask): void {
-    // a task with a time limit may be stopped with its thread: send what is done first
-    if (task.timeout !== undefined && this.outgoing.length !== 0) this.flush()
+    // a task with a time limit may be stopped with its thread, and a long one would hold the
+    // reports back: send what is done first
     const t0 = performance.now()
+    if (this.outgoing.length !== 0 && (task.timeout !== undefined || t0 - this.outgoingSince >= REPORT_WAIT_MS || (this.fnMs.get(task.fn) ?? 0) >= REPORT_WAIT_MS)) this.flush()
     let result: unknown
     try {
       if (task.deps.length !== 0) {
@@ -673,6 +687,7 @@ export class Executor {
     } catch (err) {
       this.unpin(task)
       this.fail(task, err)
+      this.ranSync(task, t0)
       return
     }
     if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
@@ -685,7 +700,15 @@ export class Executor {
     } else {
       this.unpin(task)
       this.succeed(task, result, t0)
+      this.ranSync(task, t0)
     }
+  }
+
+  /** A synchronous task ended: one that ran long is reported now, not with the queued tasks after it. */
+  private ranSync(task: ExecTask, t0: number): void {
+    const ms = performance.now() - t0
+    this.fnMs.set(task.fn, ms)
+    if (ms >= REPORT_WAIT_MS && this.outgoing.length !== 0) this.flush()
   }
 
   private succeed(task: ExecTask, value: unknown, t0: number): void {
@@ -722,6 +745,7 @@ export class Executor {
   }
 
   private emit(ev: ExecEvent): void {
+    if (this.outgoing.length === 0) this.outgoingSince = performance.now()
     this.outgoing.push(ev)
     if (!this.flushQueued) {
       this.flushQueued = true

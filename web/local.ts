@@ -4,7 +4,7 @@
  * links, and tasks run in a pool of Web Workers ("don't go distributed").
  */
 import { startMemoryCluster, type MemoryCluster } from '../core/memory-cluster.js'
-import type { ThreadHandle } from '../shared/runtime.js'
+import type { ThreadHandle } from '../core/runtime.js'
 
 export interface BrowserLocalClusterOptions {
   /** Web Workers in the pool. Default: `navigator.hardwareConcurrency`. */

@@ -6,7 +6,7 @@
  * load or run), and `terminate()` (a hang, a hard cancel, a shrinking pool). A Web Worker
  * that dies silently (the browser killed it) is caught by the runtime's call timeouts.
  */
-import type { ThreadHandle } from '../shared/runtime.js'
+import type { ThreadHandle } from '../core/runtime.js'
 import { CLOSING, READY } from './thread/signals.js'
 
 /** What the tab does with errors a running thread did not catch (a task's stray timer, say). */

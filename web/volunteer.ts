@@ -6,7 +6,7 @@
  * only renders `state` and `stats()` and calls these methods.
  */
 import { connectLink, type Link } from '../shared/link.js'
-import { WorkerRuntime } from '../shared/runtime.js'
+import { WorkerRuntime } from '../core/runtime.js'
 import { AuthError } from '../shared/errors.js'
 import type { Hello, ToWorkerMessage, WorkerMessage } from '../shared/protocol.js'
 import { spawnWebWorker } from './pool.js'
@@ -103,9 +103,10 @@ export class Volunteer {
     this.workers = opts.workers
     this.log = opts.log ?? (() => {})
     this.identity = loadIdentity()
-    // leases are renewed on ticks from a Web Worker: a background tab throttles its own timers, not those
+    // the runtime renews its leases on a timer of its own, which a background tab throttles: ticks from
+    // a Web Worker are not, so they keep its heartbeats (and time limits) on time
     this.ticker = new Worker(new URL('./thread/ticker.ts', import.meta.url), { type: 'module', name: 'tabgrid-ticker' })
-    this.ticker.onmessage = () => this.runtime?.heartbeat()
+    this.ticker.onmessage = () => this.runtime?.tick()
   }
 
   get tab(): string { return this.identity.tab }

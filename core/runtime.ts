@@ -87,6 +87,7 @@ export class WorkerRuntime {
   private pending: WorkerEvent[] = []
   private feeding = false
   private wakeTimer: ReturnType<typeof setTimeout> | undefined
+  private wakeAt: number | null = null
   private closed = false
   onStatusChange: (status: StatusChange) => void = () => {}
 
@@ -388,21 +389,32 @@ export class WorkerRuntime {
         )
         return
       }
-      case 'wake-at': {
-        clearTimeout(this.wakeTimer)
-        this.wakeTimer = undefined
-        if (i.at === null || this.closed) return
-        this.wakeTimer = setTimeout(() => { this.wakeTimer = undefined; this.tick() }, Math.max(0, Math.ceil(i.at - now())))
-        // the timer must not keep a process alive (Node timers have unref)
-        ;(this.wakeTimer as { unref?: () => void }).unref?.()
+      case 'wake-at':
+        this.wakeAt = i.at
+        this.arm()
         return
-      }
       case 'log': this.log(i.line); return
       default: {
         const never: never = i
         this.log(`unknown instruction ${(never as { type: string }).type}`)
       }
     }
+  }
+
+  /** One timer, for the machine's next deadline. */
+  private arm(): void {
+    clearTimeout(this.wakeTimer)
+    this.wakeTimer = undefined
+    const at = this.wakeAt
+    if (at === null || this.closed) return
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined
+      this.tick()
+      // a timer may fire a little before its time by our clock: the deadline is still ahead, so wait again
+      if (this.wakeTimer === undefined) this.arm()
+    }, Math.max(1, Math.ceil(at - now())))
+    // the timer must not keep a process alive (Node timers have unref)
+    ;(this.wakeTimer as { unref?: () => void }).unref?.()
   }
 
   private spawn(id: number, slot: number): void {

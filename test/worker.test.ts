@@ -1,0 +1,62 @@
+/**
+ * Integration: what the worker runtime itself guarantees, on real threads — leases it
+ * renews on its own (so `Client.local` runs tasks longer than a lease), and priorities
+ * that hold for tasks already sent to a worker.
+ */
+import { describe, it, expect, afterEach } from 'vitest'
+import { Client, startLocalCluster } from 'tabgrid'
+import { startGrid, until, type Grid } from './grid.js'
+
+let client: Client | undefined
+let grid: Grid | undefined
+
+afterEach(async () => {
+  await client?.close()
+  client = undefined
+  await grid?.close()
+  grid = undefined
+})
+
+const sleep = async (ms: number): Promise<number> => { await new Promise(r => setTimeout(r, ms)); return ms }
+
+describe('leases in Client.local', () => {
+  it('a task four times longer than the lease succeeds: the runtime renews the leases itself', async () => {
+    const cluster = await startLocalCluster({ workers: 1, leaseMs: 1_000, heartbeatMs: 200 })
+    client = Client.fromLink(cluster.link, cluster.shutdown)
+    // a thread busy with one synchronous task for 4 s: the worker's main side still speaks
+    const f = client.with({ pure: false }).submit((ms: number) => { const end = Date.now() + ms; while (Date.now() < end) { /* busy */ } return 'done' }, 4_000)
+    expect(await f.result()).toBe('done')
+    const story = await client.story(f.key)
+    expect(story.some(e => /lease/.test(`${e.stimulus} ${e.note ?? ''}`))).toBe(false)
+    expect(story.filter(e => e.to === 'processing')).toHaveLength(1)
+  })
+
+  it('with the default 15 s lease, a 21 s task succeeds on its first attempt', { timeout: 60_000 }, async () => {
+    client = await Client.local({ workers: 1 })
+    const f = client.with({ pure: false }).submit(sleep, 21_000)
+    expect(await f.result()).toBe(21_000)
+    const story = await client.story(f.key)
+    expect(story.filter(e => e.to === 'processing')).toHaveLength(1)
+    expect(story.some(e => /lease/.test(`${e.stimulus} ${e.note ?? ''}`))).toBe(false)
+  })
+})
+
+describe('priorities on a saturated worker', () => {
+  it('a high-priority task submitted after low-priority ones already sent to the worker runs before them', async () => {
+    grid = await startGrid({ workers: 1 })
+    client = await Client.connect(grid.url)
+    const c = client.with({ pure: false })
+    // warm up on tiny tasks: the scheduler then keeps many tasks ahead on the worker
+    await client.gather(c.map((x: number) => x + 1, Array.from({ length: 50 }, (_, i) => i)))
+    const stamp = async (ms: number): Promise<number> => { await new Promise(r => setTimeout(r, ms)); return Date.now() }
+    const lows = c.map(stamp, Array.from({ length: 10 }, () => 100))
+    const scheduler = grid.coord.coordinator.scheduler
+    // all ten are on the worker: one runs, nine wait there
+    await until(() => (scheduler.workers()[0]?.processing ?? 0) === 10, 'the low-priority tasks on the worker')
+    const high = c.with({ priority: 10 }).submit(stamp, 100)
+    await until(() => scheduler.workers()[0]!.processing === 11, 'the high-priority task on the worker too')
+    const [highEnd, lowEnds] = await Promise.all([high.result(), client.gather(lows)])
+    // only the low-priority task running when the high one arrived ended before it
+    expect(lowEnds.filter(t => t < highEnd)).toHaveLength(1)
+  })
+})

@@ -251,8 +251,8 @@ interface DataState {
   bytes: Uint8Array | null
   /** the thread the bytes are being put into */
   landing: ThreadState | null
-  /** copies in flight between threads: to → from */
-  readonly copies: Map<ThreadState, ThreadState>
+  /** copies in flight between threads: to → from (made when first needed) */
+  copies: Map<ThreadState, ThreadState> | null
   /** a put from the coordinator: report `stored` when it lands */
   stored: boolean
 }
@@ -359,7 +359,7 @@ export class WorkerState {
   private readonly tasks = new Map<string, TaskState>()
   private readonly ready = new ReadyQueue()
   /** live tasks computing each key here (not cancelled): a dependent waits for them instead of fetching */
-  private readonly producers = new Map<string, Set<TaskState>>()
+  private readonly producers = new Map<string, TaskState | Set<TaskState>>()
   /** waiting tasks, by the input they wait for */
   private readonly waiters = new Map<string, Set<TaskState>>()
   private readonly data = new Map<string, DataState>()
@@ -384,7 +384,14 @@ export class WorkerState {
   private readonly fnMs = new Map<string, number>()
   /** keys whose local producers went away this event: their waiting dependents report missing */
   private orphanQ: string[] = []
-  private readonly log: StoryEntry[] = []
+  /** the bounded transition log, as a ring of columns (no object per transition on the hot path) */
+  private readonly logId: string[] = []
+  private readonly logKey: string[] = []
+  private readonly logFrom: (TaskStatus | 'new')[] = []
+  private readonly logTo: TaskStatus[] = []
+  private readonly logStimulus: string[] = []
+  private readonly logNow: number[] = []
+  private readonly logNote: (string | undefined)[] = []
   private logHead = 0
   private out: Instruction[] = []
   private runs = new Map<ThreadState, TaskBatch>()
@@ -448,11 +455,15 @@ export class WorkerState {
 
   /** The transitions of a task's attempts that are still in the bounded log. */
   story(key: string): StoryEntry[] {
-    const n = this.log.length
+    const n = this.logId.length
     const out: StoryEntry[] = []
     for (let i = 0; i < n; i++) {
-      const e = this.log[(this.logHead + i) % n]!
-      if (e.id.slice(0, e.id.lastIndexOf('@')) === key) out.push(e)
+      const j = (this.logHead + i) % n
+      if (this.logKey[j] !== key) continue
+      const e: StoryEntry = { id: this.logId[j]!, from: this.logFrom[j]!, to: this.logTo[j]!, stimulus: this.logStimulus[j]!, now: this.logNow[j]! }
+      const note = this.logNote[j]
+      if (note !== undefined) e.note = note
+      out.push(e)
     }
     return out
   }
@@ -553,9 +564,11 @@ export class WorkerState {
     this.arrivals++
     this.tasks.set(id, t)
     this.record(t, 'new', 'waiting')
-    let ps = this.producers.get(t.key)
-    if (ps === undefined) this.producers.set(t.key, ps = new Set())
-    ps.add(t)
+    // one producer per key is the rule; a set only when attempts overlap
+    const ps = this.producers.get(t.key)
+    if (ps === undefined) this.producers.set(t.key, t)
+    else if (ps instanceof Set) ps.add(t)
+    else this.producers.set(t.key, new Set([ps, t]))
     for (const d of m.deps) {
       const data = this.data.get(d.key)
       if (data !== undefined && data.holders.length !== 0) continue
@@ -640,7 +653,7 @@ export class WorkerState {
       d.stored = false
       // a put or copy in flight lands for nothing: put-done frees it
       d.landing = null
-      d.copies.clear()
+      d.copies = null
       this.copying.delete(d)
       if (d.fetch === 'no') this.data.delete(key)
     }
@@ -745,7 +758,7 @@ export class WorkerState {
       }
       return
     }
-    if (d !== undefined && d.copies.has(t)) {
+    if (d !== undefined && d.copies?.has(t)) {
       d.copies.delete(t)
       if (d.copies.size === 0) this.copying.delete(d)
       this.addHolder(key, t, nbytes)
@@ -769,7 +782,7 @@ export class WorkerState {
       this.orphanQ.push(key)
       return
     }
-    if (d.copies.get(t)?.id !== from) return
+    if (d.copies?.get(t)?.id !== from) return
     d.copies.delete(t)
     if (d.copies.size === 0) this.copying.delete(d)
     // the source could not give it: it does not hold it after all
@@ -929,11 +942,12 @@ export class WorkerState {
     }
     t.held.clear()
     for (const d of [...this.copying]) {
-      for (const [to, from] of d.copies) {
-        if (to === t) d.copies.delete(to)
-        else if (from === t) { d.copies.delete(to); broken.push([to, d.key]) }
+      const copies = d.copies!
+      for (const [to, from] of copies) {
+        if (to === t) copies.delete(to)
+        else if (from === t) { copies.delete(to); broken.push([to, d.key]) }
       }
-      if (d.copies.size === 0) this.copying.delete(d)
+      if (copies.size === 0) this.copying.delete(d)
     }
     for (const d of this.data.values()) if (d.landing === t) {
       // put again elsewhere (the bytes were copied into the thread, not moved)
@@ -1013,7 +1027,7 @@ export class WorkerState {
       const d = this.data.get(key)
       const src = d?.holders.find(h => h !== to)
       if (d !== undefined && src !== undefined) {
-        d.copies.set(to, src)
+        ;(d.copies ??= new Map()).set(to, src)
         this.copying.add(d)
         this.out.push({ type: 'copy-from-thread', key, from: src.id, to: to.id })
         continue
@@ -1081,9 +1095,9 @@ export class WorkerState {
     th.copying.add(t)
     for (const key of need) {
       const d = this.data.get(key)!
-      if (d.landing === th || d.copies.has(th)) continue
+      if (d.landing === th || d.copies?.has(th)) continue
       const src = d.holders.find(h => h !== th)!
-      d.copies.set(th, src)
+      ;(d.copies ??= new Map()).set(th, src)
       this.copying.add(d)
       this.out.push({ type: 'copy-from-thread', key, from: src.id, to: th.id })
     }
@@ -1141,7 +1155,7 @@ export class WorkerState {
   // ───────────────────────────── data ─────────────────────────────
 
   private newData(key: string): DataState {
-    const d: DataState = { key, nbytes: 0, holders: [], fetch: 'no', bytes: null, landing: null, copies: new Map(), stored: false }
+    const d: DataState = { key, nbytes: 0, holders: [], fetch: 'no', bytes: null, landing: null, copies: null, stored: false }
     this.data.set(key, d)
     return d
   }
@@ -1151,10 +1165,7 @@ export class WorkerState {
     return d !== undefined && d.holders.length !== 0
   }
 
-  private producing(key: string): boolean {
-    const ps = this.producers.get(key)
-    return ps !== undefined && ps.size !== 0
-  }
+  private producing(key: string): boolean { return this.producers.has(key) }
 
   private fetchRemote(key: string): void {
     const d = this.data.get(key) ?? this.newData(key)
@@ -1213,7 +1224,7 @@ export class WorkerState {
   }
 
   private dropIfEmpty(d: DataState): void {
-    if (d.holders.length === 0 && d.landing === null && d.bytes === null && d.fetch === 'no' && d.copies.size === 0 && !d.stored) this.data.delete(d.key)
+    if (d.holders.length === 0 && d.landing === null && d.bytes === null && d.fetch === 'no' && (d.copies === null || d.copies.size === 0) && !d.stored) this.data.delete(d.key)
   }
 
   private freeIn(t: ThreadState, key: string): void {
@@ -1233,9 +1244,10 @@ export class WorkerState {
   /** The task computes its key here no more (cancelled, or ended): dependents waiting for that key may be orphans. */
   private unproduce(t: TaskState): void {
     const ps = this.producers.get(t.key)
-    if (ps === undefined || !ps.delete(t)) return
-    if (ps.size === 0) this.producers.delete(t.key)
-    this.orphanQ.push(t.key)
+    if (ps === t) this.producers.delete(t.key)
+    else if (ps instanceof Set && ps.delete(t)) this.producers.set(t.key, ps.values().next().value!)
+    else return
+    if (this.waiters.has(t.key)) this.orphanQ.push(t.key)
   }
 
   /** Dependents sent ahead whose input will not be computed here after all report it missing (the coordinator reschedules them). */
@@ -1287,13 +1299,19 @@ export class WorkerState {
   private record(t: TaskState, from: TaskStatus | 'new', to: TaskStatus, note?: string): void {
     const max = this.opts.logLength
     if (max === 0) return
-    const e: StoryEntry = { id: t.id, from, to, stimulus: this.stimulus, now: this.now }
-    if (note !== undefined) e.note = note
-    if (this.log.length < max) this.log.push(e)
-    else {
-      this.log[this.logHead] = e
-      this.logHead = (this.logHead + 1) % max
+    let j = this.logId.length
+    if (j >= max) {
+      j = this.logHead
+      this.logHead = (j + 1) % max
     }
+    // ids and keys, not the task: the log must not keep arguments alive
+    this.logId[j] = t.id
+    this.logKey[j] = t.key
+    this.logFrom[j] = from
+    this.logTo[j] = to
+    this.logStimulus[j] = this.stimulus
+    this.logNow[j] = this.now
+    this.logNote[j] = note
   }
 
   private bug(t: TaskState, what: string): Error {
@@ -1383,7 +1401,7 @@ export class WorkerState {
       if (t.id !== attemptId(t.key, t.attempt)) fail('id', t)
       const ps = this.producers.get(t.key)
       const producing = t.status !== 'cancelled'
-      if ((ps?.has(t) ?? false) !== producing) fail(`producer set ${producing ? 'lacks' : 'has'} it`, t)
+      if ((ps === t || (ps instanceof Set && ps.has(t))) !== producing) fail(`producer set ${producing ? 'lacks' : 'has'} it`, t)
       switch (t.status) {
         case 'waiting':
           if (t.need === null || t.need.size === 0) fail('waiting for nothing', t)
@@ -1405,7 +1423,7 @@ export class WorkerState {
           for (const k of t.need!) {
             const d = this.data.get(k)
             if (th!.held.has(k)) fail(`copying ${k}, which its thread holds`, t)
-            if (d === undefined || (d.landing !== th && !d.copies.has(th!))) fail(`copying ${k} with no copy in flight`, t)
+            if (d === undefined || (d.landing !== th && !d.copies?.has(th!))) fail(`copying ${k} with no copy in flight`, t)
           }
           break
         }
@@ -1420,8 +1438,8 @@ export class WorkerState {
       }
     }
     for (const [k, ps] of this.producers) {
-      if (ps.size === 0) fail(`empty producer set for ${k}`)
-      for (const t of ps) if (this.tasks.get(t.id) !== t || t.key !== k) fail(`stale producer of ${k}`, t)
+      if (ps instanceof Set && ps.size < 2) fail(`a producer set of ${ps.size} for ${k}`)
+      for (const t of ps instanceof Set ? ps : [ps]) if (this.tasks.get(t.id) !== t || t.key !== k) fail(`stale producer of ${k}`, t)
     }
     for (const [k, ws] of this.waiters) {
       if (ws.size === 0) fail(`empty waiter set for ${k}`)
@@ -1440,8 +1458,8 @@ export class WorkerState {
       if (new Set(d.holders).size !== d.holders.length) fail(`${d.key} holders repeat`)
       if (d.landing !== null && (d.landing.status !== 'alive' || d.bytes === null)) fail(`${d.key} lands in a dead thread or without bytes`)
       if (this.unplaced.has(d) !== (d.bytes !== null && d.landing === null)) fail(`${d.key} unplaced set stale`)
-      for (const [to, from] of d.copies) if (to.status !== 'alive' || from.status !== 'alive') fail(`${d.key} copy between dead threads`)
-      if (this.copying.has(d) !== (d.copies.size !== 0)) fail(`${d.key} copying set stale`)
+      for (const [to, from] of d.copies ?? []) if (to.status !== 'alive' || from.status !== 'alive') fail(`${d.key} copy between dead threads`)
+      if (this.copying.has(d) !== (d.copies !== null && d.copies.size !== 0)) fail(`${d.key} copying set stale`)
     }
   }
 }

@@ -163,6 +163,54 @@ describe('WorkerState: dependencies', () => {
     expect(h.on(finished(1, 'y'))).toEqual([finishedMsg('y'), run(1, [exec('z', 1, { deps: ['y'] })])])
   })
 
+  it('a short dependent sent ahead queues on the thread computing its input, right behind it (one task at a time per thread)', () => {
+    const h = boot()
+    learnShort(h, 1)
+    expect(h.on(assign('x'))).toEqual([run(1, [exec('x')])])
+    // y waits only for x, which thread 1 computes: it goes there now and starts when x ends, inside the thread
+    expect(h.many([assign('y', 1, { deps: [dep('x', 0)] }), assign('z', 1, { deps: [dep('y', 0)] })])).toEqual([
+      run(1, [exec('y', 1, { deps: ['x'] }), exec('z', 1, { deps: ['y'] })]),
+    ])
+    expect(h.ws.threadList()[0]!.tasks).toEqual(['x@1', 'y@1', 'z@1'])
+    expect(h.many([finished(1, 'x', 1, { ms: 0.5 }), finished(1, 'y', 1, { ms: 0.5 }), finished(1, 'z', 1, { ms: 0.5 })])).toEqual([
+      finishedMsg('x', 1, { ms: 0.5 }), finishedMsg('y', 1, { ms: 0.5 }), finishedMsg('z', 1, { ms: 0.5 }),
+    ])
+    expect(h.ws.holders('z')).toEqual([1])
+  })
+
+  it('a dependent queued behind an input that errs reports the input missing when its thread says so', () => {
+    const h = boot()
+    learnShort(h, 1)
+    h.many([assign('x'), assign('y', 1, { deps: [dep('x', 0)] })])
+    expect(h.on({ type: 'task-erred', thread: 1, key: 'x', attempt: 1, error: { code: 'task-error', message: 'boom' } })).toEqual([
+      send({ type: 'erred', key: 'x', attempt: 1, error: { code: 'task-error', message: 'boom' } }),
+    ])
+    expect(h.on({ type: 'task-erred', thread: 1, key: 'y', attempt: 1, error: { code: 'lost-data', message: 'dependencies not held here: x' }, missing: ['x'] }))
+      .toEqual([missing('y', 1, ['x', 'w1'])])
+  })
+
+  it('a dependent queued behind its input on a thread that dies reports the input missing; the input fails as crashed', () => {
+    const h = boot()
+    learnShort(h, 1)
+    h.many([assign('x'), assign('y', 1, { deps: [dep('x', 0)] })])
+    expect(h.on({ type: 'thread-died', thread: 1, reason: 'killed' })).toEqual([
+      send({ type: 'erred', key: 'x', attempt: 1, crashed: true, error: { code: 'task-error', message: 'the thread running x died: killed', key: 'x' } }),
+      send({ type: 'released', keys: ['warm'] }),
+      missing('y', 1, ['x', 'w1']),
+      { type: 'log', line: 'thread 0 died: killed' },
+      { type: 'spawn-thread', thread: 2, slot: 0 },
+      { type: 'wake-at', at: 60_000 },
+    ])
+  })
+
+  it('with several tasks at once per thread, a dependent waits for its input to land instead (the thread might start it first)', () => {
+    const h = boot({ nthreads: 2 })
+    learnShort(h, 1)
+    h.on(assign('x'))
+    expect(h.on(assign('y', 1, { deps: [dep('x', 0)] }))).toEqual([])
+    expect(h.on(finished(1, 'x', 1, { ms: 0.5 }))).toEqual([finishedMsg('x', 1, { ms: 0.5 }), run(1, [exec('y', 1, { deps: ['x'] })])])
+  })
+
   it('a dependent sent ahead waits for an input queued here behind other work too', () => {
     const h = boot()
     h.on(assign('busy'))

@@ -4,7 +4,8 @@
  * together from what the tab can see: the worker's own "closing" note (a task called
  * `self.close()`), an 'error' event before it said it was ready (its script failed to
  * load or run), and `terminate()` (a hang, a hard cancel, a shrinking pool). A Web Worker
- * that dies silently (the browser killed it) is caught by the runtime's call timeouts.
+ * that dies silently (the browser killed it) before it started is replaced when the
+ * runtime's start deadline passes; one that dies silently later is not noticed.
  */
 import type { ThreadHandle } from '../core/runtime.js'
 import { CLOSING, READY } from './thread/signals.js'

@@ -233,10 +233,18 @@ export class WorkerRuntime {
             events.push({ type: 'welcome', id: m.id, resumed: m.resumed, now: t })
             welcome = m
             break
-          case 'assign':
-            // the arguments leave for a thread: in a buffer of their own, not a view on the whole frame
-            events.push({ ...m, args: ownBytes(m.args), now: t })
+          case 'assign': {
+            // one shape for every assignment (decoded messages have as many as the frames
+            // that made them, and make the machine slow); the arguments leave for a thread
+            // in a buffer of their own, not a view on the whole frame
+            const deps: { key: string; nbytes: number }[] = new Array(m.deps.length)
+            for (let i = 0; i < deps.length; i++) { const d = m.deps[i]!; deps[i] = { key: d.key, nbytes: d.nbytes } }
+            events.push({
+              type: 'assign', key: m.key, attempt: m.attempt, fn: m.fn, args: ownBytes(m.args), deps, push: m.push,
+              digest: m.digest, timeout: m.timeout, priority: m.priority, seq: m.seq, now: t,
+            })
             break
+          }
           case 'function': case 'module': case 'cancel-task': case 'steal': case 'free': case 'fetch':
             events.push({ ...m, now: t })
             break
@@ -280,11 +288,12 @@ export class WorkerRuntime {
     const out: WorkerEvent[] = new Array(events.length)
     for (let i = 0; i < events.length; i++) {
       const e = events[i]!
+      // one shape per event type: the machine reads them fast
       out[i] = e.type === 'memory'
         ? { type: 'thread-memory', thread: t.id, inMemory: e.inMemory, spilled: e.spilled, paused: e.paused, now: at }
         : e.type === 'finished'
-          ? { ...e, type: 'task-finished', thread: t.id, now: at }
-          : { ...e, type: 'task-erred', thread: t.id, now: at }
+          ? { type: 'task-finished', thread: t.id, key: e.key, attempt: e.attempt, nbytes: e.nbytes, ms: e.ms, data: e.data, digest: e.digest, now: at }
+          : { type: 'task-erred', thread: t.id, key: e.key, attempt: e.attempt, error: e.error, missing: e.missing, now: at }
     }
     this.feed(...out)
   }

@@ -801,11 +801,25 @@ export class WorkerState {
     if (lost.length !== 0) this.inputsLost(new Set(lost))
   }
 
+  /** The task a thread reports on: one of those it was handed, almost always among the first. */
+  private reported(thread: number, key: string, attempt: number): TaskState | undefined {
+    const th = this.threads.get(thread)
+    if (th === undefined) return undefined
+    const ts = th.tasks
+    for (let i = 0; i < ts.length; i++) {
+      const t = ts[i]!
+      if (t.attempt === attempt && t.key === key) {
+        this.removeFromThread(th, t, i)
+        return t
+      }
+    }
+    return undefined
+  }
+
   private onTaskFinished(e: Extract<WorkerEvent, { type: 'task-finished' }>): void {
-    const th = this.threads.get(e.thread)
-    const t = this.tasks.get(attemptId(e.key, e.attempt))
-    if (th === undefined || t === undefined || t.thread !== th) return
-    this.removeFromThread(th, t)
+    const t = this.reported(e.thread, e.key, e.attempt)
+    if (t === undefined) return
+    const th = t.thread!
     const prev = this.fnMs.get(t.a.fn)
     this.fnMs.set(t.a.fn, prev === undefined ? e.ms : prev + EMA_WEIGHT * (e.ms - prev))
     if (t.status === 'cancelled') {
@@ -818,18 +832,23 @@ export class WorkerState {
     this.busyMs += e.ms
     const msg: WorkerMessage = { type: 'finished', key: e.key, attempt: e.attempt, nbytes: e.nbytes, ms: e.ms }
     if (e.digest !== undefined) msg.digest = e.digest
+    // the report kept for a resend leaves out the value (the coordinator fetches it if it still wants it)
     this.remember(t.id, msg)
-    this.send(e.data !== undefined ? { ...msg, data: e.data } : msg)
+    if (e.data === undefined) this.send(msg)
+    else {
+      const sent: WorkerMessage = { type: 'finished', key: e.key, attempt: e.attempt, nbytes: e.nbytes, ms: e.ms, data: e.data }
+      if (e.digest !== undefined) sent.digest = e.digest
+      this.send(sent)
+    }
     this.end(t, 'memory')
     // dependents waiting for it here become ready now
     this.addHolder(e.key, th, e.nbytes)
   }
 
   private onTaskErred(e: Extract<WorkerEvent, { type: 'task-erred' }>): void {
-    const th = this.threads.get(e.thread)
-    const t = this.tasks.get(attemptId(e.key, e.attempt))
-    if (th === undefined || t === undefined || t.thread !== th) return
-    this.removeFromThread(th, t)
+    const t = this.reported(e.thread, e.key, e.attempt)
+    if (t === undefined) return
+    const th = t.thread!
     if (e.missing !== undefined && e.missing.length !== 0) {
       // the thread did not hold inputs we thought it held
       for (const k of e.missing) {
@@ -1178,8 +1197,8 @@ export class WorkerState {
   }
 
   /** Takes a task off its thread; the next ones move into the running window (their time limits start). */
-  private removeFromThread(th: ThreadState, t: TaskState): void {
-    const i = th.tasks.indexOf(t)
+  private removeFromThread(th: ThreadState, t: TaskState, at = -1): void {
+    const i = at >= 0 ? at : th.tasks.indexOf(t)
     if (i < 0) return
     th.tasks.splice(i, 1)
     if (i >= this.nthreads) return

@@ -41,7 +41,7 @@ export interface CoordinatorOptions {
    * Default 15 s.
    */
   leaseMs?: number
-  /** send dependents ahead to the worker computing their inputs (see SchedulerOptions.sendAhead). Default false for now. */
+  /** send dependents ahead to the worker computing their inputs (see SchedulerOptions.sendAhead). Default true. */
   sendAhead?: boolean
   /** malformed messages a connection may send before it is cut. Default 100. */
   maxBadMessages?: number
@@ -120,7 +120,7 @@ export class Coordinator {
   constructor(options: CoordinatorOptions = {}) {
     this.opts = {
       ...withDefaults({
-        workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, sendAhead: false as boolean, maxBadMessages: 100, validate: false as boolean,
+        workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean,
         log: (_line: string): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken,

@@ -60,3 +60,34 @@ describe('priorities on a saturated worker', () => {
     expect(lowEnds.filter(t => t < highEnd)).toHaveLength(1)
   })
 })
+
+describe('dependents sent ahead, on a real grid', () => {
+  it('a chain runs on the worker holding its head, each task sent before its input is done', async () => {
+    grid = await startGrid({ workers: 2, workerArgs: ['--nprocs', '1', '--nthreads', '1'] })
+    client = await Client.connect(grid.url)
+    const c = client.with({ pure: false })
+    let f = c.submit((x: number) => x + 1, 0)
+    const keys = [f.key]
+    for (let i = 0; i < 99; i++) { f = c.submit((x: number) => x + 1, f); keys.push(f.key) }
+    expect(await f.result()).toBe(100)
+    const stories = await Promise.all(keys.slice(1).map(k => client!.story(k)))
+    const ahead = stories.filter(s => s.some(e => /sent ahead/.test(e.note ?? ''))).length
+    // most hops never waited at the coordinator (the first few may, before the pipeline fills)
+    expect(ahead).toBeGreaterThan(90)
+  })
+
+  it('a worker killed in the middle of a chain sent ahead to it: the rest is rescheduled, the answer is right', async () => {
+    grid = await startGrid({ workers: 2, workerArgs: ['--nprocs', '1', '--nthreads', '1'] })
+    client = await Client.connect(grid.url)
+    const c = client.with({ pure: false })
+    const slow = (x: number): number => { const end = Date.now() + 20; while (Date.now() < end) { /* busy */ } return x + 1 }
+    let f = c.submit(slow, 0)
+    for (let i = 0; i < 199; i++) f = c.submit(slow, f)
+    // long tasks keep the pipeline short (a running task and one sent ahead); once a third
+    // of the chain is done, kill the worker that holds the rest of it
+    await until(async () => (await client!.workers()).some(w => (w.done as number) > 60 && (w.processing as number) >= 2), 'the chain to be under way', 30_000)
+    const busy = (await client.workers()).find(w => (w.processing as number) >= 2)!
+    grid.workers.find(w => w.name === busy.name)!.kill('SIGKILL')
+    expect(await f.result()).toBe(200)
+  }, 90_000)
+})

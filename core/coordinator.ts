@@ -14,6 +14,7 @@ import {
 import { PartJoiner, ownBytes } from '../shared/wire.js'
 import { toWireError, type WireError } from '../shared/errors.js'
 import { withDefaults } from '../shared/defaults.js'
+import { moduleSyntaxError } from '../shared/modules.js'
 
 /** One connected peer, whatever carries it. `send` gets a batch of messages of one frame. */
 export interface Connection {
@@ -350,9 +351,13 @@ export class Coordinator {
 
   private onRequest(c: ClientPeer, id: number, op: Extract<ClientMessage, { type: 'request' }>['op']): void {
     const reply = (value: unknown): void => c.conn?.send({ type: 'reply', id, ok: true, value } satisfies ToClientMessage)
+    const fail = (error: WireError): void => c.conn?.send({ type: 'reply', id, ok: false, error } satisfies ToClientMessage)
     switch (op.op) {
       case 'workers': return reply(this.workerSummaries())
       case 'upload-module': {
+        // the client checked too, but a client is not trusted to have
+        const syntax = moduleSyntaxError(op.source)
+        if (syntax !== undefined) return fail({ code: 'serialization', message: `module ${op.name} does not parse as an ES module: ${syntax}; nothing was uploaded` })
         this.modules.set(op.name, op.source)
         for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source } satisfies ToWorkerMessage)
         return reply(true)

@@ -26,6 +26,7 @@ import {
 import { CodecError, FutureRef, decodeValue, encodeValue } from './codec.js'
 import { toTaskFunction, type TaskFunction } from './serialize-function.js'
 import { hashBytes, hashString } from './hash.js'
+import { moduleSyntaxError } from './modules.js'
 import { Future, deferred, settleRecord, type Deferred, type FutureOwner, type FutureStatus, type KeyRecord } from './future.js'
 import {
   DEFAULT_TASK_OPTIONS, describe, resolveConnectOptions, resolveLocalOptions, resolveRequestOptions,
@@ -450,7 +451,8 @@ export class Client {
 
   /**
    * Uploads an ES module to every worker (now and when they join); tasks load it with
-   * `await importModule(name)`.
+   * `await importModule(name)`. A source that does not parse as an ES module is refused
+   * here with a SerializationError naming the line and column (nothing is uploaded).
    *
    * @example
    * ```ts
@@ -462,6 +464,8 @@ export class Client {
     if (typeof name !== 'string' || name.length === 0 || name.length > LIMITS.name) throw new TypeError(`module name must be a string of 1 to ${LIMITS.name} characters, got ${describe(name)}`)
     if (typeof source !== 'string' || source.length === 0) throw new TypeError(`module source must be a non-empty string of ES module code, got ${describe(source)}`)
     if (source.length > LIMITS.source) throw new TooLargeError(`module ${name} is ${source.length} characters, over the limit of ${LIMITS.source}`)
+    const syntax = moduleSyntaxError(source)
+    if (syntax !== undefined) throw new SerializationError(`module ${name} does not parse as an ES module: ${syntax}; nothing was uploaded`)
     await this.request({ op: 'upload-module', name, source }, resolveRequestOptions(opts).timeout, `uploadModule(${name})`)
   }
 

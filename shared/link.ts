@@ -32,6 +32,11 @@ export interface ConnectOptions {
   timeout?: number
   /** Reconnect after a lost connection (default true). */
   reconnect?: boolean
+  /**
+   * Let the process exit while the link is up (Node): the socket and socket.io's timers
+   * are unref'd, so only what the link's owner holds keeps the process alive. Default false.
+   */
+  unref?: boolean
 }
 
 /**
@@ -45,6 +50,7 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     reconnectionDelay: 200,
     reconnectionDelayMax: 2000,
     timeout: opts.timeout ?? 10_000,
+    autoUnref: opts.unref ?? false,
     auth: cb => cb(link.hello as unknown as Record<string, unknown>),
   })
   const outbox = new Outbox<Out>(msgs => { socket.emit('frame', encodeFrame(msgs)) })

@@ -10,11 +10,21 @@ import { CancelledError, LostDataError, SerializationError, TabgridError, TaskEr
 
 type Msg<T extends ClientMessage['type']> = Extract<ClientMessage, { type: T }>
 
-/** A client over a memory link, with the test playing the coordinator. */
-function harness() {
+/**
+ * A client over a memory link, with the test playing the coordinator. It answers what
+ * any coordinator would without being asked: a scattered value is stored (unless
+ * `storeScatters: false`), and close() is acknowledged.
+ */
+function harness(opts: { storeScatters?: boolean } = {}) {
   const [clientSide, coordinator] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
   const frames: ClientMessage[][] = []
-  coordinator.onMessages = msgs => { frames.push(msgs) }
+  coordinator.onMessages = msgs => {
+    frames.push(msgs)
+    for (const m of msgs) {
+      if (m.type === 'request' && m.op.op === 'close') coordinator.send({ type: 'reply', id: m.id, ok: true, value: true })
+      if (m.type === 'scatter' && opts.storeScatters !== false && (m.parts === undefined || m.part === m.parts - 1)) coordinator.send({ type: 'key-state', key: m.key, state: 'memory' })
+    }
+  }
   const client = Client.fromLink(clientSide)
   const all = (): ClientMessage[] => frames.flat()
   const of = <T extends ClientMessage['type']>(type: T): Msg<T>[] => all().filter((m): m is Msg<T> => m.type === type)

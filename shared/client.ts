@@ -661,12 +661,14 @@ export class Client {
   }
 
   private async shutdown(): Promise<void> {
-    // (a client never welcomed has nothing on the grid, and nobody to acknowledge)
-    if (this.state === 'connected' && this.clientId !== undefined) {
+    if (this.state === 'connected') {
       for (const key of this.records.keys()) this.addKey('release', key)
       this.flushBuilding()
-      // the coordinator answers after everything sent before it (this turn's cancels and
-      // submits too): only then may the link close without losing the last frame
+    }
+    // the coordinator answers after everything sent before it (this turn's cancels and
+    // submits too): only then may the link close without losing the last frame (a
+    // client never welcomed has no coordinator to answer)
+    if (this.state === 'connected' && this.clientId !== undefined) {
       try {
         await this.request({ op: 'close' }, CLOSE_TIMEOUT, 'close()')
       } catch (err) {

@@ -392,7 +392,15 @@ export class Coordinator {
     }
   }
 
+  /** What the scheduler was told earlier in this frame must count before it is asked (a publish after its submit). */
+  private catchUp(): void {
+    if (!this.batch?.length) return
+    this.flushBatch()
+    this.batch = []
+  }
+
   private onRequest(c: ClientPeer, id: number, op: Extract<ClientMessage, { type: 'request' }>['op']): void {
+    this.catchUp()
     const reply = (value: unknown): void => c.conn?.send({ type: 'reply', id, ok: true, value } satisfies ToClientMessage)
     const fail = (error: WireError): void => c.conn?.send({ type: 'reply', id, ok: false, error } satisfies ToClientMessage)
     switch (op.op) {
@@ -446,6 +454,7 @@ export class Coordinator {
    * (read from its stored arguments: an erred task no longer links its dependencies).
    */
   private retry(c: ClientPeer, keys: string[]): void {
+    this.catchUp()
     const order: { key: string; deps: string[] }[] = []
     const seen = new Set<string>()
     // depth-first, dependencies before dependents, without recursion (chains can be long)
@@ -610,6 +619,14 @@ export class Coordinator {
     const now = this.opts.now()
     const late: number[] = []
     for (const [rid, r] of this.relays) if (now - r.at >= this.opts.fetchTimeoutMs) late.push(rid)
+    if (late.length === 0) return
+    // one batch: a gather asked again goes with the data-lost, so the recomputation
+    // pushes its result back instead of waiting to be fetched
+    this.batch = []
+    try { this.expireRelays(late) } finally { this.flushBatch() }
+  }
+
+  private expireRelays(late: number[]): void {
     for (const rid of late) {
       const r = this.relays.get(rid)
       if (!r) continue

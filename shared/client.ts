@@ -383,8 +383,10 @@ export class Client {
 
   /**
    * Puts one value onto the grid and returns its Future, to pass to tasks instead of
-   * sending the value with each of them. The key is the value's content hash, so
-   * scattering the same value twice gives the same key.
+   * sending the value with each of them. Resolves once a worker holds the value (the
+   * future is `finished`, as in Dask); waits for a worker if there is none yet, up to
+   * `timeout` ms if given. The key is the value's content hash, so scattering the same
+   * value twice gives the same key.
    *
    * @example
    * ```ts
@@ -642,9 +644,12 @@ export class Client {
   // ------------------------------------------------------------ lifecycle
 
   /**
-   * Releases everything this client holds on the grid, sends what is queued, and
-   * closes the connection (and the local cluster made by `Client.local`). Futures
-   * still pending reject with CancelledError('client closed'). Idempotent.
+   * Releases everything this client holds on the grid, sends what is queued (cancels
+   * and submits made in the same turn too), waits for the coordinator to acknowledge it
+   * all, and closes the connection (and the local cluster made by `Client.local`). The
+   * coordinator lets go of the client's work at once, with no grace period. Futures
+   * still pending reject with CancelledError('client closed'). Idempotent. A script
+   * that never calls it still exits (its futures are released after the grace period).
    *
    * @example
    * ```ts

@@ -833,6 +833,8 @@ class Sim {
   readonly wanted = new Map<string, Set<string>>()
   readonly last = new Map<string, string>() // client|key → last key-state
   readonly inbox: Ev[] = []
+  /** dependency keys of every task submitted (what the coordinator reads from a task's arguments to retry it) */
+  readonly depsOf = new Map<string, string[]>()
   nextWorker = 0
   nextKey = 0
   constructor(readonly rnd: () => number, sendAhead = true) {
@@ -939,6 +941,12 @@ class Sim {
       return
     }
     if (mode === 'ok') {
+      // copies fetched from other workers are kept, and said so (sometimes late)
+      for (const d of r.deps) {
+        if (w.data.has(d.key) || this.rnd() < 0.5) continue
+        w.data.add(d.key)
+        this.inbox.push({ type: 'data-added', worker: w.id, key: d.key, nbytes: d.nbytes })
+      }
       w.data.add(key)
       const digest = w.honest ? `h-${key}` : `x-${Math.floor(this.rnd() * 3)}`
       this.inbox.push({ type: 'task-finished', worker: w.id, key, attempt: r.attempt, nbytes: Math.floor(this.rnd() * 1e6), ms: this.rnd() * 20, digest })
@@ -977,7 +985,7 @@ class Sim {
       }
       let set = this.wanted.get(client)
       if (!set) this.wanted.set(client, set = new Set())
-      for (const t of tasks) set.add(t.key)
+      for (const t of tasks) { set.add(t.key); if (!this.depsOf.has(t.key)) this.depsOf.set(t.key, t.deps) }
       this.feed({ type: 'submit', client, tasks })
     } else if (r < 0.16) {
       const k = this.pick(this.knownKeys(client))
@@ -1014,6 +1022,27 @@ class Sim {
     } else if (r < 0.36) {
       const id = this.pick(ids)
       if (id) this.feed({ type: 'worker-seen', worker: id })
+    } else if (r < 0.37) {
+      const k = this.pick(this.knownKeys(client))
+      if (k) this.feed({ type: 'fire-and-forget', client, keys: [k] })
+    } else if (r < 0.385) {
+      // retry an erred key, its erred dependencies first (as the coordinator orders them), or alone
+      const k = this.pick(this.knownKeys(client).filter(x => this.s.taskStatus(x) === 'erred'))
+      if (k) {
+        const deps = this.depsOf.get(k) ?? []
+        const first = this.rnd() < 0.7 ? deps.filter(d => this.s.taskStatus(d) === 'erred') : []
+        this.feed({ type: 'retry', client, tasks: [...first.map(d => ({ key: d, deps: this.depsOf.get(d) ?? [] })), { key: k, deps }] })
+      }
+    } else if (r < 0.395) {
+      // a client picks up a key another holds (a dataset it got)
+      const other = this.pick(clients.filter(c => c !== client))!
+      const k = this.pick(this.knownKeys(other))
+      if (k && this.s.taskStatus(k) !== undefined) {
+        let set = this.wanted.get(client)
+        if (!set) this.wanted.set(client, set = new Set())
+        set.add(k)
+        this.feed({ type: 'want', client, keys: [k] })
+      }
     } else if (r < 0.7) {
       const w = this.workers.get(this.pick(ids) ?? '')
       const k = w && this.pick([...w.running.keys()])

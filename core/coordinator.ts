@@ -622,6 +622,7 @@ export class Coordinator {
     if (late.length === 0) return
     // one batch: a gather asked again goes with the data-lost, so the recomputation
     // pushes its result back instead of waiting to be fetched
+    if (this.batch !== null) { this.expireRelays(late); return }
     this.batch = []
     try { this.expireRelays(late) } finally { this.flushBatch() }
   }

@@ -8,12 +8,15 @@
 import { Scheduler } from './scheduler.js'
 import type { AssignedTask, Command, SchedulerEvent, TaskSpec, WorkerKind } from './scheduler-types.js'
 import {
-  PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
+  LIMITS, PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
   type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage,
 } from '../shared/protocol.js'
 import { PartJoiner, ownBytes } from '../shared/wire.js'
 import { toWireError, type WireError } from '../shared/errors.js'
 import { withDefaults } from '../shared/defaults.js'
+import { moduleSyntaxError } from '../shared/modules.js'
+import { decodeValue } from '../shared/codec.js'
+import { Datasets } from './datasets.js'
 
 /** One connected peer, whatever carries it. `send` gets a batch of messages of one frame. */
 export interface Connection {
@@ -43,6 +46,12 @@ export interface CoordinatorOptions {
   leaseMs?: number
   /** send dependents ahead to the worker computing their inputs (see SchedulerOptions.sendAhead). Default true. */
   sendAhead?: boolean
+  /**
+   * ms a holder may take to start answering a fetch, or between two parts of its answer.
+   * Past it the holder is taken to have lost the data: another holder is asked, or the
+   * key is recomputed (or, for scattered data held nowhere else, lost). Default 15 s.
+   */
+  fetchTimeoutMs?: number
   /** malformed messages a connection may send before it is cut. Default 100. */
   maxBadMessages?: number
   /** check scheduler invariants after every event (tests) */
@@ -85,6 +94,8 @@ interface Relay {
   key: string
   holder: string
   tried: Set<string>
+  /** when it was asked, or last sent a part (coordinator clock) */
+  at: number
   to: { kind: 'worker'; worker: string; id: number } | { kind: 'client'; client: string } | { kind: 'move'; worker: string }
 }
 
@@ -99,6 +110,7 @@ export class Coordinator {
   private readonly tasks = new Map<string, StoredTask>()
   private readonly scattered = new Map<string, { data: Uint8Array; replicas: number; stored: number }>()
   private readonly relays = new Map<number, Relay>()
+  private readonly datasets = new Datasets()
   private relaySeq = 1
   /** gathers whose holders are all disconnected (in their grace period): asked again when that resolves */
   private readonly deferredGathers = new Map<string, Set<string>>()
@@ -120,14 +132,18 @@ export class Coordinator {
   constructor(options: CoordinatorOptions = {}) {
     this.opts = {
       ...withDefaults({
-        workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean,
+        workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean,
         log: (_line: string): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken,
     }
     this.scheduler = new Scheduler({ validate: this.opts.validate, leaseMs: this.opts.leaseMs, sendAhead: this.opts.sendAhead })
     // leases are the scheduler's: it only needs to be told the time now and then
-    this.tickTimer = setInterval(() => { if (!this.closed) this.handle({ type: 'tick' }) }, Math.max(50, Math.min(1_000, this.opts.leaseMs / 4)))
+    this.tickTimer = setInterval(() => {
+      if (this.closed) return
+      this.handle({ type: 'tick' })
+      this.checkRelays()
+    }, Math.max(50, Math.min(1_000, this.opts.leaseMs / 4, this.opts.fetchTimeoutMs / 4)))
     ;(this.tickTimer as { unref?: () => void }).unref?.()
   }
 
@@ -275,7 +291,9 @@ export class Coordinator {
       const parsed = schema.safeParse(raw)
       if (!parsed.success) {
         const type = typeof (raw as { type?: unknown })?.type === 'string' ? String((raw as { type: string }).type).slice(0, 40) : '?'
-        this.refuse(p, { code: 'bad-message', message: `bad ${p.role} message "${type}": ${describeIssues(parsed.error)}` })
+        const message = `bad ${p.role} message "${type}": ${describeIssues(parsed.error)}`
+        this.refuse(p, { code: 'bad-message', message })
+        this.settleRefused(p, raw, message)
         if (!this.peers.get(id)?.conn) return
         continue
       }
@@ -286,6 +304,30 @@ export class Coordinator {
         // a bug or an impossible request: answer, count, never crash
         this.opts.log(`error handling ${(parsed.data as { type: string }).type} from ${p.name}: ${(err as Error).stack}`)
         this.refuse(p, toWireError(err, 'internal'))
+      }
+    }
+  }
+
+  /**
+   * A refused message must not leave a future pending: a worker's refused report on a
+   * task fails that attempt (the scheduler retries or errs it as for any failure), and
+   * the tasks of a client's refused submit or scatter err with the reason.
+   */
+  private settleRefused(p: Peer, raw: unknown, message: string): void {
+    if (typeof raw !== 'object' || raw === null) return
+    const m = raw as { type?: unknown; key?: unknown; attempt?: unknown; tasks?: unknown }
+    const isKey = (k: unknown): k is string => typeof k === 'string' && k.length > 0 && k.length <= LIMITS.key
+    if (p.role === 'worker') {
+      if ((m.type !== 'finished' && m.type !== 'erred' && m.type !== 'missing') || !isKey(m.key)) return
+      if (typeof m.attempt !== 'number' || !Number.isSafeInteger(m.attempt) || m.attempt < 0) return
+      const error: WireError = { code: 'task-error', message: `the worker's report on this run was refused by the coordinator (${message}), so the run counts as failed`, key: m.key }
+      this.handle({ type: 'task-erred', worker: p.id, key: m.key, attempt: m.attempt, error })
+    } else if (p.role === 'client') {
+      const keys = m.type === 'scatter' && isKey(m.key) ? [m.key]
+        : m.type === 'submit' && Array.isArray(m.tasks) ? m.tasks.slice(0, LIMITS.keys).map(t => (t as { key?: unknown } | null)?.key).filter(isKey)
+          : []
+      for (const key of keys) {
+        p.conn?.send({ type: 'key-state', key, state: 'erred', error: { code: 'bad-message', message: `the coordinator refused the message carrying ${key}: ${message}`, key } } satisfies ToClientMessage)
       }
     }
   }
@@ -340,6 +382,8 @@ export class Coordinator {
       case 'release': return this.handle({ type: 'release', client: c.id, keys: m.keys })
       case 'cancel': return this.handle({ type: 'cancel', client: c.id, keys: m.keys })
       case 'gather': return this.handle({ type: 'gather', client: c.id, keys: m.keys })
+      case 'fire-and-forget': return this.handle({ type: 'fire-and-forget', client: c.id, keys: m.keys })
+      case 'retry': return this.retry(c, m.keys)
       case 'request': return this.onRequest(c, m.id, m.op)
       default: {
         const never: never = m
@@ -348,11 +392,23 @@ export class Coordinator {
     }
   }
 
+  /** What the scheduler was told earlier in this frame must count before it is asked (a publish after its submit). */
+  private catchUp(): void {
+    if (!this.batch?.length) return
+    this.flushBatch()
+    this.batch = []
+  }
+
   private onRequest(c: ClientPeer, id: number, op: Extract<ClientMessage, { type: 'request' }>['op']): void {
+    this.catchUp()
     const reply = (value: unknown): void => c.conn?.send({ type: 'reply', id, ok: true, value } satisfies ToClientMessage)
+    const fail = (error: WireError): void => c.conn?.send({ type: 'reply', id, ok: false, error } satisfies ToClientMessage)
     switch (op.op) {
       case 'workers': return reply(this.workerSummaries())
       case 'upload-module': {
+        // the client checked too, but a client is not trusted to have
+        const syntax = moduleSyntaxError(op.source)
+        if (syntax !== undefined) return fail({ code: 'serialization', message: `module ${op.name} does not parse as an ES module: ${syntax}; nothing was uploaded` })
         this.modules.set(op.name, op.source)
         for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source } satisfies ToWorkerMessage)
         return reply(true)
@@ -360,11 +416,84 @@ export class Coordinator {
       case 'story': return reply(this.scheduler.story(op.key))
       case 'who-has': return reply(Object.fromEntries(op.keys.map(k => [k, this.scheduler.whoHas(k)])))
       case 'status': return reply(Object.fromEntries(op.keys.map(k => [k, this.scheduler.taskStatus(k) ?? 'forgotten'])))
+      case 'close':
+        reply(true)
+        return this.clientClosed(c)
+      case 'publish-dataset': {
+        if (!this.scheduler.wantedBy(op.key).includes(c.id)) {
+          return fail({ code: 'not-found', message: `cannot publish ${op.key} as ${op.name}: this client holds no future to it (it was released, or never submitted)`, key: op.key })
+        }
+        const r = this.datasets.publish(op.name, op.key, op.override === true)
+        if ('error' in r) return fail(r.error)
+        for (const e of r.events) this.handle(e)
+        return reply(true)
+      }
+      case 'get-dataset': {
+        const key = this.datasets.get(op.name)
+        if (key === undefined) return fail({ code: 'not-found', message: `no dataset named ${op.name} (see listDatasets())` })
+        // the reply goes first: the client makes its future, then hears the key's state
+        reply({ key })
+        return this.handle({ type: 'want', client: c.id, keys: [key] })
+      }
+      case 'list-datasets': return reply(this.datasets.names())
+      case 'unpublish-dataset': {
+        const events = this.datasets.unpublish(op.name)
+        if (events === undefined) return fail({ code: 'not-found', message: `no dataset named ${op.name} (see listDatasets())` })
+        for (const e of events) this.handle(e)
+        return reply(true)
+      }
       default: {
         const never: never = op
         throw new Error(`unknown request ${(never as { op: string }).op}`)
       }
     }
+  }
+
+  /**
+   * `future.retry()`: the erred keys run again, each after the erred tasks it depends on
+   * (read from its stored arguments: an erred task no longer links its dependencies).
+   */
+  private retry(c: ClientPeer, keys: string[]): void {
+    this.catchUp()
+    const order: { key: string; deps: string[] }[] = []
+    const seen = new Set<string>()
+    // depth-first, dependencies before dependents, without recursion (chains can be long)
+    const stack: { key: string; deps: string[] | undefined }[] = []
+    for (const root of keys) {
+      if (seen.has(root)) continue
+      seen.add(root)
+      stack.push({ key: root, deps: undefined })
+      while (stack.length > 0 && order.length < LIMITS.keys) {
+        const top = stack[stack.length - 1]!
+        if (top.deps === undefined) {
+          const stored = this.tasks.get(top.key)
+          const deps = new Set<string>()
+          if (stored && this.scheduler.taskStatus(top.key) === 'erred') {
+            try { decodeValue(stored.args, k => { deps.add(k); return null }) } catch { /* its deps stay unknown: it errs again, saying so */ }
+          }
+          top.deps = [...deps]
+          let pushed = false
+          for (const d of top.deps) {
+            if (seen.has(d) || this.scheduler.taskStatus(d) !== 'erred') continue
+            seen.add(d)
+            stack.push({ key: d, deps: undefined })
+            pushed = true
+          }
+          if (pushed) continue
+        }
+        stack.pop()
+        order.push({ key: top.key, deps: top.deps })
+      }
+    }
+    if (order.length) this.handle({ type: 'retry', client: c.id, tasks: order })
+  }
+
+  /** The client said goodbye: everything it sent before is handled; it wants nothing more, so no grace period. */
+  private clientClosed(c: ClientPeer): void {
+    this.peers.delete(c.id)
+    c.conn = undefined
+    this.opts.log(`client ${c.name} closed`)
+    this.handle({ type: 'client-removed', client: c.id })
   }
 
   /** What `client.workers()` returns. */
@@ -423,7 +552,7 @@ export class Coordinator {
         if (!r || r.holder !== w.id) return
         w.joiner.drop(`relay:${m.id}`)
         this.handle({ type: 'data-lost', worker: w.id, keys: [m.key] })
-        this.retryRelay(m.id, m.error)
+        this.retryRelay(m.id, m.error, true)
         return
       }
       case 'status': {
@@ -454,7 +583,7 @@ export class Coordinator {
     const holder = holders[0]!
     const rid = this.relaySeq++
     tried.add(holder)
-    this.relays.set(rid, { key, holder, tried, to })
+    this.relays.set(rid, { key, holder, tried, to, at: this.opts.now() })
     ;(this.peers.get(holder) as WorkerPeer).conn!.send({ type: 'fetch', id: rid, key } satisfies ToWorkerMessage)
   }
 
@@ -463,6 +592,7 @@ export class Coordinator {
     const r = this.relays.get(m.id)
     if (!r || r.holder !== w.id) return
     const last = (m.parts ?? 1) <= 1 || m.part === (m.parts ?? 1) - 1
+    r.at = this.opts.now()
     this.metrics.bytesRelayed += m.data.byteLength
     const parts: { part?: number; parts?: number; total?: number } = {}
     if (m.parts !== undefined) { parts.part = m.part ?? 0; parts.parts = m.parts; parts.total = m.total ?? 0 }
@@ -479,20 +609,54 @@ export class Coordinator {
     if (last) this.relays.delete(m.id)
   }
 
-  private retryRelay(rid: number, error: WireError): void {
+  /**
+   * Holders that did not answer a fetch in time (a frozen tab, a lost message) are taken
+   * to have lost the data: the scheduler hears data-lost (and recomputes it if no other
+   * copy is left), the holder is told to drop it, and the requester is served another way.
+   */
+  private checkRelays(): void {
+    if (this.relays.size === 0) return
+    const now = this.opts.now()
+    const late: number[] = []
+    for (const [rid, r] of this.relays) if (now - r.at >= this.opts.fetchTimeoutMs) late.push(rid)
+    if (late.length === 0) return
+    // one batch: a gather asked again goes with the data-lost, so the recomputation
+    // pushes its result back instead of waiting to be fetched
+    if (this.batch !== null) { this.expireRelays(late); return }
+    this.batch = []
+    try { this.expireRelays(late) } finally { this.flushBatch() }
+  }
+
+  private expireRelays(late: number[]): void {
+    for (const rid of late) {
+      const r = this.relays.get(rid)
+      if (!r) continue
+      const holder = this.peers.get(r.holder)
+      this.opts.log(`worker ${holder?.name ?? r.holder} did not answer a fetch of ${r.key} within ${this.opts.fetchTimeoutMs} ms`)
+      holder?.joiner.drop(`relay:${rid}`)
+      holder?.conn?.send({ type: 'free', keys: [r.key] } satisfies ToWorkerMessage)
+      this.handle({ type: 'data-lost', worker: r.holder, keys: [r.key] })
+      this.retryRelay(rid, { code: 'lost-data', message: `no holder of ${r.key} answered within ${this.opts.fetchTimeoutMs} ms`, key: r.key }, true)
+    }
+  }
+
+  private retryRelay(rid: number, error: WireError, regather = false): void {
     const r = this.relays.get(rid)
     if (!r) return
     this.relays.delete(rid)
     const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
     if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
-    else this.relayFailed(rid, error, r)
+    else this.relayFailed(rid, error, r, regather)
   }
 
-  private relayFailed(rid: number, error: WireError, r = this.relays.get(rid)): void {
+  /** `regather`: the holders lost the data (not just disconnected), so a client's gather is asked again at once: it is recomputed, or lost. */
+  private relayFailed(rid: number, error: WireError, r = this.relays.get(rid), regather = false): void {
     if (!r) return
     this.relays.delete(rid)
     if (r.to.kind === 'worker') {
       this.peers.get(r.to.worker)?.conn?.send({ type: 'data-error', id: r.to.id, key: r.key, error } satisfies ToWorkerMessage)
+    } else if (r.to.kind === 'client' && regather) {
+      if (this.peers.get(r.to.client)?.conn) this.handle({ type: 'gather', client: r.to.client, keys: [r.key] })
     } else if (r.to.kind === 'client') {
       // the scheduler recomputes it or declares it lost (the client hears a key-state);
       // ask again once the failed holder is back or gone
@@ -589,9 +753,11 @@ export class Coordinator {
         return
       }
       case 'move-data': {
-        const from = this.peers.get(c.from)
-        if (!from?.conn) return
-        this.startRelay(c.key, [c.from], { kind: 'move', worker: c.to })
+        // the scheduler's choice first, else any holder that is connected: a source in
+        // its grace period would leave the copy (a replica, a hand-off) waiting for nothing
+        const holders = [c.from, ...this.scheduler.whoHas(c.key).filter(h => h !== c.from)].filter(h => h !== c.to && this.peers.get(h)?.conn)
+        if (!holders.length) return
+        this.startRelay(c.key, holders, { kind: 'move', worker: c.to })
         return
       }
       case 'key-state': {

@@ -21,6 +21,8 @@ export interface MemoryClusterOptions {
   leaseMs?: number
   /** ms between the worker's heartbeats (the runtime's heartbeatMs). Default 1 s. */
   heartbeatMs?: number
+  /** the threads do not keep the host process alive (Node: a script that never closes its client still exits) */
+  unref?: boolean
 }
 
 export interface MemoryCluster {
@@ -40,7 +42,7 @@ export function startMemoryCluster(o: MemoryClusterOptions): MemoryCluster {
     return side
   }
   // the runtime renews the worker's leases itself, so tasks longer than a lease run to their end
-  const runtime = new WorkerRuntime({ nprocs: o.workers, nthreads: o.threads, spawn: o.spawn, hardCancel: o.hardCancel ?? false, ...(o.heartbeatMs === undefined ? {} : { heartbeatMs: o.heartbeatMs }) })
+  const runtime = new WorkerRuntime({ nprocs: o.workers, nthreads: o.threads, spawn: o.spawn, hardCancel: o.hardCancel ?? false, unref: o.unref ?? false, ...(o.heartbeatMs === undefined ? {} : { heartbeatMs: o.heartbeatMs }) })
   runtime.attach(join<WorkerMessage, ToWorkerMessage>({ role: 'worker', kind: o.kind, slots: o.workers * o.threads, name: 'local' }, 'local-worker'))
   const link = join<ClientMessage, ToClientMessage>({ role: 'client', name: 'local' }, 'local-client')
   let down = false

@@ -26,6 +26,8 @@ export interface ThreadHandle {
   onExit(cb: (reason: string) => void): void
   /** stops the thread; may return a promise that settles once it is gone */
   terminate(): void | Promise<unknown>
+  /** lets the host process exit while the thread lives (Node; see RuntimeOptions.unref) */
+  unref?(): void
 }
 
 export interface RuntimeOptions {
@@ -47,6 +49,12 @@ export interface RuntimeOptions {
   hardCancel?: boolean
   /** check the state machine's invariants after every event (tests) */
   validate?: boolean
+  /**
+   * Threads and their ports do not keep the host process alive (Node): for
+   * `Client.local`, where the client keeps the process alive while someone waits on it.
+   * Default false.
+   */
+  unref?: boolean
 }
 
 /** One thread's I/O side; its state lives in the machine. */
@@ -69,6 +77,33 @@ type StatusChange = LinkStatus | { state: 'welcome'; id: string; resumed: boolea
 
 const now = (): number => performance.now()
 
+/** Callbacks whose comlink port must not keep the host process alive (RuntimeOptions.unref). */
+const unrefProxies = new WeakSet<object>()
+
+/**
+ * Marks a `Comlink.proxy` so that the port comlink makes for it, on this side, is
+ * unref'd. Comlink makes that port inside its transfer handler, out of reach, so its
+ * 'proxy' handler is wrapped (once): unmarked proxies are serialized exactly as before.
+ */
+function unrefWhenSent(proxy: object): void {
+  unrefProxies.add(proxy)
+  const handler = Comlink.transferHandlers.get('proxy') as Comlink.TransferHandler<object, unknown> & { unrefs?: true }
+  if (handler.unrefs) return
+  const wrapped: Comlink.TransferHandler<object, unknown> & { unrefs: true } = {
+    unrefs: true,
+    canHandle: handler.canHandle,
+    deserialize: handler.deserialize,
+    serialize(obj) {
+      if (!unrefProxies.has(obj)) return handler.serialize(obj)
+      const { port1, port2 } = new MessageChannel()
+      Comlink.expose(obj, port1 as unknown as Comlink.Endpoint)
+      ;(port1 as { unref?: () => void }).unref?.()
+      return [port2, [port2] as unknown as ReturnType<typeof handler.serialize>[1]]
+    },
+  }
+  Comlink.transferHandlers.set('proxy', wrapped)
+}
+
 export class WorkerRuntime {
   /** the worker's state; read it, never change it (feed events instead) */
   readonly state: WorkerState
@@ -83,6 +118,7 @@ export class WorkerRuntime {
   private readonly spawnThread: () => ThreadHandle
   private readonly nthreads: number
   private readonly threadInit: ((index: number) => Record<string, unknown>) | undefined
+  private readonly unref: boolean
   private link: Link<WorkerMessage, ToWorkerMessage> | undefined
   private pending: WorkerEvent[] = []
   private feeding = false
@@ -107,6 +143,7 @@ export class WorkerRuntime {
     this.callTimeout = callTimeout
     this.log = options.log ?? (() => {})
     this.spawnThread = options.spawn
+    this.unref = options.unref === true
     this.nthreads = options.nthreads
     this.threadInit = options.threadInit
     const ws: ConstructorParameters<typeof WorkerState>[0] = {
@@ -451,6 +488,11 @@ export class WorkerRuntime {
     channel.port1.start?.()
     const extra = this.threadInit?.(slot) ?? {}
     const onEvents = Comlink.proxy((events: ExecEvent[]) => this.onExecEvents(t, events))
+    if (this.unref) {
+      handle.unref?.()
+      ;(channel.port1 as { unref?: () => void }).unref?.()
+      unrefWhenSent(onEvents)
+    }
     // no timeout here: the machine replaces a thread that does not start in time
     t.started = this.call(t, 'init', async () => {
       await api.init(onEvents, this.nthreads, extra)

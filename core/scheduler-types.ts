@@ -70,6 +70,19 @@ export type SchedulerEvent =
    * get no new tasks until they speak again.
    */
   | { type: 'tick' }
+  /** The client now holds futures to these existing keys (a dataset it got, say): it wants them and hears their state; unknown keys are 'lost' to it. */
+  | { type: 'want'; client: string; keys: string[] }
+  /** Keys the client holds must run to the end even if every client lets go (Dask's fire_and_forget): released once in memory or erred. */
+  | { type: 'fire-and-forget'; client: string; keys: string[] }
+  /**
+   * Run erred tasks again (`future.retry()`), in order: a task's erred dependencies come
+   * before it. `deps` are the task's dependency keys (an erred task no longer links them).
+   * Keys not erred just get their state told again.
+   */
+  | { type: 'retry'; client: string; tasks: { key: string; deps: string[] }[] }
+
+/** The wanter that holds fire-and-forget tasks until they are done (not a real client). */
+export const FIRE_AND_FORGET = 'fire-and-forget'
 
 /** Every event may carry these. */
 export interface EventMeta { /** ms since epoch (or any monotonic ms) */ now?: number; /** stimulus id for stories, e.g. 'submit-42' */ stimulus?: string }

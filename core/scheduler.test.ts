@@ -833,6 +833,8 @@ class Sim {
   readonly wanted = new Map<string, Set<string>>()
   readonly last = new Map<string, string>() // client|key → last key-state
   readonly inbox: Ev[] = []
+  /** dependency keys of every task submitted (what the coordinator reads from a task's arguments to retry it) */
+  readonly depsOf = new Map<string, string[]>()
   nextWorker = 0
   nextKey = 0
   constructor(readonly rnd: () => number, sendAhead = true) {
@@ -939,6 +941,12 @@ class Sim {
       return
     }
     if (mode === 'ok') {
+      // copies fetched from other workers are kept, and said so (sometimes late)
+      for (const d of r.deps) {
+        if (w.data.has(d.key) || this.rnd() < 0.5) continue
+        w.data.add(d.key)
+        this.inbox.push({ type: 'data-added', worker: w.id, key: d.key, nbytes: d.nbytes })
+      }
       w.data.add(key)
       const digest = w.honest ? `h-${key}` : `x-${Math.floor(this.rnd() * 3)}`
       this.inbox.push({ type: 'task-finished', worker: w.id, key, attempt: r.attempt, nbytes: Math.floor(this.rnd() * 1e6), ms: this.rnd() * 20, digest })
@@ -977,7 +985,7 @@ class Sim {
       }
       let set = this.wanted.get(client)
       if (!set) this.wanted.set(client, set = new Set())
-      for (const t of tasks) set.add(t.key)
+      for (const t of tasks) { set.add(t.key); if (!this.depsOf.has(t.key)) this.depsOf.set(t.key, t.deps) }
       this.feed({ type: 'submit', client, tasks })
     } else if (r < 0.16) {
       const k = this.pick(this.knownKeys(client))
@@ -1014,6 +1022,27 @@ class Sim {
     } else if (r < 0.36) {
       const id = this.pick(ids)
       if (id) this.feed({ type: 'worker-seen', worker: id })
+    } else if (r < 0.37) {
+      const k = this.pick(this.knownKeys(client))
+      if (k) this.feed({ type: 'fire-and-forget', client, keys: [k] })
+    } else if (r < 0.385) {
+      // retry an erred key, its erred dependencies first (as the coordinator orders them), or alone
+      const k = this.pick(this.knownKeys(client).filter(x => this.s.taskStatus(x) === 'erred'))
+      if (k) {
+        const deps = this.depsOf.get(k) ?? []
+        const first = this.rnd() < 0.7 ? deps.filter(d => this.s.taskStatus(d) === 'erred') : []
+        this.feed({ type: 'retry', client, tasks: [...first.map(d => ({ key: d, deps: this.depsOf.get(d) ?? [] })), { key: k, deps }] })
+      }
+    } else if (r < 0.395) {
+      // a client picks up a key another holds (a dataset it got)
+      const other = this.pick(clients.filter(c => c !== client))!
+      const k = this.pick(this.knownKeys(other))
+      if (k && this.s.taskStatus(k) !== undefined) {
+        let set = this.wanted.get(client)
+        if (!set) this.wanted.set(client, set = new Set())
+        set.add(k)
+        this.feed({ type: 'want', client, keys: [k] })
+      }
     } else if (r < 0.7) {
       const w = this.workers.get(this.pick(ids) ?? '')
       const k = w && this.pick([...w.running.keys()])
@@ -1050,6 +1079,133 @@ class Sim {
     throw new Error('the grid did not settle')
   }
 }
+
+describe('futures as a Dask user expects', () => {
+  it('counts a copy a worker kept after fetching it as a dependency: a replicas-2 scatter survives losing both put holders', () => {
+    const s = sched()
+    for (const w of ['w1', 'w2', 'w3', 'w4']) addW(s, w)
+    submit(s, 'c', spec('s', { fn: null, redundancy: 2 }))
+    s.handle({ type: 'data-added', worker: 'w1', key: 's', nbytes: 10 })
+    s.handle({ type: 'data-added', worker: 'w2', key: 's', nbytes: 10 })
+    // w3 fetched s for a task and kept it (the worker says 'stored', which is data-added)
+    expect(s.handle({ type: 'data-added', worker: 'w3', key: 's', nbytes: 10 })).toEqual([])
+    expect(s.whoHas('s')).toEqual(['w1', 'w2', 'w3'])
+    expect(s.story('s').at(-1)).toMatchObject({ worker: 'w3', note: 'kept a copy fetched as a dependency' })
+    // both workers the value was put on die: the copy on w3 keeps it, and it is copied again
+    expect(s.handle({ type: 'worker-removed', worker: 'w1', reason: 'disconnected' })).toEqual([])
+    expect(s.handle({ type: 'worker-removed', worker: 'w2', reason: 'disconnected' })).toEqual([{ type: 'move-data', key: 's', from: 'w3', to: 'w4' }])
+    expect(s.taskStatus('s')).toBe('memory')
+    // and it is freed with the rest when released
+    expect(ofType(s.handle({ type: 'release', client: 'c', keys: ['s'] }), 'free-keys').map(c => c.worker).sort()).toEqual(['w3'])
+  })
+
+  it('a copy reported for a key not in memory is freed', () => {
+    const s = sched()
+    addW(s, 'w1')
+    addW(s, 'w2')
+    submit(s, 'c', spec('x'))
+    expect(s.handle({ type: 'data-added', worker: 'w2', key: 'x', nbytes: 8 })).toEqual([{ type: 'free-keys', worker: 'w2', keys: ['x'] }])
+  })
+
+  it('want: a client gets to hold an existing key and hears its state; an unknown key is lost to it', () => {
+    const s = sched()
+    addW(s, 'w1')
+    submit(s, 'a', spec('x'), spec('y'))
+    fin(s, 'w1', 'x', 1)
+    expect(s.handle({ type: 'want', client: 'b', keys: ['x', 'y', 'nope'] })).toEqual([
+      memoryState('x', ['b']),
+      { type: 'key-state', clients: ['b'], key: 'nope', state: 'lost', error: { code: 'lost-data', message: 'nope is no longer on the grid (released by everyone who held it)', key: 'nope' } },
+    ])
+    expect(s.wantedBy('y')).toEqual(['a', 'b'])
+    // a's release leaves the keys b holds
+    s.handle({ type: 'release', client: 'a', keys: ['x', 'y'] })
+    expect(s.taskStatus('x')).toBe('memory')
+    expect(fin(s, 'w1', 'y', 2)).toEqual([memoryState('y', ['b'])])
+  })
+
+  it('fire-and-forget: a task keeps running after its client lets go, then is released once done', () => {
+    const s = sched()
+    addW(s, 'w1')
+    submit(s, 'c', spec('a'), spec('b', { deps: ['a'] }), spec('z'))
+    expect(s.handle({ type: 'fire-and-forget', client: 'c', keys: ['b'] })).toEqual([])
+    // another client cannot fire-and-forget what it does not hold
+    s.handle({ type: 'fire-and-forget', client: 'other', keys: ['z'] })
+    // the client goes: b (and a, which b needs) go on; z, which nobody wants, is cancelled
+    expect(s.handle({ type: 'client-removed', client: 'c' })).toEqual([
+      { type: 'cancel-task', worker: 'w1', key: 'z', attempt: 2 },
+      { type: 'forget', key: 'z' },
+    ])
+    expect([s.taskStatus('a'), s.taskStatus('b')]).toEqual(['processing', 'waiting'])
+    expect(assigned(fin(s, 'w1', 'a', 1))).toEqual([['w1', 'b', 3]])
+    // b is done: nothing holds it any more, so it and a are forgotten and their data freed
+    expect(fin(s, 'w1', 'b', 3)).toEqual([
+      { type: 'forget', key: 'b' },
+      { type: 'forget', key: 'a' },
+      { type: 'free-keys', worker: 'w1', keys: ['b', 'a'] },
+    ])
+    expect(s.counts()).toMatchObject({ memory: 0, processing: 0, waiting: 0 })
+  })
+
+  it('fire-and-forget: a task that fails is forgotten; one a client still holds stays', () => {
+    const s = sched()
+    addW(s, 'w1', 2)
+    submit(s, 'c', spec('x'), spec('y'))
+    s.handle({ type: 'fire-and-forget', client: 'c', keys: ['x', 'y'] })
+    s.handle({ type: 'release', client: 'c', keys: ['x'] })
+    expect(s.handle({ type: 'task-erred', worker: 'w1', key: 'x', attempt: 1, error: { code: 'task-error', message: 'boom' } })).toEqual([{ type: 'forget', key: 'x' }])
+    expect(fin(s, 'w1', 'y', 2)).toEqual([memoryState('y', ['c'])])
+    expect(s.wantedBy('y')).toEqual(['c'])
+  })
+
+  it('retry: an erred task runs again with a new attempt, its erred dependency first', () => {
+    const s = sched()
+    addW(s, 'w1')
+    submit(s, 'c', spec('a'), spec('b', { deps: ['a'] }))
+    s.handle({ type: 'task-erred', worker: 'w1', key: 'a', attempt: 1, error: { code: 'task-error', message: 'flaky' } })
+    expect([s.taskStatus('a'), s.taskStatus('b')]).toEqual(['erred', 'erred'])
+    // the coordinator sends the erred dependencies first, with each task's dependency keys
+    expect(s.handle({ type: 'retry', client: 'c', tasks: [{ key: 'a', deps: [] }, { key: 'b', deps: ['a'] }] })).toEqual([assign('w1', 'a', 2)])
+    expect([s.taskStatus('a'), s.taskStatus('b')]).toEqual(['processing', 'waiting'])
+    expect(s.story('a').at(-2)).toMatchObject({ from: 'erred', to: 'queued', note: 'retried by c' })
+    expect(assigned(fin(s, 'w1', 'a', 2))).toEqual([['w1', 'b', 3]])
+    expect(fin(s, 'w1', 'b', 3)).toEqual([memoryState('b', ['c'])])
+  })
+
+  it('retry: a dependency that is gone or still erred errs the task again, saying why; other keys get their state told', () => {
+    const s = sched()
+    addW(s, 'w1')
+    submit(s, 'c', spec('a'), spec('b', { deps: ['a'] }), spec('m'))
+    s.handle({ type: 'task-erred', worker: 'w1', key: 'a', attempt: 1, error: { code: 'task-error', message: 'boom' } })
+    fin(s, 'w1', 'm', 2)
+    // b alone: its dependency a is still erred
+    expect(s.handle({ type: 'retry', client: 'c', tasks: [{ key: 'b', deps: ['a'] }] })).toEqual([
+      { type: 'key-state', clients: ['c'], key: 'b', state: 'erred', error: { code: 'task-error', message: 'dependency a failed: boom', key: 'a' } },
+    ])
+    // a released by its client is forgotten: b cannot run again
+    s.handle({ type: 'release', client: 'c', keys: ['a'] })
+    expect(s.handle({ type: 'retry', client: 'c', tasks: [{ key: 'b', deps: ['a'] }] })).toEqual([
+      { type: 'key-state', clients: ['c'], key: 'b', state: 'erred', error: { code: 'lost-data', message: 'cannot retry b: its dependency a is no longer on the grid (keep the futures of failed dependencies to retry them)', key: 'b' } },
+    ])
+    // a key in memory, and a key nobody knows
+    expect(s.handle({ type: 'retry', client: 'c', tasks: [{ key: 'm', deps: [] }, { key: 'gone', deps: [] }] })).toEqual([
+      memoryState('m', ['c']),
+      { type: 'key-state', clients: ['c'], key: 'gone', state: 'lost', error: { code: 'lost-data', message: 'gone is no longer on the grid: submit it again', key: 'gone' } },
+    ])
+  })
+
+  it('retry gives a task that killed its workers another chance, and is refused for another client', () => {
+    const s = sched()
+    for (const w of ['w1', 'w2', 'w3', 'w4']) addW(s, w)
+    submit(s, 'c', spec('x'))
+    // it runs on w1, then w2, then w3, and each dies under it
+    for (const w of ['w1', 'w2', 'w3']) s.handle({ type: 'worker-removed', worker: w, reason: 'disconnected' })
+    expect(s.taskStatus('x')).toBe('erred')
+    const refused = s.handle({ type: 'retry', client: 'intruder', tasks: [{ key: 'x', deps: [] }] })
+    expect(refused).toEqual([{ type: 'key-state', clients: ['intruder'], key: 'x', state: 'erred', error: expect.objectContaining({ code: 'killed-worker' }) }])
+    expect(s.taskStatus('x')).toBe('erred')
+    expect(assigned(s.handle({ type: 'retry', client: 'c', tasks: [{ key: 'x', deps: [] }] }))).toEqual([['w4', 'x', 4]])
+  })
+})
 
 describe('fuzz', () => {
   // FUZZ_SEEDS=500 runs more seeds (slow); the default covers a few.

@@ -25,7 +25,7 @@
  * s.handle({ type: 'task-finished', worker: 'w1', key: 'inc-1', attempt: 1, nbytes: 8, ms: 1 })
  * // → [{ type: 'key-state', clients: ['c1'], key: 'inc-1', state: 'memory', nbytes: 8 }]
  */
-import type { AssignedTask, Command, EventMeta, GroupCounts, SchedulerEvent, SchedulerOptions, StoryEntry, TaskSpec, TaskStatus, WorkerInfo } from './scheduler-types.js'
+import { FIRE_AND_FORGET, type AssignedTask, type Command, type EventMeta, type GroupCounts, type SchedulerEvent, type SchedulerOptions, type StoryEntry, type TaskSpec, type TaskStatus, type WorkerInfo } from './scheduler-types.js'
 import type { WireError } from '../shared/errors.js'
 import { ClientState, NO_TASKS, Redundancy, TaskState, WorkerState, addWanter, hasWanter, isActive, removeWanter, wanterList, EMA_WEIGHT, CAPACITY_HYSTERESIS, MIN_AVG_MS, NO_INFO, NO_KEYS, int, type Attempt, type Entry, type Status, type ResolvedOptions, type Info, type Move } from './scheduler-state.js'
 import { TaskQueue } from './scheduler-queue.js'
@@ -166,6 +166,9 @@ export class Scheduler {
       case 'data-added': this.onDataAdded(event.worker, event.key, event.nbytes); break
       case 'worker-seen': this.onWorkerSeen(event.worker); break
       case 'tick': this.onTick(); break
+      case 'want': this.onWant(event.client, event.keys); break
+      case 'fire-and-forget': this.onFireAndForget(event.client, event.keys); break
+      case 'retry': this.onRetry(event.client, event.tasks); break
       default: {
         const never: never = event
         throw new Error(`unknown scheduler event ${JSON.stringify((never as { type?: unknown }).type)}`)
@@ -425,6 +428,83 @@ export class Scheduler {
         const g = (t.gatherers ??= [])
         if (!g.includes(client)) g.push(client)
       }
+    }
+  }
+
+  /** Tells a client a key's state if it is final (memory or erred); otherwise it hears when it gets there. */
+  private tell(t: TaskState, client: string): void {
+    if (t.status === 'memory') this.out.push({ type: 'key-state', clients: [client], key: t.key, state: 'memory', nbytes: t.nbytes })
+    else if (t.status === 'erred') this.out.push(this.errorState(t, [client]))
+  }
+
+  private onWant(clientId: string, keys: readonly string[]): void {
+    const c = this.client(clientId)
+    for (const k of keys) {
+      const t = this.tasks.get(k)
+      if (t === undefined || t.status === 'new') {
+        this.out.push({ type: 'key-state', clients: [clientId], key: k, state: 'lost', error: { code: 'lost-data', message: `${k} is no longer on the grid (released by everyone who held it)`, key: k } })
+        continue
+      }
+      if (this.want(t, c) && t.status === 'released') this.todo.push(t)
+      this.tell(t, clientId)
+    }
+  }
+
+  private onFireAndForget(client: string, keys: readonly string[]): void {
+    const faf = this.client(FIRE_AND_FORGET)
+    for (const k of keys) {
+      const t = this.tasks.get(k)
+      // only what this client holds, and only work still to do
+      if (t === undefined || !hasWanter(t, client) || !isActive(t.status)) continue
+      if (this.want(t, faf)) record(this, t, t.status, t.status as TaskStatus, undefined, `fire-and-forget by ${client}`)
+    }
+  }
+
+  /** A fire-and-forget task is done: nothing holds it for its own sake any more. */
+  private fireAndForgetDone(t: TaskState): void {
+    if (t.wanters === null || !hasWanter(t, FIRE_AND_FORGET)) return
+    this.unwant(t, FIRE_AND_FORGET)
+    this.todo.push(t)
+  }
+
+  private onRetry(client: string, tasks: readonly { key: string; deps: readonly string[] }[]): void {
+    for (const { key, deps } of tasks) {
+      const t = this.tasks.get(key)
+      if (t === undefined || t.status === 'new') {
+        this.out.push({ type: 'key-state', clients: [client], key, state: 'lost', error: { code: 'lost-data', message: `${key} is no longer on the grid: submit it again`, key } })
+        continue
+      }
+      // scattered data has no lineage to run again; another client's key is not ours to retry
+      if (t.status !== 'erred' || t.fn === null || !hasWanter(t, client)) { this.tell(t, client); continue }
+      let error: WireError | null = null
+      const ds: TaskState[] = []
+      for (const k of deps) {
+        const d = this.tasks.get(k)
+        if (d === undefined || d.status === 'new' || d === t) {
+          error = { code: 'lost-data', message: `cannot retry ${key}: its dependency ${k} is no longer on the grid (keep the futures of failed dependencies to retry them)`, key }
+          break
+        }
+        if (d.status === 'erred') { error = this.derive(d); break }
+        if (!ds.includes(d)) ds.push(d)
+      }
+      if (error !== null) {
+        t.error = error
+        record(this, t, 'erred', 'erred', undefined, `retry refused: ${error.message}`)
+        this.out.push(this.errorState(t, wanterList(t)))
+        continue
+      }
+      t.error = null
+      t.failures = 0
+      if (t.redundant !== null) t.redundant = new Redundancy()
+      let notReady = 0
+      if (ds.length > 0) {
+        t.deps = ds
+        for (const d of ds) {
+          ;(d.dependents ??= new Set()).add(t)
+          if (d.status !== 'memory') notReady++
+        }
+      }
+      this.transition(t, notReady > 0 ? 'waiting' : 'queued', { note: `retried by ${client}` })
     }
   }
 
@@ -745,7 +825,16 @@ export class Scheduler {
       if (w.retiring) handoffIfSole(this, w, t)
       return
     }
-    if (!t.holders?.includes(w)) this.freeKey(w, key)
+    if (t.holders?.includes(w)) return
+    if (t.status === 'memory') this.addFetchedCopy(t, w)
+    else this.freeKey(w, key)
+  }
+
+  /** A worker kept a copy it fetched as a dependency: one more holder (a replica, for scattered data), as in Dask. */
+  private addFetchedCopy(t: TaskState, w: WorkerState): void {
+    this.addHolder(t, w)
+    record(this, t, 'memory', 'memory', w.id, 'kept a copy fetched as a dependency')
+    if (t.fn === null) replicate(this, t)
   }
 
   /** A run was lost with its worker (counts) or given up (does not count). */
@@ -1002,6 +1091,8 @@ export class Scheduler {
     },
     erred: {
       forgotten: Scheduler.prototype.erredToForgotten,
+      waiting: Scheduler.prototype.toActive,
+      queued: Scheduler.prototype.toActive,
     },
   }
 
@@ -1205,6 +1296,7 @@ export class Scheduler {
   }
 
   enteredMemory(t: TaskState): void {
+    this.fireAndForgetDone(t)
     if (t.dependents !== null) {
       for (const d of t.dependents) {
         if (!isActive(d.status)) continue
@@ -1235,6 +1327,7 @@ export class Scheduler {
   }
 
   announceError(t: TaskState): void {
+    this.fireAndForgetDone(t)
     const clients = wanterList(t)
     if (clients.length > 0) this.out.push(this.errorState(t, clients))
     t.gatherers = null

@@ -142,7 +142,11 @@ describe('WorkerState: dependencies', () => {
     expect(h.on(assign('y2', 1, { deps: [dep('x', 100)] }))).toEqual([])
     const data = new Uint8Array(100)
     expect(h.on({ type: 'fetched', key: 'x', data })).toEqual([{ type: 'put-into-thread', thread: 1, key: 'x', data }])
-    expect(h.on({ type: 'put-done', thread: 1, key: 'x', nbytes: 100 })).toEqual([run(1, [exec('y', 1, { deps: ['x'] })], F)])
+    // the copy is kept, and said so: the scheduler counts this worker as a holder of x (as Dask does)
+    expect(h.on({ type: 'put-done', thread: 1, key: 'x', nbytes: 100 })).toEqual([
+      { type: 'send', msg: { type: 'stored', key: 'x', nbytes: 100 } },
+      run(1, [exec('y', 1, { deps: ['x'] })], F),
+    ])
     expect(h.on(finished(1, 'y'))).toEqual([finishedMsg('y'), run(1, [exec('y2', 1, { deps: ['x'] })])])
   })
 

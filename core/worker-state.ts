@@ -726,6 +726,8 @@ export class WorkerState {
     d.fetch = 'no'
     if (d.holders.length !== 0 || d.landing !== null || d.bytes !== null) return
     d.bytes = bytes
+    // a copy from another worker: once it lands, the scheduler counts this worker as a holder (and frees it with the rest)
+    d.stored = true
     this.place(d)
   }
 

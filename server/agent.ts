@@ -48,6 +48,7 @@ export function spawnThread(): ThreadHandle {
     endpoint: nodeEndpoint(worker) as Comlink.Endpoint,
     onExit: cb => { exitCbs.push(cb) },
     terminate: () => worker.terminate(),
+    unref: () => worker.unref(),
   }
 }
 

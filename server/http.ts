@@ -127,16 +127,20 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       close: () => { outbox.flush(); setImmediate(() => socket.disconnect(true)) },
     }
     const peerId = coordinator.accept(conn, socket.data.hello)
-    socket.on('frame', (frame: unknown) => {
+    // Frames are read in a catch-all listener, which socket.io calls as the packet
+    // arrives: `socket.on(event)` listeners run a tick later and only if the socket is
+    // still connected, so a frame a peer sent just before closing would be dropped.
+    socket.onAny((event: string, frame: unknown) => {
+      if (event !== 'frame') {
+        coordinator.refuse(peerId, { code: 'bad-message', message: `unknown event "${String(event).slice(0, 40)}": send frames only` })
+        return
+      }
       let msgs: unknown[]
       try { msgs = decodeFrame(frame) } catch (err) {
         coordinator.refuse(peerId, { code: 'bad-message', message: (err as Error).message })
         return
       }
       coordinator.receive(peerId, msgs)
-    })
-    socket.onAny((event: string) => {
-      if (event !== 'frame') coordinator.refuse(peerId, { code: 'bad-message', message: `unknown event "${String(event).slice(0, 40)}": send frames only` })
     })
     socket.on('disconnect', reason => {
       outbox.close()

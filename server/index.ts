@@ -15,7 +15,8 @@ import { startLocalCluster } from './local.js'
 setLocalClusterFactory(opts => startLocalCluster(opts))
 
 export { Client, setLocalClusterFactory }
-export { Future, asCompleted, wait, partitionAll } from '../shared/future.js'
+export type { WorkerSummary, StoryEntry, MaybeFuture, Gathered, TaskOptions, ScatterOptions, ClientConnectOptions, LocalOptions, RequestOptions, GatherOptions, PublishOptions, AsCompletedOptions } from '../shared/client.js'
+export { Future, AsCompleted, asCompleted, fireAndForget, wait, partitionAll, type FutureStatus } from '../shared/future.js'
 export {
   TabgridError, TaskError, CancelledError, LostDataError, AuthError, SerializationError, TooLargeError, TimeoutError,
   type ErrorCode, type WireError,

@@ -19,7 +19,7 @@ export interface LocalClusterOptions {
 }
 
 export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise<MemoryCluster> {
-  const o: MemoryClusterOptions = { workers: opts.workers ?? availableParallelism(), threads: opts.threads ?? 1, kind: 'node', spawn: spawnThread }
+  const o: MemoryClusterOptions = { workers: opts.workers ?? availableParallelism(), threads: opts.threads ?? 1, kind: 'node', spawn: spawnThread, unref: true }
   if (opts.leaseMs !== undefined) o.leaseMs = opts.leaseMs
   if (opts.heartbeatMs !== undefined) o.heartbeatMs = opts.heartbeatMs
   return startMemoryCluster(o)

@@ -1,20 +1,31 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { Client, setLocalClusterFactory } from './client.js'
-import { Future } from './future.js'
+import { Future, fireAndForget } from './future.js'
 import { memoryLinkPair, type Link } from './link.js'
-import type { ClientMessage, ToClientMessage } from './protocol.js'
+import type { ClientMessage, Hello, ToClientMessage, ToWorkerMessage, WorkerMessage } from './protocol.js'
 import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
+import { Coordinator, type CoordinatorOptions } from '../core/coordinator.js'
 import { FutureRef, decodeValue, encodeValue } from './codec.js'
 import { splitParts } from './wire.js'
-import { CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError } from './errors.js'
+import { CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError, toWireError } from './errors.js'
 
 type Msg<T extends ClientMessage['type']> = Extract<ClientMessage, { type: T }>
 
-/** A client over a memory link, with the test playing the coordinator. */
-function harness() {
+/**
+ * A client over a memory link, with the test playing the coordinator. It answers what
+ * any coordinator would without being asked: a scattered value is stored (unless
+ * `storeScatters: false`), and close() is acknowledged.
+ */
+function harness(opts: { storeScatters?: boolean } = {}) {
   const [clientSide, coordinator] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
   const frames: ClientMessage[][] = []
-  coordinator.onMessages = msgs => { frames.push(msgs) }
+  coordinator.onMessages = msgs => {
+    frames.push(msgs)
+    for (const m of msgs) {
+      if (m.type === 'request' && m.op.op === 'close') coordinator.send({ type: 'reply', id: m.id, ok: true, value: true })
+      if (m.type === 'scatter' && opts.storeScatters !== false && (m.parts === undefined || m.part === m.parts - 1)) coordinator.send({ type: 'key-state', key: m.key, state: 'memory' })
+    }
+  }
   const client = Client.fromLink(clientSide)
   const all = (): ClientMessage[] => frames.flat()
   const of = <T extends ClientMessage['type']>(type: T): Msg<T>[] => all().filter((m): m is Msg<T> => m.type === type)
@@ -620,5 +631,413 @@ describe('lifecycle', () => {
     await expect(p).rejects.toBeInstanceOf(CancelledError)
     expect(() => h.client.submit(() => 2)).toThrow(TabgridError)
     await h.client.close()
+  })
+})
+
+// ---------------------------------------------------------------- against the in-memory coordinator
+
+/**
+ * A scripted worker on the in-memory coordinator: by default it runs what it is
+ * assigned (functions are evaluated here, dependencies it lacks are fetched through the
+ * coordinator, copies it keeps are reported), stores puts and answers fetches. A test
+ * turns behaviours off to play a worker that misbehaves.
+ */
+class ScriptedWorker {
+  readonly values = new Map<string, unknown>()
+  readonly received: ToWorkerMessage[] = []
+  /** run assignments (false: they wait in `assigned` for the test) */
+  auto = true
+  /** never answer anything (a frozen tab, a stopped process) */
+  frozen = false
+  readonly assigned: Extract<ToWorkerMessage, { type: 'assign' }>[] = []
+  private readonly fns = new Map<string, string>()
+  private readonly fetches = new Map<number, (m: Extract<ToWorkerMessage, { type: 'data' | 'data-error' }>) => void>()
+  private fetchSeq = 1
+
+  constructor(readonly id: string, private readonly link: Link<WorkerMessage, ToWorkerMessage>, readonly disconnect: () => void) {
+    link.onMessages = msgs => { for (const m of msgs) this.on(m) }
+  }
+
+  send(m: WorkerMessage): void { this.link.send(m) }
+
+  private on(m: ToWorkerMessage): void {
+    if (this.frozen) return
+    this.received.push(m)
+    switch (m.type) {
+      case 'function': this.fns.set(m.hash, m.source); return
+      case 'assign':
+        if (this.auto) void this.run(m)
+        else this.assigned.push(m)
+        return
+      case 'put':
+        this.values.set(m.key, decodeValue(m.data))
+        this.send({ type: 'stored', key: m.key, nbytes: m.data.byteLength })
+        return
+      case 'fetch':
+        if (this.values.has(m.key)) this.send({ type: 'data', id: m.id, key: m.key, data: encodeValue(this.values.get(m.key)) })
+        else this.send({ type: 'data-error', id: m.id, key: m.key, error: { code: 'lost-data', message: `${m.key} is not held here`, key: m.key } })
+        return
+      case 'data':
+      case 'data-error':
+        this.fetches.get(m.id)?.(m)
+        this.fetches.delete(m.id)
+        return
+      case 'free': for (const k of m.keys) this.values.delete(k); return
+      case 'steal': this.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: false }); return
+      default: return
+    }
+  }
+
+  /** Runs an assignment the way an executor would. */
+  async run(a: Extract<ToWorkerMessage, { type: 'assign' }>): Promise<void> {
+    const missing: { key: string; holder: string }[] = []
+    for (const d of a.deps) {
+      if (this.values.has(d.key)) continue
+      try {
+        this.values.set(d.key, await this.fetch(d.key))
+        this.send({ type: 'stored', key: d.key, nbytes: d.nbytes })
+      } catch { missing.push({ key: d.key, holder: '' }) }
+    }
+    if (missing.length) { this.send({ type: 'missing', key: a.key, attempt: a.attempt, missing }); return }
+    try {
+      const fn = new Function(`return (${this.fns.get(a.fn)})`)() as (...args: unknown[]) => unknown
+      const value = await fn(...(decodeValue(a.args, k => this.values.get(k)) as unknown[]))
+      this.values.set(a.key, value)
+      const data = encodeValue(value)
+      this.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: data.byteLength, ms: 1, ...(a.push ? { data } : {}) })
+    } catch (err) {
+      this.send({ type: 'erred', key: a.key, attempt: a.attempt, error: toWireError(err, 'task-error', a.key) })
+    }
+  }
+
+  private fetch(key: string): Promise<unknown> {
+    const id = this.fetchSeq++
+    return new Promise((resolve, reject) => {
+      this.fetches.set(id, m => { if (m.type === 'data') resolve(decodeValue(m.data)); else reject(new Error(m.error.message)) })
+      this.send({ type: 'fetch', id, key })
+    })
+  }
+}
+
+/** A real coordinator core in memory (validate mode), clients over memory links, scripted workers. */
+function memoryGrid(opts: CoordinatorOptions = {}) {
+  const coordinator = new Coordinator({ validate: true, workerGraceMs: 60_000, clientGraceMs: 60_000, ...opts })
+  let n = 0
+  const join = <Out extends object, In extends object>(hello: Hello, tamper?: (m: Out) => unknown): { side: Link<Out, In>; peer: string } => {
+    const [side, coordSide] = memoryLinkPair<Out, In>(hello, hello)
+    const peer = coordinator.accept({ id: `conn-${n++}`, send: m => coordSide.send(m as In), close: () => coordSide.close() }, hello)
+    coordSide.onMessages = msgs => coordinator.receive(peer, tamper ? msgs.map(tamper) : msgs)
+    return { side, peer }
+  }
+  const grid = {
+    coordinator,
+    scheduler: coordinator.scheduler,
+    /** a client, welcomed; `tamper` changes what it sends on the way */
+    async client(tamper?: (m: ClientMessage) => unknown): Promise<Client> {
+      const c = Client.fromLink(join<ClientMessage, ToClientMessage>({ role: 'client' }, tamper).side)
+      closers.push(c)
+      await tick()
+      return c
+    },
+    worker(name: string, slots = 1): ScriptedWorker {
+      const { side, peer } = join<WorkerMessage, ToWorkerMessage>({ role: 'worker', kind: 'node', slots, name })
+      return new ScriptedWorker(peer, side, () => coordinator.disconnected(peer, 'transport close'))
+    },
+  }
+  grids.push(grid)
+  return grid
+}
+const grids: { coordinator: Coordinator }[] = []
+afterEach(() => { for (const g of grids.splice(0)) g.coordinator.close() })
+
+/** waits (polling) until check() is true */
+async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const t0 = Date.now()
+  while (!check()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(r => setTimeout(r, 5))
+  }
+}
+
+describe('close() against the in-memory coordinator', () => {
+  it('is acknowledged: cancels and submits of the same turn arrive, and the client is released at once, not after its grace', async () => {
+    const g = memoryGrid({ clientGraceMs: 60_000 })
+    const w = g.worker('w1')
+    w.auto = false
+    const c = await g.client()
+    const slow = c.submit((x: number) => x, 1)
+    await until(() => w.assigned.length === 1, 'the assignment')
+    const submitted = g.coordinator.metrics.tasksSubmitted
+    // the same turn: a cancel, a submit, and close
+    void c.cancel(slow)
+    c.submit((x: number) => x * 2, 2)
+    await c.close()
+    expect(g.coordinator.metrics.tasksSubmitted).toBe(submitted + 1)
+    expect(w.received.filter(m => m.type === 'cancel-task').map(m => (m as { key: string }).key)).toContain(slow.key)
+    // nothing of this client is left on the grid, 60 s of grace notwithstanding
+    expect(g.scheduler.counts()).toMatchObject({ waiting: 0, queued: 0, processing: 0, memory: 0 })
+    expect(g.coordinator.status()).toMatchObject({ clients: 0 })
+  })
+
+  it('does not wait for an acknowledgement that cannot come (the link closed)', async () => {
+    const h = harness()
+    h.coordinator.onMessages = () => {} // a coordinator that never answers
+    h.send({ type: 'welcome', id: 'c1', version: PROTOCOL_VERSION, resumed: false })
+    await tick()
+    const closing = h.client.close()
+    await tick()
+    h.coordinator.close()
+    await closing
+    expect(h.client.connected).toBe(false)
+  })
+})
+
+describe('uploadModule syntax check', () => {
+  it('refuses a module that does not parse, with line and column, before sending anything', async () => {
+    const h = track(harness())
+    const err = await h.client.uploadModule('stats', 'export const mean = xs =>\n  xs.reduce((a, b) => a + b) /\n}').catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(SerializationError)
+    expect((err as Error).message).toBe('module stats does not parse as an ES module: Unexpected token at line 3, column 1; nothing was uploaded')
+    await tick()
+    expect(h.of('request')).toHaveLength(0)
+  })
+
+  it('is checked again at the coordinator (a client is not trusted to have checked)', async () => {
+    const g = memoryGrid()
+    const w = g.worker('w1')
+    const [side, coordSide] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
+    const peer = g.coordinator.accept({ id: 'raw', send: m => coordSide.send(m as ToClientMessage), close: () => {} }, { role: 'client' })
+    coordSide.onMessages = msgs => g.coordinator.receive(peer, msgs)
+    const replies: ToClientMessage[] = []
+    side.onMessages = msgs => { replies.push(...msgs) }
+    side.send({ type: 'request', id: 7, op: { op: 'upload-module', name: 'bad', source: 'export default (' } })
+    await until(() => replies.some(m => m.type === 'reply'), 'the reply')
+    expect(replies.find(m => m.type === 'reply')).toEqual({ type: 'reply', id: 7, ok: false, error: { code: 'serialization', message: 'module bad does not parse as an ES module: Unexpected token at line 1, column 17; nothing was uploaded' } })
+    expect(w.received.filter(m => m.type === 'module')).toHaveLength(0)
+  })
+})
+
+describe('no refused message leaves a future pending', () => {
+  it("a worker's report the coordinator refuses (a 70,000-character error) fails that run", async () => {
+    const g = memoryGrid()
+    const w = g.worker('w1')
+    w.auto = false
+    const c = await g.client()
+    const f = c.submit(() => 1)
+    await until(() => w.assigned.length === 1, 'the assignment')
+    const a = w.assigned[0]!
+    w.send({ type: 'erred', key: a.key, attempt: a.attempt, error: { code: 'task-error', message: 'x'.repeat(70_000) } })
+    const err = await f.result().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(TaskError)
+    expect((err as Error).message).toMatch(/^the worker's report on this run was refused by the coordinator \(bad worker message "erred": error\.message: .*\), so the run counts as failed$/)
+    expect(g.scheduler.taskStatus(f.key)).toBe('erred')
+  })
+
+  it("a client's refused submit errs its futures with the reason", async () => {
+    const g = memoryGrid()
+    g.worker('w1')
+    // a message the coordinator's schema refuses (this client never sends one; an older or broken one might)
+    const c = await g.client(m => m.type === 'submit' ? { ...m, tasks: m.tasks.map(t => ({ ...t, group: 'g'.repeat(200) })) } : m)
+    const f = c.submit((x: number) => x, 1)
+    const err = await f.result().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(TabgridError)
+    expect((err as TabgridError).code).toBe('bad-message')
+    expect((err as Error).message).toMatch(/the coordinator refused the message carrying .*: bad client message "submit": tasks\.0\.group/)
+    expect(f.status).toBe('error')
+  })
+})
+
+describe('futures and data against the in-memory coordinator', () => {
+  it('submitting with a cancelled future as an argument throws CancelledError', async () => {
+    const g = memoryGrid()
+    g.worker('w1')
+    const c = await g.client()
+    const x = c.submit((n: number) => n, 1)
+    expect(await x.result()).toBe(1)
+    await c.cancel(x)
+    expect(() => c.submit((n: number) => n + 1, x)).toThrow(CancelledError)
+    expect(() => c.submit((n: number) => n + 1, x)).toThrow(`future ${x.key} was cancelled: a task cannot take it as an argument`)
+    expect(() => c.map((n: number) => n, [x])).toThrow(CancelledError)
+  })
+
+  it('scatter resolves once a worker holds the value: the future is finished', async () => {
+    const g = memoryGrid()
+    const c = await g.client()
+    let done = false
+    const p = c.scatter([1, 2, 3]).then(f => { done = true; return f })
+    await tick()
+    expect(done).toBe(false) // no worker yet
+    const w = g.worker('w1')
+    const f = await p
+    expect(f.status).toBe('finished')
+    expect(w.values.get(f.key)).toEqual([1, 2, 3])
+    await expect(c.scatter('lonely', { timeout: 20 }).then(() => 'resolved')).resolves.toBe('resolved')
+  })
+
+  it('scatter rejects with the reason when the value cannot be stored, and after its timeout', async () => {
+    const h = track(harness({ storeScatters: false }))
+    const p = h.client.scatter({ a: 1 })
+    await tick()
+    const key = h.of('scatter')[0]!.key
+    h.send({ type: 'key-state', key, state: 'lost', error: { code: 'lost-data', message: 'the worker left' } })
+    await expect(p).rejects.toBeInstanceOf(LostDataError)
+    await expect(h.client.scatter({ b: 2 }, { timeout: 10 })).rejects.toBeInstanceOf(TimeoutError)
+    await expect(h.client.scatter(1, { timeout: -1 })).rejects.toThrow('timeout must be a number of milliseconds')
+  })
+
+  it('move-data from a holder in its grace period takes another holder as the source', async () => {
+    const g = memoryGrid()
+    const [w1, w2, w3] = [g.worker('w1'), g.worker('w2'), g.worker('w3')]
+    const c = await g.client()
+    const s = await c.scatter('precious', { replicas: 3 })
+    await until(() => g.scheduler.whoHas(s.key).length === 3, 'three replicas')
+    w1.disconnect() // in its grace period: the scheduler still counts it, and picks it as the source
+    // w2 drops its copy: one replica to make again
+    w2.send({ type: 'released', keys: [s.key] })
+    await until(() => g.scheduler.whoHas(s.key).length === 3, 'the replica made again')
+    expect(w2.values.get(s.key)).toBe('precious')
+    expect((await c.story(s)).some(e => e.note === `replica copy from ${w1.id}`)).toBe(true)
+    // the coordinator took the copy from w3, which is connected
+    expect(w3.received.some(m => m.type === 'fetch' && m.key === s.key)).toBe(true)
+  })
+})
+
+describe('a holder that never answers a fetch', () => {
+  it("a client's result(): past the deadline the holder is taken to have lost it, and the key is recomputed", async () => {
+    const g = memoryGrid({ fetchTimeoutMs: 100, leaseMs: 300 })
+    const a = g.worker('a')
+    const c = await g.client()
+    const x = c.submit(() => 'value')
+    await until(() => x.status === 'finished', 'x to finish')
+    a.frozen = true
+    const b = g.worker('b')
+    expect(await x.result({ timeout: 5000 })).toBe('value')
+    expect(g.scheduler.whoHas(x.key)).toEqual([b.id])
+    const story = await c.story(x)
+    expect(story.map(e => `${e.from}>${e.to}`)).toContain('memory>queued')
+    expect(story.find(e => e.from === 'memory' && e.to === 'queued')).toMatchObject({ stimulus: expect.stringMatching(/^data-lost/), note: `data lost with ${'a'}` })
+  })
+
+  it("a worker's dependency: the task runs once the dependency is recomputed", async () => {
+    const g = memoryGrid({ fetchTimeoutMs: 100, leaseMs: 300 })
+    const a = g.worker('a')
+    const c = await g.client()
+    const x = c.submit(() => 20)
+    await until(() => x.status === 'finished', 'x to finish')
+    a.frozen = true
+    const b = g.worker('b')
+    const y = c.with({ workers: 'b' }).submit((v: number) => v + 1, x)
+    expect(await y.result({ timeout: 5000 })).toBe(21)
+    expect(b.values.get(x.key)).toBe(20)
+  })
+})
+
+describe('datasets against the in-memory coordinator', () => {
+  it('outlive the client that published them; any client gets, lists and unpublishes them', async () => {
+    const g = memoryGrid()
+    g.worker('w1')
+    const a = await g.client()
+    const f = a.submit((n: number) => ({ model: n }), 7)
+    await a.publishDataset('model', f)
+    await expect(a.publishDataset('model', f)).rejects.toThrow('a dataset named model already exists: unpublish it first, or publish with { override: true }')
+    await a.publishDataset('model', f, { override: true })
+    await a.close()
+    expect(g.scheduler.taskStatus(f.key)).toBe('memory')
+    const b = await g.client()
+    expect(await b.listDatasets()).toEqual(['model'])
+    const got = await b.getDataset<{ model: number }>('model')
+    expect(got.key).toBe(f.key)
+    expect(await got.result()).toEqual({ model: 7 })
+    expect(got.status).toBe('finished')
+    await b.unpublishDataset('model')
+    expect(await b.listDatasets()).toEqual([])
+    expect(g.scheduler.taskStatus(f.key)).toBe('memory') // b still holds it
+    got.release()
+    await until(() => g.scheduler.taskStatus(f.key) === undefined, 'the data to be forgotten')
+    await expect(b.getDataset('model')).rejects.toThrow('no dataset named model (see listDatasets())')
+    await expect(b.unpublishDataset('model')).rejects.toThrow('no dataset named model')
+  })
+
+  it('refuses to publish what the client does not hold, and names that are not strings', async () => {
+    const g = memoryGrid()
+    g.worker('w1')
+    const c = await g.client()
+    const f = c.submit(() => 1)
+    await f.result()
+    const key = f.key
+    f.release()
+    const again = c.submit(() => 1)
+    expect(again.key).toBe(key)
+    again.release()
+    await expect(c.publishDataset('x', again)).rejects.toThrow(/released/)
+    await expect(c.publishDataset('', c.submit(() => 2))).rejects.toThrow('a dataset name must be a string of 1 to 128 characters, got ""')
+    await expect(c.publishDataset('v', 5 as unknown as Future)).rejects.toThrow(/publishDataset takes a Future, got 5: put a value on the grid first/)
+  })
+})
+
+describe('fireAndForget against the in-memory coordinator', () => {
+  it('runs even after the client goes, then is released', async () => {
+    const g = memoryGrid()
+    const w = g.worker('w1')
+    w.auto = false
+    const c = await g.client()
+    const f = c.submit((n: number) => n * 2, 21)
+    fireAndForget(f)
+    await c.close()
+    await until(() => w.assigned.length === 1, 'the assignment')
+    expect(g.scheduler.taskStatus(f.key)).toBe('processing')
+    await w.run(w.assigned[0]!)
+    await until(() => g.scheduler.taskStatus(f.key) === undefined, 'the task to be forgotten')
+    expect(w.values.has(f.key)).toBe(false) // its data was freed
+  })
+})
+
+describe('retry against the in-memory coordinator', () => {
+  it('runs a failed task again, with the failed task it depends on', async () => {
+    const g = memoryGrid()
+    g.worker('w1')
+    const c = await g.client()
+    const flaky = (): number => {
+      const g = globalThis as unknown as { tries?: number }
+      g.tries = (g.tries ?? 0) + 1
+      if (g.tries === 1) throw new Error('flaky')
+      return g.tries
+    }
+    ;(globalThis as unknown as { tries?: number }).tries = 0
+    const a = c.with({ pure: false }).submit(flaky)
+    const b = c.submit((n: number) => n * 10, a)
+    await expect(b.result()).rejects.toThrow(/dependency .* failed: flaky/)
+    expect([a.status, b.status]).toEqual(['error', 'error'])
+    b.retry()
+    expect(b.status).toBe('pending')
+    expect(await b.result()).toBe(20)
+    expect(a.status).toBe('finished')
+    expect(await a.result()).toBe(2)
+    b.retry() // finished: nothing to do
+    expect(b.status).toBe('finished')
+  })
+})
+
+describe('gather with errors: skip', () => {
+  it('leaves failed futures out of arrays, objects, Maps and Sets; a cancelled one still rejects', async () => {
+    const h = track(harness())
+    const [ok, bad, lost, ok2] = h.client.map((i: number) => i, [1, 2, 3, 4]) as Future<number>[]
+    h.send(
+      { type: 'key-state', key: bad!.key, state: 'erred', error: { code: 'task-error', message: 'boom' } },
+      { type: 'key-state', key: lost!.key, state: 'lost' },
+    )
+    h.coordinator.onMessages = msgs => {
+      for (const m of msgs) if (m.type === 'gather') for (const k of m.keys) if (k === ok!.key || k === ok2!.key) h.coordinator.send({ type: 'data', key: k, data: encodeValue(k === ok!.key ? 1 : 4) })
+    }
+    await tick()
+    expect(await h.client.gather([ok, bad, lost, ok2], { errors: 'skip' })).toEqual([1, 4])
+    expect(await h.client.gather({ ok, bad, n: 5 }, { errors: 'skip' })).toEqual({ ok: 1, n: 5 })
+    expect(await h.client.gather(new Map([['a', ok], ['b', bad]]), { errors: 'skip' })).toEqual(new Map([['a', 1]]))
+    expect(await h.client.gather(new Set([ok, bad]), { errors: 'skip' })).toEqual(new Set([1]))
+    expect(await h.client.gather(bad!, { errors: 'skip' })).toBeUndefined()
+    await expect(h.client.gather([ok, bad])).rejects.toThrow('boom')
+    await h.client.cancel(ok2!)
+    await expect(h.client.gather([ok, ok2], { errors: 'skip' })).rejects.toBeInstanceOf(CancelledError)
+    await expect(h.client.gather([ok], { errors: 'ignore' as 'skip' })).rejects.toThrow("errors must be 'raise' or 'skip', got \"ignore\"")
   })
 })

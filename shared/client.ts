@@ -15,7 +15,7 @@
  * asks again for the values it was still waiting for. Otherwise every future fails with
  * a LostDataError. While disconnected, messages wait here; requests fail at once.
  */
-import type { ClientMessage, Hello, TaskSubmit, ToClientMessage } from './protocol.js'
+import type { ClientMessage, ClientRequest, Hello, TaskSubmit, ToClientMessage } from './protocol.js'
 import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
 import { connectLink, type Link, type LinkStatus } from './link.js'
 import { PartJoiner, PendingRequests } from './wire.js'
@@ -26,11 +26,12 @@ import {
 import { CodecError, FutureRef, decodeValue, encodeValue } from './codec.js'
 import { toTaskFunction, type TaskFunction } from './serialize-function.js'
 import { hashBytes, hashString } from './hash.js'
-import { Future, deferred, settleRecord, type Deferred, type FutureOwner, type FutureStatus, type KeyRecord } from './future.js'
+import { moduleSyntaxError } from './modules.js'
+import { Future, deferred, settleRecord, withTimeout, type Deferred, type FutureOwner, type FutureStatus, type KeyRecord } from './future.js'
 import {
-  DEFAULT_TASK_OPTIONS, describe, resolveConnectOptions, resolveLocalOptions, resolveRequestOptions,
+  DEFAULT_TASK_OPTIONS, describe, resolveConnectOptions, resolveGatherOptions, resolveLocalOptions, resolvePublishOptions, resolveRequestOptions,
   resolveScatterOptions, resolveTaskOptions,
-  type ClientConnectOptions, type LocalOptions, type RequestOptions, type ResolvedTaskOptions, type ScatterOptions, type TaskOptions,
+  type ClientConnectOptions, type GatherOptions, type LocalOptions, type PublishOptions, type RequestOptions, type ResolvedTaskOptions, type ScatterOptions, type TaskOptions,
 } from './options.js'
 
 // ---------------------------------------------------------------- public types
@@ -133,11 +134,14 @@ const FRAME_BUDGET = LIMITS.frameBytes >> 2
 /** Per-task overhead in a submit message, beyond its key and arguments. */
 const TASK_OVERHEAD = 80
 const REQUEST_TIMEOUT = 30_000
+/** how long close() waits for the coordinator to acknowledge (it answers in a round trip unless a big upload is ahead) */
+const CLOSE_TIMEOUT = 30_000
+const noop = (): void => {}
 /** shared by every task without dependencies (frozen: nobody may add to it) */
 const NO_DEPS = Object.freeze([]) as unknown as string[]
 const FORGOT_US = 'the coordinator restarted or forgot this client (it was away longer than the grace period): the futures it held are lost; submit the work again'
 
-type KeysKind = 'gather' | 'release' | 'cancel'
+type KeysKind = 'gather' | 'release' | 'cancel' | 'fire-and-forget' | 'retry'
 /** The message being built in this turn: more of the same kind join it. */
 type Building =
   | { type: 'submit'; tasks: TaskSubmit[]; bytes: number }
@@ -217,6 +221,10 @@ export class Client {
   private readonly welcome: Deferred<void> = deferred<void>()
   private clientId: string | undefined
   private closing: Promise<void> | undefined
+  /** waits the user asked for (a value, a request, a future to finish) still open */
+  private waits = 0
+  /** while there are waits: a timer that keeps a Node process alive (the link itself does not) */
+  private keepAlive: TimerHandle | undefined
   private readonly nonce = randomId()
   private counter = 0
 
@@ -228,6 +236,8 @@ export class Client {
       fetch: rec => this.fetch(rec),
       release: (rec, future) => { this.registry.unregister(future); this.unref(rec) },
       cancel: futures => this.cancel(futures),
+      hold: p => this.hold(p),
+      retry: futures => this.retry(futures),
     }
     this.maker = {
       submit: (o, fn, args) => this.submitWith(o, fn, args),
@@ -256,7 +266,9 @@ export class Client {
     const hello: Hello = { role: 'client' }
     if (o.token !== undefined) hello.token = o.token
     if (o.name !== undefined) hello.name = o.name
-    const link = await connectLink<ClientMessage, ToClientMessage>(url, hello, { timeout: o.timeout })
+    // unref: a script that never calls close() still exits, as a Dask script does; the
+    // client keeps the process alive only while someone waits on it (see hold)
+    const link = await connectLink<ClientMessage, ToClientMessage>(url, hello, { timeout: o.timeout, unref: true })
     const client = new Client(link)
     let timer: TimerHandle | undefined
     try {
@@ -371,8 +383,10 @@ export class Client {
 
   /**
    * Puts one value onto the grid and returns its Future, to pass to tasks instead of
-   * sending the value with each of them. The key is the value's content hash, so
-   * scattering the same value twice gives the same key.
+   * sending the value with each of them. Resolves once a worker holds the value (the
+   * future is `finished`, as in Dask); waits for a worker if there is none yet, up to
+   * `timeout` ms if given. The key is the value's content hash, so scattering the same
+   * value twice gives the same key.
    *
    * @example
    * ```ts
@@ -405,23 +419,34 @@ export class Client {
   /**
    * The values of futures, in the same shape as given: a Future, or arrays, plain
    * objects, Maps and Sets holding futures (other values are kept as they are).
-   * Rejects with the first error (a TaskError, CancelledError, LostDataError…).
+   * Rejects with the first error (a TaskError, CancelledError, LostDataError…), or with
+   * `{ errors: 'skip' }` leaves failed futures out: array items and Set members are
+   * dropped, object properties and Map entries removed, a lone failed Future gives
+   * undefined. A cancelled future still rejects (as in Dask).
    *
    * @example
    * ```ts
    * const [a, b] = await client.gather([fa, fb])
    * const { x, rest } = await client.gather({ x: fx, rest: [fy, 3] })
+   * const ok = await client.gather(fs, { errors: 'skip' })   // only the values of those that finished
    * ```
    */
-  async gather<T>(x: T): Promise<Gathered<T>> {
+  async gather<T>(x: T, opts?: GatherOptions): Promise<Gathered<T>> {
+    const { errors } = resolveGatherOptions(opts)
     const pending = new Map<Future, Promise<unknown>>()
-    collectFutures(x, f => { if (!pending.has(f)) pending.set(f, f.result()) }, 0)
+    const skip = errors === 'skip'
+    collectFutures(x, f => {
+      if (pending.has(f)) return
+      const p = f.result()
+      pending.set(f, skip ? p.catch((err: unknown) => failed(f) ? SKIPPED : Promise.reject(err)) : p)
+    }, 0)
     if (pending.size === 0) return x as Gathered<T>
     const futures = [...pending.keys()]
     const values = await Promise.all(pending.values())
     const byFuture = new Map<Future, unknown>()
     for (let i = 0; i < futures.length; i++) byFuture.set(futures[i]!, values[i])
-    return substitute(x, byFuture, 0) as Gathered<T>
+    const out = substitute(x, byFuture, 0)
+    return (out === SKIPPED ? undefined : out) as Gathered<T>
   }
 
   /**
@@ -446,11 +471,131 @@ export class Client {
     }
   }
 
+  /**
+   * Lets tasks run to the end even once nothing holds their futures any more (Dask's
+   * `fire_and_forget`): for side effects, whether or not this client closes or goes
+   * away. Their data is released once they finish or fail.
+   *
+   * @example
+   * ```ts
+   * client.fireAndForget(client.map(saveReport, days))
+   * await client.close()   // the reports still get saved
+   * ```
+   */
+  fireAndForget(futures: Future | Iterable<Future>): void {
+    const list = futures instanceof Future ? [futures] : [...futures as Iterable<Future>]
+    for (const f of list) {
+      if (!(f instanceof Future)) throw new TypeError(`fireAndForget takes Futures, got ${describe(f)}`)
+      if (f.client !== this) { f.client.fireAndForget(f); continue }
+      const rec = f.record
+      if (this.records.get(rec.key) !== rec || rec.status !== 'pending') continue
+      this.assertOpen()
+      this.addKey('fire-and-forget', rec.key)
+    }
+  }
+
+  /**
+   * Runs failed futures again (those with status `'error'` or `'lost'`), with the failed
+   * tasks they depend on; the others are left as they are. The futures are pending
+   * again at once.
+   *
+   * @example
+   * ```ts
+   * if (f.status === 'error') client.retry(f)      // or f.retry()
+   * ```
+   */
+  retry(futures: Future | Iterable<Future>): void {
+    const list = futures instanceof Future ? [futures] : [...futures as Iterable<Future>]
+    for (const f of list) {
+      if (!(f instanceof Future)) throw new TypeError(`retry takes Futures, got ${describe(f)}`)
+      if (f.client !== this) { f.client.retry(f); continue }
+      const rec = f.record
+      if (this.records.get(rec.key) !== rec || !failedRecord(rec)) continue
+      this.assertOpen()
+      settleRecord(rec, 'pending')
+      this.addKey('retry', rec.key)
+    }
+  }
+
+  // ------------------------------------------------------------ datasets
+
+  /**
+   * Publishes a future under a name, on the coordinator: its data stays on the grid
+   * after this client closes, until `unpublishDataset(name)`, and any client gets it
+   * with `getDataset(name)`. A taken name rejects unless `{ override: true }`.
+   *
+   * @example
+   * ```ts
+   * await client.publishDataset('model', client.submit(train, data))
+   * ```
+   */
+  async publishDataset(name: string, future: Future, opts?: PublishOptions): Promise<void> {
+    checkDatasetName(name)
+    const { override } = resolvePublishOptions(opts)
+    if (!(future instanceof Future)) {
+      throw new TypeError(`publishDataset takes a Future, got ${describe(future)}: put a value on the grid first, publishDataset(name, await client.scatter(value))`)
+    }
+    if (future.client !== this) throw new TypeError(`future ${future.key} belongs to another client: publish it with that client`)
+    if (future.isReleased) throw new TabgridError('not-found', `future ${future.key} was released: a released future cannot be published`)
+    const op: Extract<ClientRequest, { op: 'publish-dataset' }> = { op: 'publish-dataset', name, key: future.key }
+    if (override) op.override = true
+    await this.request(op, REQUEST_TIMEOUT, `publishDataset(${name})`)
+  }
+
+  /**
+   * A Future of the dataset published under `name` (by any client). Rejects with a
+   * `not-found` TabgridError when there is none.
+   *
+   * @example
+   * ```ts
+   * const model = await client.getDataset<Model>('model')
+   * const scores = client.map((m, x) => m.score(x), Array(10).fill(model), inputs)
+   * ```
+   */
+  async getDataset<T = unknown>(name: string, opts?: RequestOptions): Promise<Future<T>> {
+    checkDatasetName(name)
+    const value = await this.request({ op: 'get-dataset', name }, resolveRequestOptions(opts).timeout, `getDataset(${name})`)
+    const key = (value as { key?: unknown } | null)?.key
+    if (typeof key !== 'string') throw new TabgridError('internal', `getDataset(${name}): the coordinator answered ${describe(value)}`)
+    let rec = this.records.get(key)
+    if (rec === undefined) { rec = newRecord(key); this.records.set(key, rec) } else if (rec.status === 'cancelled' || rec.status === 'lost') settleRecord(rec, 'pending')
+    return this.newFuture(rec) as Future<T>
+  }
+
+  /**
+   * The names of the published datasets, sorted.
+   *
+   * @example
+   * ```ts
+   * if ((await client.listDatasets()).includes('model')) …
+   * ```
+   */
+  async listDatasets(opts?: RequestOptions): Promise<string[]> {
+    const value = await this.request({ op: 'list-datasets' }, resolveRequestOptions(opts).timeout, 'listDatasets()')
+    if (!Array.isArray(value)) throw new TabgridError('internal', `listDatasets(): the coordinator answered ${describe(value)}, not an array`)
+    return value as string[]
+  }
+
+  /**
+   * Forgets a dataset: its data goes once no client holds a future to it. Rejects with a
+   * `not-found` TabgridError when there is none.
+   *
+   * @example
+   * ```ts
+   * await client.unpublishDataset('model')
+   * ```
+   */
+  async unpublishDataset(name: string, opts?: RequestOptions): Promise<void> {
+    checkDatasetName(name)
+    await this.request({ op: 'unpublish-dataset', name }, resolveRequestOptions(opts).timeout, `unpublishDataset(${name})`)
+  }
+
   // ------------------------------------------------------------ requests
 
   /**
    * Uploads an ES module to every worker (now and when they join); tasks load it with
-   * `await importModule(name)`.
+   * `await importModule(name)`. A source that does not parse as an ES module is refused
+   * here with a SerializationError naming the line and column (nothing is uploaded).
    *
    * @example
    * ```ts
@@ -462,6 +607,8 @@ export class Client {
     if (typeof name !== 'string' || name.length === 0 || name.length > LIMITS.name) throw new TypeError(`module name must be a string of 1 to ${LIMITS.name} characters, got ${describe(name)}`)
     if (typeof source !== 'string' || source.length === 0) throw new TypeError(`module source must be a non-empty string of ES module code, got ${describe(source)}`)
     if (source.length > LIMITS.source) throw new TooLargeError(`module ${name} is ${source.length} characters, over the limit of ${LIMITS.source}`)
+    const syntax = moduleSyntaxError(source)
+    if (syntax !== undefined) throw new SerializationError(`module ${name} does not parse as an ES module: ${syntax}; nothing was uploaded`)
     await this.request({ op: 'upload-module', name, source }, resolveRequestOptions(opts).timeout, `uploadModule(${name})`)
   }
 
@@ -497,9 +644,12 @@ export class Client {
   // ------------------------------------------------------------ lifecycle
 
   /**
-   * Releases everything this client holds on the grid, sends what is queued, and
-   * closes the connection (and the local cluster made by `Client.local`). Futures
-   * still pending reject with CancelledError('client closed'). Idempotent.
+   * Releases everything this client holds on the grid, sends what is queued (cancels
+   * and submits made in the same turn too), waits for the coordinator to acknowledge it
+   * all, and closes the connection (and the local cluster made by `Client.local`). The
+   * coordinator lets go of the client's work at once, with no grace period. Futures
+   * still pending reject with CancelledError('client closed'). Idempotent. A script
+   * that never calls it still exits (its futures are released after the grace period).
    *
    * @example
    * ```ts
@@ -520,10 +670,34 @@ export class Client {
       for (const key of this.records.keys()) this.addKey('release', key)
       this.flushBuilding()
     }
+    // the coordinator answers after everything sent before it (this turn's cancels and
+    // submits too): only then may the link close without losing the last frame (a
+    // client never welcomed has no coordinator to answer)
+    if (this.state === 'connected' && this.clientId !== undefined) {
+      try {
+        await this.request({ op: 'close' }, CLOSE_TIMEOUT, 'close()')
+      } catch (err) {
+        if ((this.state as ConnectionState) !== 'closed') console.warn(`tabgrid: the coordinator did not acknowledge close() (${(err as Error).message}); it releases this client's work after its grace period`)
+      }
+    }
     this.link.flush()
     this.terminate(new CancelledError('client closed'))
     this.link.close()
     if (this.onClose) await this.onClose()
+  }
+
+  /**
+   * Keeps a Node process alive until `p` settles: the link is unref'd, so what the user
+   * waits for (a value, a request, a future to finish) is all that holds the process,
+   * as grpc-js channels and pg's `allowExitOnIdle` pools do. Returns `p`.
+   */
+  private hold<T>(p: Promise<T>): Promise<T> {
+    if (this.waits++ === 0) this.keepAlive = setInterval(noop, 1 << 30)
+    const done = (): void => {
+      if (--this.waits === 0) { clearInterval(this.keepAlive); this.keepAlive = undefined }
+    }
+    p.then(done, done)
+    return p
   }
 
   /** Everything pending fails with `err`; nothing more is sent. */
@@ -542,7 +716,7 @@ export class Client {
   }
 
   private assertOpen(): void {
-    if (this.state === 'closed') throw new CancelledError('client closed: make a new one with Client.connect or Client.local')
+    if (this.state === 'closed' || this.closing) throw new CancelledError('client closed: make a new one with Client.connect or Client.local')
   }
 
   // ------------------------------------------------------------ making tasks
@@ -676,6 +850,7 @@ export class Client {
     if (v instanceof Future) {
       if (v.client !== this) throw new TypeError(`future ${v.key} belongs to another client: a task can only use futures of the client that submits it`)
       if (v.isReleased) throw new TabgridError('not-found', `future ${v.key} was released: a released future cannot be passed to a task`)
+      if (v.status === 'cancelled') throw new CancelledError(`future ${v.key} was cancelled: a task cannot take it as an argument (submit its work again for a new future)`)
       deps.push(v.key)
       return new FutureRef(v.key)
     }
@@ -746,7 +921,20 @@ export class Client {
       if (o.replicas !== undefined) msg.replicas = o.replicas
       this.sendNow(msg, bytes.byteLength)
     }
-    return this.newFuture(rec)
+    const f = this.newFuture(rec)
+    // as in Dask, the future comes back finished: the value is on a worker
+    try {
+      await (o.timeout === undefined ? f.whenDone() : withTimeout(f.whenDone(), o.timeout, `scatter of ${key}`))
+    } catch (err) {
+      f.release()
+      throw err
+    }
+    if (f.status !== 'finished') {
+      const err = f.record.error ?? new LostDataError(`scatter of ${key} failed`)
+      f.release()
+      throw err
+    }
+    return f
   }
 
   // ------------------------------------------------------------ fetching values
@@ -758,7 +946,7 @@ export class Client {
     const d = deferred<unknown>()
     rec.fetch = d
     this.addKey('gather', rec.key)
-    return d.promise
+    return this.hold(d.promise)
   }
 
   /** One Future object let go of rec (release() or garbage collection). */
@@ -853,7 +1041,7 @@ export class Client {
     if (!this.connected) return Promise.reject(new TimeoutError(`${what}: not connected to the coordinator (reconnecting)`))
     const { id, promise } = this.requests.open(timeout, what)
     this.sendNow({ type: 'request', id, op }, 64 + (op.op === 'upload-module' ? op.source.length : 0))
-    return promise
+    return this.hold(promise)
   }
 
   // ------------------------------------------------------------ receiving
@@ -1013,7 +1201,8 @@ export class Client {
         this.requests.rejectAll(new TimeoutError(`lost the connection to the coordinator (${s.reason})`))
         return
       case 'closed':
-        if (this.closing) return
+        // close() may be waiting for its acknowledgement: it will not come now
+        if (this.closing) { this.requests.rejectAll(new CancelledError(`the connection to the coordinator closed (${s.reason})`)); return }
         this.terminate(new CancelledError(`client closed: the connection to the coordinator closed (${s.reason})`))
         this.closing = Promise.resolve().then(() => this.onClose?.()).catch((err: unknown) => {
           console.error('tabgrid: shutting down the local cluster failed:', err)
@@ -1025,6 +1214,15 @@ export class Client {
       }
     }
   }
+}
+
+function checkDatasetName(name: unknown): void {
+  if (typeof name !== 'string' || name.length === 0 || name.length > LIMITS.name) throw new TypeError(`a dataset name must be a string of 1 to ${LIMITS.name} characters, got ${describe(name)}`)
+}
+
+/** A key whose task failed (and may be retried). */
+function failedRecord(rec: KeyRecord): boolean {
+  return rec.status === 'error' || rec.status === 'lost'
 }
 
 function withKey(e: WireError, key: string): WireError {
@@ -1042,21 +1240,48 @@ function collectFutures(x: unknown, each: (f: Future) => void, depth: number): v
   if (proto === Object.prototype || proto === null) for (const k of Object.keys(x)) collectFutures((x as Record<string, unknown>)[k], each, depth + 1)
 }
 
-/** x with each Future replaced by its value (containers are copied; other values kept). */
+/** gather({ errors: 'skip' }): the place of a failed future, dropped from its container */
+const SKIPPED: unique symbol = Symbol('skipped')
+
+/** Failed in a way `errors: 'skip'` leaves out (not cancelled: that still rejects, as in Dask). */
+function failed(f: Future): boolean {
+  return f.status === 'error' || f.status === 'lost'
+}
+
+/** x with each Future replaced by its value (containers are copied; other values kept; SKIPPED places dropped). */
 function substitute(x: unknown, values: Map<Future, unknown>, depth: number): unknown {
   if (typeof x !== 'object' || x === null || depth > 256) return x
   if (x instanceof Future) return values.get(x)
   if (Array.isArray(x)) {
-    const out = new Array<unknown>(x.length)
-    for (let i = 0; i < x.length; i++) { const v: unknown = x[i]; out[i] = typeof v === 'object' && v !== null ? substitute(v, values, depth + 1) : v }
+    const out: unknown[] = []
+    for (let i = 0; i < x.length; i++) {
+      const v: unknown = x[i]
+      const r = typeof v === 'object' && v !== null ? substitute(v, values, depth + 1) : v
+      if (r !== SKIPPED) out.push(r)
+    }
     return out
   }
-  if (x instanceof Map) { const out = new Map(); for (const [k, v] of x) out.set(substitute(k, values, depth + 1), substitute(v, values, depth + 1)); return out }
-  if (x instanceof Set) { const out = new Set(); for (const v of x) out.add(substitute(v, values, depth + 1)); return out }
+  if (x instanceof Map) {
+    const out = new Map()
+    for (const [k, v] of x) {
+      const rk = substitute(k, values, depth + 1)
+      const rv = substitute(v, values, depth + 1)
+      if (rk !== SKIPPED && rv !== SKIPPED) out.set(rk, rv)
+    }
+    return out
+  }
+  if (x instanceof Set) {
+    const out = new Set()
+    for (const v of x) { const r = substitute(v, values, depth + 1); if (r !== SKIPPED) out.add(r) }
+    return out
+  }
   const proto: unknown = Object.getPrototypeOf(x)
   if (proto === Object.prototype || proto === null) {
     const out = Object.create(proto) as Record<string, unknown>
-    for (const k of Object.keys(x)) out[k] = substitute((x as Record<string, unknown>)[k], values, depth + 1)
+    for (const k of Object.keys(x)) {
+      const r = substitute((x as Record<string, unknown>)[k], values, depth + 1)
+      if (r !== SKIPPED) out[k] = r
+    }
     return out
   }
   return x
@@ -1132,4 +1357,4 @@ export class ClientView {
   }
 }
 
-export type { TaskOptions, ScatterOptions, ClientConnectOptions, LocalOptions, RequestOptions } from './options.js'
+export type { TaskOptions, ScatterOptions, ClientConnectOptions, LocalOptions, RequestOptions, GatherOptions, PublishOptions, AsCompletedOptions } from './options.js'

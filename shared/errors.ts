@@ -109,6 +109,29 @@ export function toWireError(err: unknown, fallback: ErrorCode = 'task-error', ke
   return w
 }
 
+/** Longest message and stack a worker reports (the wire takes 64 KB of each; these leave room). */
+export const MAX_ERROR_TEXT = 16_000
+const MAX_ERROR_NAME = 128
+
+/**
+ * `w` with its message and stack cut to MAX_ERROR_TEXT characters (saying so in the
+ * text) and its name to 128, so a task that throws a huge message still reports.
+ *
+ * @example
+ * ```ts
+ * capWireError({ code: 'task-error', message: 'x'.repeat(70_000) }).message.length   // ≈ 16,100
+ * ```
+ */
+export function capWireError(w: WireError): WireError {
+  const cut = (text: string, what: string): string =>
+    text.length <= MAX_ERROR_TEXT ? text : `${text.slice(0, MAX_ERROR_TEXT)}… (${what} truncated by the worker: ${text.length} characters in all)`
+  if (w.message.length <= MAX_ERROR_TEXT && (w.stack === undefined || w.stack.length <= MAX_ERROR_TEXT) && (w.name === undefined || w.name.length <= MAX_ERROR_NAME)) return w
+  const out: WireError = { ...w, message: cut(w.message, 'message') }
+  if (w.stack !== undefined) out.stack = cut(w.stack, 'stack')
+  if (w.name !== undefined && w.name.length > MAX_ERROR_NAME) out.name = w.name.slice(0, MAX_ERROR_NAME)
+  return out
+}
+
 /** Turns a WireError back into the named class a caller can tell apart. */
 export function fromWireError(w: WireError): TabgridError {
   switch (w.code) {

@@ -22,7 +22,7 @@ import { ownBytes } from './bytes.js'
 import { decodeValue, encodeValue, sizeOf } from './codec.js'
 import { FunctionCache } from './compile-function.js'
 import { hashBytes } from './hash.js'
-import { toWireError, type WireError } from './errors.js'
+import { capWireError, toWireError, type WireError } from './errors.js'
 import type { SpillStore } from './spill.js'
 import { attemptId } from './attempt.js'
 
@@ -741,7 +741,7 @@ export class Executor {
 
   private fail(task: ExecTask, err: unknown): void {
     const code = (err as { name?: string })?.name === 'CodecError' ? 'serialization' : 'task-error'
-    this.emit({ type: 'erred', key: task.key, attempt: task.attempt, error: toWireError(err, code, task.key) })
+    this.emit({ type: 'erred', key: task.key, attempt: task.attempt, error: capWireError(toWireError(err, code, task.key)) })
   }
 
   private emit(ev: ExecEvent): void {

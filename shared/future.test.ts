@@ -106,6 +106,108 @@ describe('asCompleted', () => {
   })
 })
 
+describe('asCompleted, as in Dask', () => {
+  it('takes more futures with add() while iterating, and ends when every one added is yielded', async () => {
+    const g = grid()
+    const [a, b] = g.client.map((x: number) => x, [1, 2]) as Future<number>[]
+    const ac = asCompleted([a!])
+    expect(ac.count()).toBe(1)
+    const seen: string[] = []
+    const more = g.client.map((x: number) => x * 10, [3, 4]) as Future<number>[]
+    const run = (async () => {
+      for await (const f of ac) {
+        seen.push(f.key)
+        if (f === a) { ac.add(b!); ac.update(more) } // grows while iterating
+      }
+    })()
+    g.finish(a!, 1)
+    await tick()
+    expect(ac.count()).toBe(3)
+    g.finish(more[1]!, 40)
+    await tick()
+    g.finish(b!, 2)
+    await tick()
+    expect(ac.hasReady()).toBe(false)
+    g.finish(more[0]!, 30)
+    await run
+    expect(seen).toEqual([a!.key, more[1]!.key, b!.key, more[0]!.key])
+    expect(ac.isEmpty()).toBe(true)
+    // adding after the end and iterating again goes on
+    const c = g.client.submit(() => 5)
+    ac.add(c)
+    g.finish(c, 5)
+    const { value } = await ac.next()
+    expect(value).toBe(c)
+    expect((await ac.next()).done).toBe(true)
+    expect(() => ac.add(5 as unknown as Future<number>)).toThrow('asCompleted: add takes a Future, got 5')
+  })
+
+  it('starts empty and takes futures later', async () => {
+    const g = grid()
+    const ac = asCompleted<number>()
+    expect((await ac.next()).done).toBe(true)
+    const f = g.client.submit(() => 1)
+    ac.add(f)
+    const next = ac.next()
+    g.finish(f, 1)
+    expect((await next).value).toBe(f)
+  })
+
+  it('withResults yields [future, value]; a failure throws its error, or is yielded with raiseErrors: false', async () => {
+    const g = grid()
+    const [a, b] = g.client.map((x: number) => x, [1, 2]) as Future<number>[]
+    const pairs: [Future<number>, number][] = []
+    const run = (async () => { for await (const pair of asCompleted([a!, b!], { withResults: true })) pairs.push(pair) })()
+    g.finish(b!, 20)
+    await tick()
+    g.finish(a!, 10)
+    await run
+    expect(pairs).toEqual([[b, 20], [a, 10]])
+
+    const [c, d] = g.client.map((x: number) => x * 3, [1, 2]) as Future<number>[]
+    const thrown = (async () => { for await (const pair of asCompleted([c!, d!], { withResults: true })) void pair })()
+    g.fail(c!, 'c broke')
+    await expect(thrown).rejects.toThrow('c broke')
+
+    const [e, f] = g.client.map((x: number) => x * 5, [1, 2]) as Future<number>[]
+    const kept: [Future<number>, number | Error][] = []
+    const run2 = (async () => { for await (const pair of asCompleted([e!, f!], { withResults: true, raiseErrors: false })) kept.push(pair) })()
+    g.fail(e!, 'e broke')
+    await tick()
+    g.finish(f!, 10)
+    await run2
+    expect(kept[0]![0]).toBe(e)
+    expect(kept[0]![1]).toBeInstanceOf(TaskError)
+    expect(kept[1]).toEqual([f, 10])
+    expect(() => asCompleted([], { withResults: 'yes' as unknown as true })).toThrow('withResults must be true or false, got "yes"')
+  })
+
+  it('batches() yields whatever finished together', async () => {
+    const g = grid()
+    const fs = g.client.map((x: number) => x, [1, 2, 3, 4, 5]) as Future<number>[]
+    const ac = asCompleted(fs)
+    const batches: number[][] = []
+    const run = (async () => { for await (const batch of ac.batches()) batches.push(batch.map(f => fs.indexOf(f))) })()
+    g.finish(fs[3]!, 3)
+    g.finish(fs[0]!, 0) // the same turn as fs[3]
+    await tick()
+    g.finish(fs[4]!, 4)
+    await tick()
+    g.finish(fs[1]!, 1)
+    g.finish(fs[2]!, 2)
+    await run
+    expect(batches).toEqual([[3, 0], [4], [1, 2]])
+    // with results, batches of pairs
+    const [x, y] = g.client.map((v: number) => v * 7, [1, 2]) as Future<number>[]
+    const got: [Future<number>, number][][] = []
+    const run2 = (async () => { for await (const batch of asCompleted([x!, y!], { withResults: true }).batches()) got.push(batch) })()
+    g.finish(x!, 7)
+    g.finish(y!, 14)
+    await run2
+    expect(got.flat()).toEqual([[x, 7], [y, 14]])
+  })
+})
+
 describe('wait', () => {
   it('waits for all by default', async () => {
     const g = grid()

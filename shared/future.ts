@@ -9,7 +9,7 @@
  */
 import type { Client } from './client.js'
 import { TabgridError, TimeoutError } from './errors.js'
-import { describe, resolveWaitOptions, type WaitOptions } from './options.js'
+import { describe, resolveAsCompletedOptions, resolveWaitOptions, type AsCompletedOptions, type WaitOptions } from './options.js'
 
 /**
  * Where a future's task stands, from this client's point of view:
@@ -54,6 +54,9 @@ export interface FutureOwner {
   /** one Future object holding rec let go of it */
   release(rec: KeyRecord, future: Future): void
   cancel(futures: Future[]): Promise<void>
+  /** keeps the process alive until p settles (someone waits on it) */
+  hold<T>(p: Promise<T>): Promise<T>
+  retry(futures: Future[]): void
 }
 
 /** @internal Marks rec as done (or pending again) and wakes those waiting for it to finish. */
@@ -167,6 +170,23 @@ export class Future<T = unknown> {
   cancel(): Promise<void> { return this.owner.cancel([this]) }
 
   /**
+   * Runs the task again if it failed (status `'error'` or `'lost'`), with the failed
+   * tasks it depends on whose futures are still held; does nothing otherwise. The
+   * future is pending again at once.
+   *
+   * @example
+   * ```ts
+   * const flaky = client.submit(fetchPage, url)
+   * if (await flaky.exception()) flaky.retry()
+   * console.log(await flaky.result())
+   * ```
+   */
+  retry(): void {
+    if (this.released) throw releasedError(this.key)
+    this.owner.retry([this])
+  }
+
+  /**
    * Lets the grid forget this future's data once no other future holds its key.
    * Idempotent; also happens when the Future is garbage-collected.
    *
@@ -186,7 +206,11 @@ export class Future<T = unknown> {
   whenDone(): Promise<void> {
     if (this.rec.status !== 'pending') return Promise.resolve()
     if (this.released) return Promise.reject(releasedError(this.key))
-    return (this.rec.settled ??= deferred<void>()).promise
+    if (this.rec.settled === undefined) {
+      this.rec.settled = deferred<void>()
+      this.owner.hold(this.rec.settled.promise)
+    }
+    return this.rec.settled.promise
   }
 
   /** @internal */
@@ -203,7 +227,8 @@ function releasedError(key: string): Error {
   return new TabgridError('not-found', `future ${key} was released: a released future cannot be used any more`)
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/** @internal p, or a TimeoutError after ms */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   if (!(ms >= 0)) return Promise.reject(new RangeError(`timeout must be a number of milliseconds ≥ 0, got ${describe(ms)}`))
   if (ms === Infinity) return p
   return new Promise<T>((resolve, reject) => {
@@ -224,10 +249,216 @@ function toFutureList(futures: Iterable<Future> | Future, what: string): Future[
   return out
 }
 
+/** One finished future in an AsCompleted queue, with its value or error once fetched. */
+interface Completion<T> { future: Future<T>; value?: T; error?: Error }
+
 /**
- * Yields futures as they finish (finished, failed, cancelled or lost), in completion
- * order. Futures may come from any client. A released future ends the iteration with
- * an error instead of waiting forever.
+ * Futures as they finish (finished, failed, cancelled or lost), in completion order:
+ * Dask's `as_completed`. Iterate it with `for await`, one future at a time or in
+ * `batches()` of whatever finished together; `add()` more futures at any time, also
+ * while iterating. The iteration ends when every future added so far has been yielded
+ * (adding more later and iterating again goes on). Futures may come from any client. A
+ * future released before it finished makes the iteration throw instead of waiting
+ * forever.
+ *
+ * With `{ withResults: true }` it yields `[future, value]` pairs, fetching values as
+ * futures finish; a failed future then makes the iteration throw its error, or with
+ * `raiseErrors: false` yields `[future, error]`.
+ *
+ * @example
+ * ```ts
+ * const ac = asCompleted(client.map(crawl, seeds))
+ * for await (const f of ac) {
+ *   for (const link of await f.result()) ac.add(client.submit(crawl, link))   // grows while iterating
+ * }
+ * for await (const batch of asCompleted(fs).batches()) console.log(batch.length, 'finished together')
+ * for await (const [f, v] of asCompleted(fs, { withResults: true })) console.log(f.key, v)
+ * ```
+ */
+export class AsCompleted<T = unknown, Y = Future<T>> implements AsyncIterableIterator<Y> {
+  private readonly withResults: boolean
+  private readonly raiseErrors: boolean
+  /** added and not yet in the queue (not done, or done and its value being fetched) */
+  private readonly waiting = new Set<Future<T>>()
+  private queue: Completion<T>[] = []
+  private head = 0
+  private failure: Error | undefined
+  private wakers: (() => void)[] = []
+
+  /** @internal made by `asCompleted()` */
+  constructor(futures: Future<T>[], opts: { withResults: boolean; raiseErrors: boolean }) {
+    this.withResults = opts.withResults
+    this.raiseErrors = opts.raiseErrors
+    for (const f of futures) this.add(f)
+  }
+
+  /**
+   * Adds a future to wait for (also while iterating). Adding one already waited for,
+   * and not yet yielded, does nothing.
+   *
+   * @example
+   * ```ts
+   * ac.add(client.submit(retryLater, job))
+   * ```
+   */
+  add(future: Future<T>): void {
+    if (!(future instanceof Future)) throw new TypeError(`asCompleted: add takes a Future, got ${describe(future)}`)
+    if (this.waiting.has(future)) return
+    this.waiting.add(future)
+    if (future.done()) this.completed(future)
+    else future.whenDone().then(() => this.completed(future), (e: Error) => { this.waiting.delete(future); this.failure ??= e; this.wake() })
+  }
+
+  /**
+   * Adds several futures.
+   *
+   * @example
+   * ```ts
+   * ac.update(client.map(f, more))
+   * ```
+   */
+  update(futures: Iterable<Future<T>>): void {
+    for (const f of toFutureList(futures, 'asCompleted: update') as Future<T>[]) this.add(f)
+  }
+
+  /**
+   * Futures added and not yet yielded.
+   *
+   * @example
+   * ```ts
+   * console.log(`${ac.count()} to go`)
+   * ```
+   */
+  count(): number { return this.waiting.size + this.queue.length - this.head }
+
+  /**
+   * True when nothing is left to yield.
+   *
+   * @example
+   * ```ts
+   * if (ac.isEmpty()) console.log('all done')
+   * ```
+   */
+  isEmpty(): boolean { return this.count() === 0 }
+
+  /**
+   * True when a future is ready to be yielded without waiting.
+   *
+   * @example
+   * ```ts
+   * if (ac.hasReady()) console.log('something finished')
+   * ```
+   */
+  hasReady(): boolean { return this.head < this.queue.length }
+
+  /**
+   * Stops waiting for every future added (they are not cancelled).
+   *
+   * @example
+   * ```ts
+   * ac.clear()
+   * ```
+   */
+  clear(): void {
+    this.waiting.clear()
+    this.queue = []
+    this.head = 0
+    this.wake()
+  }
+
+  /**
+   * The next finished future (or pair); `done` once nothing is left.
+   *
+   * @example
+   * ```ts
+   * const { value: first } = await ac.next()
+   * ```
+   */
+  async next(): Promise<IteratorResult<Y, undefined>> {
+    for (;;) {
+      if (this.head < this.queue.length) return { done: false, value: this.take() }
+      if (this.failure) { const e = this.failure; this.failure = undefined; throw e }
+      if (this.waiting.size === 0) return { done: true, value: undefined }
+      await new Promise<void>(resolve => this.wakers.push(resolve))
+    }
+  }
+
+  /**
+   * Ends a `for await` early (`break`): the futures left stay added, and iterating again
+   * goes on with them.
+   *
+   * @example
+   * ```ts
+   * for await (const f of ac) if (f.status === 'error') break
+   * ```
+   */
+  async return(): Promise<IteratorResult<Y, undefined>> {
+    return { done: true, value: undefined }
+  }
+
+  [Symbol.asyncIterator](): this { return this }
+
+  /**
+   * Whatever finished together, as arrays: waits for at least one, then takes every
+   * future (or pair) ready at that moment.
+   *
+   * @example
+   * ```ts
+   * for await (const batch of asCompleted(fs).batches()) await store(await client.gather(batch))
+   * ```
+   */
+  async *batches(): AsyncGenerator<Y[], void, undefined> {
+    for (;;) {
+      const first = await this.next()
+      if (first.done) return
+      const batch: Y[] = [first.value]
+      while (this.head < this.queue.length) {
+        // an error to raise ends the batch; the next call throws it
+        if (this.withResults && this.raiseErrors && this.queue[this.head]!.error !== undefined) break
+        batch.push(this.take())
+      }
+      yield batch
+    }
+  }
+
+  private take(): Y {
+    const c = this.queue[this.head++]!
+    // a long stream: drop what has been taken so the queue does not hold everything
+    if (this.head > 1024 && this.head * 2 > this.queue.length) { this.queue = this.queue.slice(this.head); this.head = 0 }
+    if (!this.withResults) return c.future as Y
+    if (c.error !== undefined) {
+      if (this.raiseErrors) throw c.error
+      return [c.future, c.error] as Y
+    }
+    return [c.future, c.value] as Y
+  }
+
+  private completed(f: Future<T>): void {
+    if (!this.waiting.has(f)) return
+    if (!this.withResults) { this.enqueue({ future: f }); return }
+    f.result().then(
+      value => this.enqueue({ future: f, value }),
+      (error: Error) => this.enqueue({ future: f, error }),
+    )
+  }
+
+  private enqueue(c: Completion<T>): void {
+    // cleared meanwhile: nothing to yield
+    if (!this.waiting.delete(c.future)) return
+    this.queue.push(c)
+    this.wake()
+  }
+
+  private wake(): void {
+    const ws = this.wakers
+    if (ws.length === 0) return
+    this.wakers = []
+    for (const w of ws) w()
+  }
+}
+
+/**
+ * Futures as they finish: see AsCompleted. `futures` may be empty (add them later).
  *
  * @example
  * ```ts
@@ -236,34 +467,27 @@ function toFutureList(futures: Iterable<Future> | Future, what: string): Future[
  * }
  * ```
  */
-export function asCompleted<T>(futures: Iterable<Future<T>>): AsyncGenerator<Future<T>, void, undefined> {
-  // checked here, not inside the generator, so a bad call fails where it is made
-  return completions(toFutureList(futures, 'asCompleted') as Future<T>[])
+export function asCompleted<T>(futures?: Iterable<Future<T>>, opts?: { withResults?: false; raiseErrors?: boolean }): AsCompleted<T, Future<T>>
+export function asCompleted<T>(futures: Iterable<Future<T>> | undefined, opts: { withResults: true; raiseErrors?: true }): AsCompleted<T, [Future<T>, T]>
+export function asCompleted<T>(futures: Iterable<Future<T>> | undefined, opts: { withResults: true; raiseErrors: false }): AsCompleted<T, [Future<T>, T | Error]>
+export function asCompleted<T>(futures: Iterable<Future<T>> | undefined, opts?: AsCompletedOptions): AsCompleted<T, unknown>
+export function asCompleted<T>(futures?: Iterable<Future<T>>, opts?: AsCompletedOptions): AsCompleted<T, unknown> {
+  // checked here, so a bad call fails where it is made
+  const list = futures === undefined ? [] : toFutureList(futures, 'asCompleted') as Future<T>[]
+  return new AsCompleted<T, unknown>(list, resolveAsCompletedOptions(opts))
 }
 
-async function* completions<T>(list: Future<T>[]): AsyncGenerator<Future<T>, void, undefined> {
-  const ready: Future<T>[] = []
-  let failure: Error | undefined
-  let wake: (() => void) | undefined
-  let left = list.length
-  const onDone = (f: Future<T>): void => { ready.push(f); wake?.() }
-  for (const f of list) {
-    if (f.done()) ready.push(f)
-    else f.whenDone().then(() => onDone(f), (e: Error) => { failure ??= e; wake?.() })
-  }
-  let i = 0
-  while (left > 0) {
-    while (i < ready.length) {
-      left--
-      yield ready[i++]!
-    }
-    if (left === 0) break
-    if (failure) throw failure
-    // a long stream: drop what has been yielded so the queue does not hold everything
-    if (i > 1024) { ready.splice(0, i); i = 0 }
-    await new Promise<void>(resolve => { wake = resolve })
-    wake = undefined
-  }
+/**
+ * Lets futures' tasks run to the end even once nothing holds them (Dask's
+ * `fire_and_forget`); see `client.fireAndForget`. Futures may come from any client.
+ *
+ * @example
+ * ```ts
+ * fireAndForget(client.submit(sendEmail, to))
+ * ```
+ */
+export function fireAndForget(futures: Future | Iterable<Future>): void {
+  for (const f of toFutureList(futures, 'fireAndForget')) f.client.fireAndForget(f)
 }
 
 /**

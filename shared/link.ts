@@ -27,11 +27,19 @@ export interface Link<Out extends object, In extends object> {
   readonly connected: boolean
 }
 
+const IN_NODE = typeof (globalThis as { process?: { versions?: { node?: unknown } } }).process?.versions?.node === 'string'
+
 export interface ConnectOptions {
   /** ms to wait for the first connection before failing. Default 10 s. */
   timeout?: number
   /** Reconnect after a lost connection (default true). */
   reconnect?: boolean
+  /**
+   * Let the process exit while the link is up (Node; ignored in browsers): the socket and
+   * socket.io's timers are unref'd, so only what the link's owner holds keeps the process
+   * alive. Default false.
+   */
+  unref?: boolean
 }
 
 /**
@@ -45,6 +53,8 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     reconnectionDelay: 200,
     reconnectionDelayMax: 2000,
     timeout: opts.timeout ?? 10_000,
+    // Node only: in a browser socket.io-client would call unref() on timers that have none
+    autoUnref: (opts.unref ?? false) && IN_NODE,
     auth: cb => cb(link.hello as unknown as Record<string, unknown>),
   })
   const outbox = new Outbox<Out>(msgs => { socket.emit('frame', encodeFrame(msgs)) })

@@ -110,13 +110,89 @@ export function resolveTaskOptions(options: unknown, base: ResolvedTaskOptions =
 export interface ScatterOptions {
   /** How many workers keep a copy (1–64, default 1). Scattered data has no lineage: a replica is its only backup. */
   replicas?: number
+  /**
+   * ms to wait for a worker to store the value (scatter resolves once one has it).
+   * Past it, scatter rejects with a TimeoutError and the value is dropped. Default: no limit.
+   */
+  timeout?: number
 }
 
 /** Validates scatter options. */
-export function resolveScatterOptions(options: unknown): { replicas: number | undefined } {
-  if (options === undefined) return { replicas: undefined }
-  const o = record(options, 'scatter options', ['replicas'])
-  return { replicas: o.replicas === undefined ? undefined : wholeNumber(o.replicas, 'replicas', 1, 64) }
+export function resolveScatterOptions(options: unknown): { replicas: number | undefined; timeout: number | undefined } {
+  if (options === undefined) return { replicas: undefined, timeout: undefined }
+  const o = record(options, 'scatter options', ['replicas', 'timeout'])
+  return {
+    replicas: o.replicas === undefined ? undefined : wholeNumber(o.replicas, 'replicas', 1, 64),
+    timeout: o.timeout === undefined ? undefined : milliseconds(o.timeout, 'timeout'),
+  }
+}
+
+/**
+ * Options for `client.gather`.
+ *
+ * @example
+ * ```ts
+ * const ok = await client.gather(fs, { errors: 'skip' })   // the values of those that did not fail
+ * ```
+ */
+export interface GatherOptions {
+  /** `'raise'` (default): reject with the first error. `'skip'`: leave failed futures (error or lost) out of the result; a cancelled one still rejects, as in Dask. */
+  errors?: 'raise' | 'skip'
+}
+
+/** Validates gather options. */
+export function resolveGatherOptions(options: unknown): { errors: 'raise' | 'skip' } {
+  if (options === undefined) return { errors: 'raise' }
+  const o = record(options, 'gather options', ['errors'])
+  const e = o.errors ?? 'raise'
+  if (e !== 'raise' && e !== 'skip') throw new TypeError(`errors must be 'raise' or 'skip', got ${describe(e)}`)
+  return { errors: e }
+}
+
+/**
+ * Options for `client.publishDataset`.
+ *
+ * @example
+ * ```ts
+ * await client.publishDataset('latest', f, { override: true })
+ * ```
+ */
+export interface PublishOptions {
+  /** Replace a dataset of the same name (default false: publishing a taken name rejects). */
+  override?: boolean
+}
+
+/** Validates publish options. */
+export function resolvePublishOptions(options: unknown): { override: boolean } {
+  if (options === undefined) return { override: false }
+  const o = record(options, 'publish options', ['override'])
+  if (o.override !== undefined && typeof o.override !== 'boolean') throw new TypeError(`override must be true or false, got ${describe(o.override)}`)
+  return { override: o.override === true }
+}
+
+/**
+ * Options for `asCompleted`.
+ *
+ * @example
+ * ```ts
+ * for await (const [f, value] of asCompleted(fs, { withResults: true })) console.log(f.key, value)
+ * ```
+ */
+export interface AsCompletedOptions {
+  /** Yield `[future, value]` pairs, fetching each value as its future finishes. Default false. */
+  withResults?: boolean
+  /** With `withResults`: a failed future makes the iteration throw its error (default true); false yields `[future, error]` instead. */
+  raiseErrors?: boolean
+}
+
+/** Validates asCompleted options. */
+export function resolveAsCompletedOptions(options: unknown): { withResults: boolean; raiseErrors: boolean } {
+  if (options === undefined) return { withResults: false, raiseErrors: true }
+  const o = record(options, 'asCompleted options', ['withResults', 'raiseErrors'])
+  for (const k of ['withResults', 'raiseErrors'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new TypeError(`${k} must be true or false, got ${describe(o[k])}`)
+  }
+  return { withResults: o.withResults === true, raiseErrors: o.raiseErrors !== false }
 }
 
 /**

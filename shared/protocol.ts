@@ -141,6 +141,10 @@ export const clientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('cancel'), keys }),
   /** send me these keys' data when ready */
   z.object({ type: z.literal('gather'), keys }),
+  /** run these keys (held by this client) to the end even if every client lets go of them */
+  z.object({ type: z.literal('fire-and-forget'), keys }),
+  /** run these erred keys (held by this client) again, with the erred tasks they depend on */
+  z.object({ type: z.literal('retry'), keys }),
   /** a request with an answer (`reply`) */
   z.object({ type: z.literal('request'), id: count, op: z.discriminatedUnion('op', [
     z.object({ op: z.literal('workers') }),
@@ -148,6 +152,14 @@ export const clientMessage = z.discriminatedUnion('type', [
     z.object({ op: z.literal('story'), key }),
     z.object({ op: z.literal('who-has'), keys }),
     z.object({ op: z.literal('status'), keys }),
+    /** publish a key this client holds under a name that outlives the client */
+    z.object({ op: z.literal('publish-dataset'), name, key, override: z.boolean().optional() }),
+    /** the key published under a name (answered `{ key }`); the client then holds it */
+    z.object({ op: z.literal('get-dataset'), name }),
+    z.object({ op: z.literal('list-datasets') }),
+    z.object({ op: z.literal('unpublish-dataset'), name }),
+    /** the client is closing: answered once everything it sent before is handled; its work is released at once (no grace period) */
+    z.object({ op: z.literal('close') }),
   ]) }),
 ])
 export type ClientMessage = z.infer<typeof clientMessage>
@@ -229,7 +241,7 @@ export const workerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('erred'), key, attempt: count, error: wireError, crashed: z.boolean().optional() }),
   z.object({ type: z.literal('missing'), key, attempt: count, missing: z.array(z.object({ key, holder: z.string().max(64) })).max(LIMITS.keys) }),
   z.object({ type: z.literal('steal-response'), key, attempt: count, ok: z.boolean() }),
-  /** a `put` was stored */
+  /** a `put` was stored, or a copy fetched as a dependency was kept */
   z.object({ type: z.literal('stored'), key, nbytes: count }),
   /** the worker needs key's data from elsewhere; answered by `data` with the same id */
   z.object({ type: z.literal('fetch'), id: count, key }),

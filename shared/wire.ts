@@ -161,6 +161,8 @@ export class PendingRequests<T = unknown> {
           reject(new TimeoutError(`${what}: no answer in ${timeoutMs} ms`))
         }, timeoutMs)
         : undefined
+      // a pending request must not keep a process alive by itself (whoever awaits it decides)
+      ;(timer as { unref?: () => void } | undefined)?.unref?.()
       this.pending.set(id, { resolve, reject, timer })
     })
     return { id, promise }

@@ -26,9 +26,9 @@ import InlineWebWorker from './thread/webworker.ts?worker&inline'
 setLocalClusterFactory(opts => startBrowserLocalCluster(opts, () => webWorkerThread(new InlineWebWorker({ name: 'tabgrid-thread' }))))
 
 export { Client, setLocalClusterFactory }
-export { Future, asCompleted, wait, partitionAll } from '../shared/future.js'
+export { Future, AsCompleted, asCompleted, fireAndForget, wait, partitionAll, type FutureStatus } from '../shared/future.js'
 export {
   TabgridError, TaskError, CancelledError, LostDataError, AuthError, SerializationError, TooLargeError, TimeoutError,
   type ErrorCode, type WireError,
 } from '../shared/errors.js'
-export type { WorkerSummary, StoryEntry, MaybeFuture, Gathered, TaskOptions, ScatterOptions, ClientConnectOptions, LocalOptions, RequestOptions } from '../shared/client.js'
+export type { WorkerSummary, StoryEntry, MaybeFuture, Gathered, TaskOptions, ScatterOptions, ClientConnectOptions, LocalOptions, RequestOptions, GatherOptions, PublishOptions, AsCompletedOptions } from '../shared/client.js'

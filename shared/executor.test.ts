@@ -168,7 +168,7 @@ describe('Executor: running tasks', () => {
     expect(ex.has('queued')).toBe(false)
   })
 
-  it('batches completions: one post per turn', async () => {
+  it('batches completions: a few posts for 100 tasks, not one each', async () => {
     const host = new Host()
     let posts = 0
     const post = host.post.bind(host)
@@ -176,7 +176,9 @@ describe('Executor: running tasks', () => {
     const ex = new Executor(host, 1)
     ex.run(Array.from({ length: 100 }, (_, i) => task(ex, `k${i}`, (x: number) => x, [i])))
     await host.outcome('k99')
-    expect(posts).toBe(1)
+    // one post per turn, or one per 5 ms of a long turn (a loaded machine may take longer)
+    expect(posts).toBeGreaterThanOrEqual(1)
+    expect(posts).toBeLessThanOrEqual(5)
   })
 
   it('reports each long synchronous task when it ends, not with the queued tasks after it', async () => {

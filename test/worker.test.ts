@@ -71,7 +71,7 @@ describe('dependents sent ahead, on a real grid', () => {
     for (let i = 0; i < 99; i++) { f = c.submit((x: number) => x + 1, f); keys.push(f.key) }
     expect(await f.result()).toBe(100)
     const stories = await Promise.all(keys.slice(1).map(k => client!.story(k)))
-    const ahead = stories.filter(s => s.some(e => /sent ahead/.test(e.note ?? ''))).length
+    const ahead = stories.filter(s => s.some(e => /sent ahead/.test(String(e.note ?? '')))).length
     // most hops never waited at the coordinator (the first few may, before the pipeline fills)
     expect(ahead).toBeGreaterThan(90)
   })

@@ -34,7 +34,9 @@ export interface WorkerOptions {
 export function spawnThread(): ThreadHandle {
   const fromSource = import.meta.url.endsWith('.ts')
   const url = new URL(fromSource ? './thread.ts' : './thread.js', import.meta.url)
-  const worker = new Worker(url, fromSource ? { execArgv: ['--import', 'tsx'] } : {})
+  // a thread inherits the process's flags, and `--input-type` (of `node -e`) makes it refuse its own entry file
+  const inherited = process.execArgv.filter(a => !a.startsWith('--input-type'))
+  const worker = new Worker(url, { execArgv: fromSource ? [...inherited, '--import', 'tsx'] : inherited })
   let exited = false
   const exitCbs: ((reason: string) => void)[] = []
   const fire = (reason: string): void => {

@@ -313,7 +313,10 @@ export class Client {
 
   /**
    * A client over an existing link (an in-process cluster, or tests playing the
-   * coordinator). `onClose` runs after `close()` closed the link.
+   * coordinator). `onClose` runs after `close()` closed the link. Not part of the
+   * package's typings (the link's message types are internal).
+   *
+   * @internal
    *
    * @example
    * ```ts

@@ -231,7 +231,7 @@ export class Client {
   private counter = 0
   /** the coordinator's URL (undefined for Client.local) */
   private address: string | undefined
-  /** the grid as the last `workers()` answer showed it, for `String(client)` */
+  /** the grid as the last `workers()` answer showed it (memory: bytes of results held), for `String(client)` */
   private lastSeen: { workers: number; slots: number; memory: number } | undefined
 
   private constructor(link: Link<ClientMessage, ToClientMessage>, onClose?: () => Promise<void> | void) {
@@ -687,7 +687,7 @@ export class Client {
     if (!Array.isArray(value)) throw new TabgridError('internal', `workers(): the coordinator answered ${describe(value)}, not an array`)
     const list = value as WorkerSummary[]
     let slots = 0, memory = 0
-    for (const w of list) { slots += Number(w.slots) || 0; memory += Number(w.memory) || 0 }
+    for (const w of list) { slots += Number(w.slots) || 0; memory += Number(w.nbytes) || 0 }
     this.lastSeen = { workers: list.length, slots, memory }
     return list
   }

@@ -329,7 +329,10 @@ export class Client {
     }
     const { link, shutdown } = await factory(o)
     const client = Client.fromLink(link, shutdown)
-    await client.workers().catch(() => {})
+    // what String(client) shows; an in-process cluster answers at once, and nothing waits on one that doesn't
+    let timer: TimerHandle | undefined
+    await Promise.race([client.workers().catch(() => {}), new Promise<void>(r => { timer = setTimeout(r, 1000) })])
+    clearTimeout(timer)
     return client
   }
 

@@ -54,7 +54,7 @@ describe('the tarball', () => {
     expect(messages).toEqual([])
   })
 
-  it('passes @arethetypeswrong/cli as an ESM-only package', async () => {
+  it('passes @arethetypeswrong/cli as an ESM-only package', { timeout: 90_000 }, async () => {
     // exits non-zero on any problem; the esm-only profile accepts that require() needs Node's require(esm)
     const { stdout } = await exec(bin('attw'), [tarball, '--profile', 'esm-only', '--format', 'ascii', '--no-color'], { timeout: 60_000 })
     expect(stdout).toMatch(/node16 \(from ESM\): 🟢 \(ESM\)/)
@@ -107,7 +107,7 @@ describe('installed in an empty project', () => {
     expect(stdout).toMatch(/0\.\d+\.\d+/)
   })
 
-  it('type-checks a Node program against the Node typings and a browser app against the browser ones', async () => {
+  it('type-checks a Node program against the Node typings and a browser app against the browser ones', { timeout: 120_000 }, async () => {
     await writeFile(join(app, 'node.ts'), `import { Client, startCoordinator } from 'tabgrid'\nexport const f = async (): Promise<number> => (await Client.connect('http://127.0.0.1:8786')).submit((n: number) => n + 1, 1).result()\nexport { startCoordinator }\n`)
     await writeFile(join(app, 'tsconfig.node.json'), JSON.stringify({ compilerOptions: { target: 'es2022', module: 'nodenext', moduleResolution: 'nodenext', strict: true, noEmit: true, types: [] }, files: ['node.ts'] }))
     await exec(process.execPath, [tsc, '-p', 'tsconfig.node.json'], { cwd: app })
@@ -137,7 +137,7 @@ describe('installed in an empty project', () => {
 })
 
 describe('served typings', () => {
-  it('/tabgrid-client.d.ts is one file a browser app can use with nothing else', async () => {
+  it('/tabgrid-client.d.ts is one file a browser app can use with nothing else', { timeout: 90_000 }, async () => {
     const coord = await startCoordinator({ port: 0 })
     try {
       const res = await fetch(`${coord.url}/tabgrid-client.d.ts`)

@@ -299,7 +299,7 @@ describe('dashboard', () => {
     await page.locator('#run').click()
     // no workers: the task waits; a tab joins and it runs
     await grid.openTab({ workers: 1, name: 'late-tab' })
-    await untilText(page, '#output', /^▶ your code42✓ done/)
+    await untilText(page, '#output', /^▶ your codeNo worker has joined the grid yet.*Running anyway: the tasks wait in the queue until a worker joins\.42✓ done/)
     // a token in the address is used, then dropped from it
     const other = await openDashboard(grid, { path: '/?token=nope' })
     await untilText(other, '#gate-title', /That token was refused/)

@@ -24,14 +24,11 @@ afterEach(async () => {
   started = undefined
 })
 
-declare global {
-  interface Window {
-    tabgridDashboard: {
-      model: { grid: { workers: number } | undefined; groups: Map<string, { name: string; done: number; running: number; queued: number; failed: number }> }
-      drive: { results: { example: string; outcome: 'ok' | 'error' | 'stopped'; ms: number }[] }
-      volunteer: { state: { state: string } } | undefined
-    }
-  }
+/** web/dashboard.ts's window.tabgridDashboard, as far as this file reads it (read inside the page) */
+interface Dashboard {
+  model: { grid: { workers: number } | undefined; groups: Map<string, { name: string; done: number; running: number; queued: number; failed: number }> }
+  drive: { results: { example: string; outcome: 'ok' | 'error' | 'stopped'; ms: number }[] }
+  volunteer: { state: { state: string } } | undefined
 }
 
 async function openDashboard(g: BrowserGrid | undefined, url: string): Promise<Page> {
@@ -41,11 +38,11 @@ async function openDashboard(g: BrowserGrid | undefined, url: string): Promise<P
   g?.watch(page)
   if (!g) page.on('pageerror', err => { throw err })
   await page.goto(url)
-  await until(() => page.evaluate(() => window.tabgridDashboard.model.grid !== undefined), 'the first dashboard update')
+  await until(() => page.evaluate(() => (window as unknown as { tabgridDashboard: Dashboard }).tabgridDashboard.model.grid !== undefined), 'the first dashboard update')
   return page
 }
 
-const results = (page: Page): Promise<{ example: string; outcome: string }[]> => page.evaluate(() => window.tabgridDashboard.drive.results.map(r => ({ example: r.example, outcome: r.outcome })))
+const results = (page: Page): Promise<{ example: string; outcome: string }[]> => page.evaluate(() => (window as unknown as { tabgridDashboard: Dashboard }).tabgridDashboard.drive.results.map(r => ({ example: r.example, outcome: r.outcome })))
 
 async function runExample(page: Page, title: string, done: RegExp, timeoutMs = 90_000): Promise<void> {
   const before = (await results(page)).length
@@ -67,7 +64,7 @@ describe('first run', () => {
     const url = await until(() => /"url":"(http:\/\/[^"]+)"/.exec(out)?.[1], 'npm start to listen', 240_000)
     await until(() => (out.match(/"msg":"joined /g) ?? []).length === 2, 'the two local workers')
     const page = await openDashboard(undefined, `${url}/`)
-    await until(() => page.evaluate(() => window.tabgridDashboard.model.grid?.workers === 2), 'two workers on the dashboard')
+    await until(() => page.evaluate(() => (window as unknown as { tabgridDashboard: Dashboard }).tabgridDashboard.model.grid?.workers === 2), 'two workers on the dashboard')
     expect(await page.locator('#invite').isHidden()).toBe(true)
     await runExample(page, 'Shape vs pull', /send a => a\.shape to the data: +1000×1000/)
     await runExample(page, 'Map vs chunks', /sum of squares: 333283335000, the same both ways: true/)
@@ -88,10 +85,10 @@ describe('first run', () => {
     await page.locator('#run').click()
     await untilText(page, '#output', /No worker has joined the grid yet, so no task can run\. Click “Donate this tab” above/)
     await untilText(page, '#output', /Running anyway: the tasks wait in the queue until a worker joins\./)
-    await until(() => page.evaluate(() => [...window.tabgridDashboard.model.groups.values()].some(g => g.queued === 3)), 'the queued group')
+    await until(() => page.evaluate(() => [...(window as unknown as { tabgridDashboard: Dashboard }).tabgridDashboard.model.groups.values()].some(g => g.queued === 3)), 'the queued group')
     await page.locator('#stop').click()
     await untilText(page, '#output', /■ stopped after/)
-    await until(() => page.evaluate(() => window.tabgridDashboard.model.groups.size === 0), 'the stopped group to go')
+    await until(() => page.evaluate(() => (window as unknown as { tabgridDashboard: Dashboard }).tabgridDashboard.model.groups.size === 0), 'the stopped group to go')
     await until(async () => (await page.locator('#groups .group').count()) === 0, 'its row to go from the page')
     expect(await page.locator('#groups-empty').isVisible()).toBe(true)
 
@@ -100,7 +97,7 @@ describe('first run', () => {
     await page.locator('#run').click()
     await untilText(page, '#run-progress-text', /waiting for a worker to join/)
     await page.locator('#donate').click()
-    await until(() => page.evaluate(() => window.tabgridDashboard.volunteer?.state.state === 'connected'), 'this tab to join')
+    await until(() => page.evaluate(() => (window as unknown as { tabgridDashboard: Dashboard }).tabgridDashboard.volunteer?.state.state === 'connected'), 'this tab to join')
     await untilText(page, '#output', /A worker joined: running\./)
     await untilText(page, '#output', /π ≈ 3\.1\d+ from \d+ million darts/, 90_000)
     await untilText(page, '#output', /ran on 1 of 1 workers: dashboard tab/)

@@ -20,7 +20,8 @@ export default defineConfig({
     outDir: fileURLToPath(new URL('./dist/web/', import.meta.url)),
     emptyOutDir: true,
     target: 'es2022',
-    sourcemap: true,
+    // no maps: the package ships no TypeScript sources for them to point at, and the output is readable
+    sourcemap: false,
     rollupOptions: {
       input: Object.fromEntries(pages.map(name => [name, `${web}${name}.html`])),
     },

@@ -56,7 +56,8 @@ export interface CoordinatorOptions {
   maxBadMessages?: number
   /** check scheduler invariants after every event (tests) */
   validate?: boolean
-  log?: (line: string) => void
+  /** where the coordinator says what happens; `level` is 'info' when left out */
+  log?: (line: string, level?: 'info' | 'warn' | 'error') => void
   now?: () => number
   /** the clock (ms) the scheduler's own time is measured with. Default performance.now */
   timer?: () => number
@@ -125,7 +126,7 @@ export class Coordinator {
 
   private observe(o: Observed): void {
     for (const f of this.observers) {
-      try { f(o) } catch (err) { this.opts.log(`observer failed: ${(err as Error).message}`) }
+      try { f(o) } catch (err) { this.opts.log(`observer failed: ${(err as Error).message}`, 'error') }
     }
   }
 
@@ -211,7 +212,7 @@ export class Coordinator {
     this.peers.set(id, w)
     conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false } satisfies ToWorkerMessage)
     for (const [name, source] of this.modules) conn.send({ type: 'module', name, source } satisfies ToWorkerMessage)
-    this.opts.log(`worker ${w.name} joined (${w.kind}, ${w.slots} slots)`)
+    this.opts.log(`worker ${w.name} (${id}) joined (${w.kind}, ${w.slots} slots)`)
     const ev: SchedulerEvent = { type: 'worker-added', worker: id, name: w.name, kind: w.kind, slots: w.slots }
     if (hello.held?.length) ev.held = hello.held
     this.handle(ev)
@@ -302,7 +303,7 @@ export class Coordinator {
         else this.onWorker(p as WorkerPeer, parsed.data as WorkerMessage)
       } catch (err) {
         // a bug or an impossible request: answer, count, never crash
-        this.opts.log(`error handling ${(parsed.data as { type: string }).type} from ${p.name}: ${(err as Error).stack}`)
+        this.opts.log(`error handling ${(parsed.data as { type: string }).type} from ${p.name}: ${(err as Error).stack}`, 'error')
         this.refuse(p, toWireError(err, 'internal'))
       }
     }
@@ -340,7 +341,7 @@ export class Coordinator {
     peer.bad++
     peer.conn.send({ type: 'error', error })
     if (peer.bad >= this.opts.maxBadMessages) {
-      this.opts.log(`cutting ${peer.role} ${peer.name}: ${peer.bad} bad messages`)
+      this.opts.log(`cutting ${peer.role} ${peer.name}: ${peer.bad} bad messages`, 'warn')
       const conn = peer.conn
       this.disconnected(peer.id, 'kicked')
       conn.close('too many bad messages')
@@ -707,7 +708,7 @@ export class Coordinator {
     try {
       commands = this.scheduler.handleMany(events, this.opts.now())
     } catch (err) {
-      this.opts.log(`scheduler error on ${events.map(e => e.type).join(',')}: ${(err as Error).stack}`)
+      this.opts.log(`scheduler error on ${events.map(e => e.type).join(',')}: ${(err as Error).stack}`, 'error')
       if (this.opts.validate) throw err
       return
     }
@@ -722,7 +723,7 @@ export class Coordinator {
   }
 
   private applySafely(c: Command): void {
-    try { this.apply(c) } catch (err) { this.opts.log(`error applying ${c.type}: ${(err as Error).stack}`) }
+    try { this.apply(c) } catch (err) { this.opts.log(`error applying ${c.type}: ${(err as Error).stack}`, 'error') }
   }
 
   private apply(c: Command): void {
@@ -734,7 +735,7 @@ export class Coordinator {
       }
       case 'worker-lapsed': {
         const w = this.peers.get(c.worker)
-        this.opts.log(`worker ${w?.name ?? c.worker} went quiet for ${Math.round(c.quietMs)} ms with ${c.tasks} tasks: its leases ran out`)
+        this.opts.log(`worker ${w?.name ?? c.worker} went quiet for ${Math.round(c.quietMs)} ms with ${c.tasks} tasks: its leases ran out`, 'warn')
         return
       }
       case 'cancel-task':

@@ -1,9 +1,11 @@
-// Takes the README's dashboard screenshots on a real grid: a coordinator started from the
-// command line (its own process, so its overhead figures are its own), three headless
-// Chromium worker tabs × 2 Web Workers, and 10,000 tasks from a Node client.
+// Takes the README's dashboard screenshots on real grids, coordinators started from the
+// command line (their own processes, so their overhead figures are their own) and headless
+// Chromium:
 //   npm run build && node docs/screenshot.mjs
-// Writes docs/dashboard.png (watching a run of 15–35 ms tasks) and docs/dashboard-drive.png
-// (the code panel's map vs chunks, and its warning). About two minutes on 2 cores.
+// docs/dashboard-no-worker.png: a coordinator with no worker, as a newcomer first sees it;
+// docs/dashboard.png: the same dashboard after "Donate this tab" and two Drive examples;
+// docs/dashboard-busy.png: three worker tabs × 2 Web Workers running 10,000 tasks of 15–35 ms
+// from a Node client, a task's story open. About three minutes on 2 cores.
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
@@ -21,13 +23,44 @@ const until = async (check, what, ms = 120_000) => {
   }
 }
 
-const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--quiet'], { stdio: ['ignore', 'pipe', 'inherit'] })
-const url = await new Promise((resolve, reject) => {
-  let out = ''
-  coordinator.stdout.on('data', d => { out += d; const m = /listening on (\S+)/.exec(out); if (m) resolve(m[1]) })
-  coordinator.once('exit', code => reject(new Error(`coordinator exited with ${code}`)))
-})
+function startCoordinator() {
+  const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--log-format', 'json', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const url = new Promise((resolve, reject) => {
+    let out = ''
+    coordinator.stdout.on('data', d => { out += d; const m = /"url":"([^"]+)"/.exec(out); if (m) resolve(m[1]) })
+    coordinator.once('exit', code => reject(new Error(`coordinator exited with ${code}`)))
+  })
+  return { coordinator, url }
+}
+
 const browser = await chromium.launch({ executablePath: process.env.TABGRID_CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] })
+const first = startCoordinator()
+try {
+  // a newcomer's first look: no worker yet, then this very tab donated
+  const url = await first.url
+  const page = await (await browser.newContext({ viewport: { width: 1360, height: 1010 } })).newPage()
+  page.on('pageerror', err => console.error(`dashboard: ${err.message}`))
+  await page.goto(url)
+  await until(() => page.locator('#invite').isVisible(), 'the no-worker banner')
+  await page.waitForTimeout(1200)
+  await page.screenshot({ path: `${here}dashboard-no-worker.png` })
+  await page.locator('#donate').click()
+  await until(() => page.evaluate(() => window.tabgridDashboard.volunteer?.state.state === 'connected'), 'the tab to join')
+  for (const title of ['Monte Carlo π', 'Shape vs pull']) {
+    const n = await page.evaluate(() => window.tabgridDashboard.drive.results.length)
+    await page.getByRole('button', { name: title }).click()
+    await page.locator('#run').click()
+    await until(() => page.evaluate(k => window.tabgridDashboard.drive.results.length > k, n), title)
+  }
+  await page.waitForTimeout(1200)
+  await page.screenshot({ path: `${here}dashboard.png` })
+  console.log(`wrote ${here}dashboard-no-worker.png and ${here}dashboard.png`)
+} finally {
+  first.coordinator.kill('SIGINT')
+}
+
+const { coordinator, url: busyUrl } = startCoordinator()
+const url = await busyUrl
 try {
   for (let i = 1; i <= 3; i++) {
     const tab = await (await browser.newContext()).newPage()
@@ -76,24 +109,11 @@ try {
     await page.mouse.click(bar.x, bar.y)
     await until(() => page.evaluate(() => /ran on/.test(document.querySelector('#story-summary').textContent)), 'the story')
   }
-  await page.screenshot({ path: `${here}dashboard.png` })
+  await page.screenshot({ path: `${here}dashboard-busy.png` })
   await client.gather(futures)
   for (const f of futures) f.release()
-
-  // the code panel: map vs chunks, and the warning tiny tasks bring
-  await page.mouse.move(0, 0)
-  await page.getByRole('button', { name: 'Map vs chunks' }).click()
-  await page.locator('#run').click()
-  await until(() => page.evaluate(() => /✓ done/.test(document.querySelector('#output').textContent)), 'the example')
-  await until(() => page.locator('#warning').isVisible(), 'the warning')
-  // the progress bars are an update (≤ 500 ms) behind the code's own output
-  await until(() => page.evaluate(() => [...window.tabgridDashboard.model.groups.values()].every(g => g.running + g.queued === 0)), 'the bars to finish')
-  await page.waitForTimeout(600)
-  await page.setViewportSize({ width: 1360, height: 1600 })
-  const box = await page.locator('#drive').boundingBox()
-  await page.screenshot({ path: `${here}dashboard-drive.png`, clip: { x: 0, y: 0, width: 1360, height: Math.round(box.y + box.height + 16) } })
   await client.close()
-  console.log(`wrote ${here}dashboard.png and ${here}dashboard-drive.png`)
+  console.log(`wrote ${here}dashboard-busy.png`)
 } finally {
   await browser.close()
   coordinator.kill('SIGINT')

@@ -20,7 +20,7 @@ describe('the client embedded in a web app', () => {
     expect(await js.text()).toMatch(/export\s*\{[^}]*\bClient\b/)
     const dts = await fetch(`${grid.url}/tabgrid-client.d.ts`)
     expect(dts.status).toBe(200)
-    expect(await dts.text()).toMatch(/export \{ Client/)
+    expect(await dts.text()).toMatch(/export declare class Client\b/)
     // the example page is served, and only pages from examples/ (not the scripts beside them)
     expect((await fetch(`${grid.url}/examples/embed.html`)).status).toBe(200)
     expect((await fetch(`${grid.url}/examples/_grid.mjs`)).status).toBe(404)

@@ -217,7 +217,7 @@ describe('worker tabs', () => {
     }, Array.from({ length: 40 }, (_, i) => i))
     await client.gather(fs.slice(0, 20))
     await untilText(a.page, '#done', /^[1-9]/)
-    await untilText(a.page, '#data', /\d (KB|MB)$/)
+    await untilText(a.page, '#data', /\d (kB|MB)$/)
     await screenshot(a.page, 'worker-connected')
     await client.gather(fs)
     const stats = await a.stats()

@@ -1,10 +1,11 @@
 // Shared by the examples: connect to TABGRID_URL when it is set (a grid you started with
-// `npm start` and `npx tabgrid worker …`), else start a small grid in this process.
+// `npm start` or `npx tabgrid coordinator` and `npx tabgrid worker …`; TABGRID_TOKEN is its
+// client token, if it has one), else start a small grid in this process.
 import { Client, startCoordinator, startWorker } from 'tabgrid'
 
 export async function connect({ nprocs = 1, nthreads = 1, workers = 2 } = {}) {
   if (process.env.TABGRID_URL) {
-    const client = await Client.connect(process.env.TABGRID_URL, { token: process.env.TABGRID_TOKEN })
+    const client = await Client.connect()   // reads TABGRID_URL and TABGRID_TOKEN
     return { client, close: () => client.close() }
   }
   const coord = await startCoordinator({ port: 0 })

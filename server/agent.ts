@@ -1,6 +1,6 @@
 /**
  * The Node worker agent (`tabgrid worker URL`): a pool of worker_threads driven by the
- * shared worker runtime. `--nprocs` threads, each running up to `--nthreads` tasks at once.
+ * shared worker runtime. `--nworkers` threads, each running up to `--nthreads` tasks at once.
  */
 import { Worker } from 'node:worker_threads'
 import { availableParallelism, hostname, tmpdir, totalmem } from 'node:os'
@@ -10,6 +10,8 @@ import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
 import type * as Comlink from 'comlink'
 import { connectLink, type Link } from '../shared/link.js'
 import { WorkerRuntime, type ThreadHandle } from '../core/runtime.js'
+import { coordinatorUrl } from '../shared/address.js'
+import { formatBytes } from '../shared/size.js'
 import type { ToWorkerMessage, WorkerMessage, Hello } from '../shared/protocol.js'
 
 export interface WorkerOptions {
@@ -25,16 +27,25 @@ export interface WorkerOptions {
    * machine's memory.
    */
   memoryLimit?: number
-  /** ms to wait for the coordinator. Default 10 s. */
+  /** ms to wait for the coordinator at first. Default 10 s, or `deathTimeout` when set. */
   timeout?: number
-  log?: (line: string) => void
+  /**
+   * ms the coordinator may be gone (unreachable, after a lost connection) before the
+   * agent gives up and closes, as Dask's `--death-timeout`. Default: keep trying.
+   */
+  deathTimeout?: number
+  /** ms after joining when the agent retires gracefully (hands its data off, then leaves), as Dask's `--lifetime`. */
+  lifetime?: number
+  log?: (line: string, level?: 'info' | 'warn' | 'error') => void
 }
 
 /** Makes one worker_thread running an Executor. Works from the build and from sources (via tsx). */
 export function spawnThread(): ThreadHandle {
   const fromSource = import.meta.url.endsWith('.ts')
   const url = new URL(fromSource ? './thread.ts' : './thread.js', import.meta.url)
-  const worker = new Worker(url, fromSource ? { execArgv: ['--import', 'tsx'] } : {})
+  // a thread inherits the process's flags, and `--input-type` (of `node -e`) makes it refuse its own entry file
+  const inherited = process.execArgv.filter(a => !a.startsWith('--input-type'))
+  const worker = new Worker(url, { execArgv: fromSource ? [...inherited, '--import', 'tsx'] : inherited })
   let exited = false
   const exitCbs: ((reason: string) => void)[] = []
   const fire = (reason: string): void => {
@@ -62,47 +73,82 @@ export interface RunningWorker {
 }
 
 /** Joins a coordinator as a Node worker. */
-export async function startWorker(url: string, options: WorkerOptions = {}): Promise<RunningWorker> {
-  const nprocs = positive(options.nprocs ?? availableParallelism(), '--nprocs')
+export async function startWorker(address: string, options: WorkerOptions = {}): Promise<RunningWorker> {
+  const url = coordinatorUrl(address)
+  const nprocs = positive(options.nprocs ?? availableParallelism(), '--nworkers')
   const nthreads = positive(options.nthreads ?? 1, '--nthreads')
   const hello: Hello = { role: 'worker', kind: 'node', slots: nprocs * nthreads, name: options.name ?? `${hostname()}-${process.pid}` }
   if (options.token) hello.token = options.token
   const memoryLimit = options.memoryLimit ?? Math.floor(totalmem() / 2)
   if (!(memoryLimit > 0)) throw new RangeError(`memoryLimit must be a positive number of bytes (got ${memoryLimit})`)
+  for (const [k, v] of [['deathTimeout', options.deathTimeout], ['lifetime', options.lifetime]] as const) {
+    if (v !== undefined && !(Number.isFinite(v) && v > 0 && v <= 2 ** 31 - 1)) throw new RangeError(`${k} must be a positive number of ms (got ${v})`)
+  }
+  const log = options.log ?? (() => {})
   const spillDir = await mkdtemp(join(tmpdir(), 'tabgrid-spill-'))
   const runtime = new WorkerRuntime({
-    nprocs, nthreads, spawn: spawnThread, log: options.log ?? (() => {}),
+    nprocs, nthreads, spawn: spawnThread, log: line => log(line),
     threadInit: i => ({ memoryLimit: Math.floor(memoryLimit / nprocs), spill: join(spillDir, `thread-${i}`) }),
   })
   const cleanup = (): Promise<void> => rm(spillDir, { recursive: true, force: true })
   let link: Link<WorkerMessage, ToWorkerMessage>
   try {
-    link = await connectLink(url, hello, { timeout: options.timeout ?? 10_000 })
+    link = await connectLink(url, hello, { timeout: options.timeout ?? options.deathTimeout ?? 10_000 })
   } catch (err) {
     await runtime.close()
     await cleanup()
     throw err
   }
-  // the runtime renews this worker's leases itself (heartbeats on its own timer)
-  runtime.attach(link)
   let resolveClosed!: (why: string) => void
-  const closed = new Promise<string>(r => { resolveClosed = r })
+  let ending: string | undefined
+  const closed = new Promise<string>(r => { resolveClosed = why => r(ending ?? why) })
+  let deathTimer: ReturnType<typeof setTimeout> | undefined
+  let lifetimeTimer: ReturnType<typeof setTimeout> | undefined
+  const timers = (): void => { clearTimeout(deathTimer); clearTimeout(lifetimeTimer) }
+  // set before attach: the welcome can come with the connect, in the same turn
   runtime.onStatusChange = s => {
-    if (s.state === 'goodbye' || s.state === 'closed') resolveClosed(s.reason)
-    if (s.state === 'disconnected') options.log?.(`lost the coordinator (${s.reason}); reconnecting`)
-    if (s.state === 'welcome') options.log?.(`${s.resumed ? 'rejoined' : 'joined'} ${url} as ${s.id} (${nprocs} threads × ${nthreads} tasks)`)
+    if (s.state === 'goodbye' || s.state === 'closed') { timers(); resolveClosed(s.reason) }
+    if (s.state === 'disconnected') {
+      log(`lost the coordinator (${s.reason}); reconnecting${options.deathTimeout ? ` for up to ${seconds(options.deathTimeout)} (--death-timeout)` : ''}`, 'warn')
+      if (options.deathTimeout && deathTimer === undefined) {
+        deathTimer = setTimeout(() => {
+          ending = `the coordinator was gone for ${seconds(options.deathTimeout!)} (--death-timeout)`
+          log(`${ending}: giving up`, 'error')
+          void running.close()
+        }, options.deathTimeout)
+      }
+    }
+    if (s.state === 'welcome') {
+      clearTimeout(deathTimer)
+      deathTimer = undefined
+      log(`${s.resumed ? 'rejoined' : 'joined'} ${url} as ${hello.name} (${s.id}): ${nprocs} thread${nprocs === 1 ? '' : 's'} × ${nthreads} task${nthreads === 1 ? '' : 's'}, ${formatBytes(memoryLimit)} memory limit`)
+      if (options.lifetime && lifetimeTimer === undefined) {
+        lifetimeTimer = setTimeout(() => {
+          ending = `its lifetime of ${seconds(options.lifetime!)} ran out (--lifetime)`
+          log(`${ending}: handing data off and leaving`)
+          void running.retire()
+        }, options.lifetime)
+      }
+    }
   }
-  return {
+  runtime.attach(link)
+  // the runtime renews this worker's leases itself (heartbeats on its own timer)
+  let closing: Promise<void> | undefined
+  const running: RunningWorker = {
     runtime,
     closed,
     retire: async (timeoutMs = 30_000) => {
       runtime.retire()
       await Promise.race([closed, new Promise(r => setTimeout(r, timeoutMs))])
-      await runtime.close()
-      await cleanup()
+      await running.close()
     },
-    close: async () => { await runtime.close(); await cleanup(); resolveClosed('closed') },
+    close: () => closing ??= (async () => { timers(); await runtime.close(); await cleanup(); resolveClosed('closed') })(),
   }
+  return running
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`
 }
 
 function positive(n: number, name: string): number {

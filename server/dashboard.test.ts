@@ -340,6 +340,29 @@ describe('dashboard stream', () => {
     expect(dashboardUpdate.parse(left)).toBeTruthy()
   })
 
+  it('drops a group whose tasks were all cancelled before they ran (a stopped run leaves no 0 / 0 row)', () => {
+    const g = track(setup())
+    const d = g.addDashboard()
+    g.dash.tick()
+    d.take()
+    // no worker: the tasks queue at the coordinator
+    const client = new FakeConn()
+    const cid = g.coordinator.accept(client, { role: 'client' })
+    const args = new Uint8Array([0x90])
+    const keys = Array.from({ length: 50 }, (_, i) => `work-${i}`)
+    g.coordinator.receive(cid, [
+      { type: 'function', hash: 'h1', source: 'x => x' },
+      { type: 'submit', tasks: keys.map(key => ({ key, fn: 'h1', args, deps: [], group: 'work' })) },
+    ])
+    g.advance(500)
+    expect(g.dash.tick()!.groups.find(r => r[0] === 'work')).toEqual(['work', 0, 0, 50, 0])
+    g.coordinator.receive(cid, [{ type: 'cancel', keys }])
+    g.advance(500)
+    const after = g.dash.tick()!
+    expect(after.groupsGone).toEqual(['work'])
+    expect(after.groups).toEqual([])
+  })
+
   it('costs the coordinator O(1) per event, and nothing once stopped', () => {
     const g = track(setup())
     const ids = Array.from({ length: 100 }, (_, i) => g.addWorker(`w${i}`, 8).id)

@@ -558,7 +558,8 @@ export function attachDashboard(coordinator: Coordinator, options: DashboardOpti
     const list: GroupState[] = []
     for (const g of groups.values()) {
       if (!seen.has(g.name)) { g.running = 0; g.queued = 0 }
-      if (g.running + g.queued === 0 && t - g.lastActive > GROUP_TTL_MS) { groups.delete(g.name); continue }
+      // idle for long, or nothing to show (every task was cancelled before it ran: a stopped run)
+      if (g.running + g.queued === 0 && (t - g.lastActive > GROUP_TTL_MS || g.done + g.failed === 0)) { groups.delete(g.name); continue }
       list.push(g)
     }
     list.sort((a, b) => Number(b.running + b.queued > 0) - Number(a.running + a.queued > 0) || b.lastActive - a.lastActive)

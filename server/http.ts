@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { Server as IOServer, type Socket } from 'socket.io'
 import { Coordinator, type CoordinatorOptions, type Connection } from '../core/coordinator.js'
 import { attachDashboard } from './dashboard.js'
+import { coordinatorMetrics } from './metrics.js'
 import { LIMITS, type FrameEvents, type InboundFrameEvents, type SocketData } from '../shared/protocol.js'
 import { Outbox, encodeFrame, decodeFrame } from '../shared/wire.js'
 
@@ -49,6 +50,8 @@ const TYPES: Record<string, string> = {
 /** Starts a coordinator; resolves when it listens. */
 export async function startCoordinator(options: StartOptions = {}): Promise<RunningCoordinator> {
   const coordinator = new Coordinator(options)
+  const metrics = coordinatorMetrics(coordinator)
+  const log = options.log ?? (() => {})
   const webRoot = options.webRoot ?? join(packageRoot, 'dist', 'web')
   const libRoot = join(packageRoot, 'dist', 'lib')
 
@@ -68,8 +71,9 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       return
     }
     if (path === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' })
-      res.end(metricsText(coordinator.status()))
+      const body = await metrics.text()
+      res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' })
+      res.end(body)
       return
     }
     if (path === '/tabgrid-client.js' || path === '/tabgrid-client.d.ts' || path.startsWith('/lib/')) {
@@ -115,6 +119,8 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       next()
     } else {
       coordinator.metrics.badMessages++
+      const role = (socket.handshake.auth as { role?: unknown } | undefined)?.role
+      log(`refused a ${typeof role === 'string' ? role.slice(0, 20) : 'connection'} from ${socket.handshake.address}: ${verdict.message}`, 'warn')
       next(Object.assign(new Error(verdict.message), { data: { code: verdict.code } }))
     }
   })
@@ -126,7 +132,12 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       send: msg => outbox.push(msg),
       close: () => { outbox.flush(); setImmediate(() => socket.disconnect(true)) },
     }
-    const peerId = coordinator.accept(conn, socket.data.hello)
+    const hello = socket.data.hello as Parameters<Coordinator['accept']>[1]
+    const peerId = coordinator.accept(conn, hello)
+    if (hello.role === 'client') {
+      const name = hello.name ?? peerId
+      log(`client ${name}${name === peerId ? '' : ` (${peerId})`} connected from ${socket.handshake.address}${hello.resume === peerId ? ' (resumed)' : ''}`)
+    }
     // Frames are read in a catch-all listener, which socket.io calls as the packet
     // arrives: `socket.on(event)` listeners run a tick later and only if the socket is
     // still connected, so a frame a peer sent just before closing would be dropped.
@@ -165,6 +176,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     dashboardUrl: `${url}/`,
     close: () => closing ??= (async () => {
       dashboard.stop()
+      metrics.stop()
       coordinator.close()
       await new Promise<void>(r => setTimeout(r, 20))
       // io.close() waits for every open connection: cut them first
@@ -221,15 +233,4 @@ async function serveFile(res: ServerResponse, root: string, rel: string, headers
   const body = await readFile(file)
   res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff', ...headers })
   res.end(body)
-}
-
-function metricsText(status: Record<string, unknown>): string {
-  const lines: string[] = []
-  for (const [k, v] of Object.entries(status)) {
-    if (typeof v === 'number') lines.push(`tabgrid_${k.replace(/[A-Z]/g, c => `_${c.toLowerCase()}`)} ${v}`)
-    else if (v && typeof v === 'object') {
-      for (const [k2, v2] of Object.entries(v)) if (typeof v2 === 'number') lines.push(`tabgrid_${k}{state="${k2}"} ${v2}`)
-    }
-  }
-  return `${lines.join('\n')}\n`
 }

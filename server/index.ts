@@ -25,3 +25,4 @@ export { startCoordinator, type StartOptions, type RunningCoordinator } from './
 export { startWorker, type WorkerOptions, type RunningWorker } from './agent.js'
 export { startLocalCluster, type LocalClusterOptions } from './local.js'
 export { Coordinator } from '../core/coordinator.js'
+export { progress, type ProgressOptions, type ProgressSummary } from './progress.js'

@@ -19,6 +19,8 @@ import type { ClientMessage, ClientRequest, Hello, TaskSubmit, ToClientMessage }
 import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
 import { connectLink, type Link, type LinkStatus } from './link.js'
 import { PartJoiner, PendingRequests } from './wire.js'
+import { coordinatorUrl } from './address.js'
+import { formatBytes } from './size.js'
 import {
   CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError,
   fromWireError, type WireError,
@@ -227,6 +229,10 @@ export class Client {
   private keepAlive: TimerHandle | undefined
   private readonly nonce = randomId()
   private counter = 0
+  /** the coordinator's URL (undefined for Client.local) */
+  private address: string | undefined
+  /** the grid as the last `workers()` answer showed it (memory: bytes of results held), for `String(client)` */
+  private lastSeen: { workers: number; slots: number; memory: number } | undefined
 
   private constructor(link: Link<ClientMessage, ToClientMessage>, onClose?: () => Promise<void> | void) {
     this.link = link
@@ -251,18 +257,29 @@ export class Client {
   }
 
   /**
-   * Connects to a coordinator and waits for its welcome.
+   * Connects to a coordinator and waits for its welcome. The address may leave out
+   * `http://` (`127.0.0.1:8786`); with none at all, it is the `TABGRID_URL` environment
+   * variable, and the token (unless given) `TABGRID_TOKEN`. An address that can't work
+   * (`tcp://…`, not a URL) throws a TypeError at once.
    * Rejects with AuthError when the token is refused, or an Error when nothing answers
    * within `timeout` ms.
    *
    * @example
    * ```ts
-   * const client = await Client.connect('http://localhost:8786', { token: process.env.TABGRID_TOKEN })
+   * const client = await Client.connect('http://localhost:8786', { token: 's3cret' })
+   * const fromEnv = await Client.connect()     // TABGRID_URL, TABGRID_TOKEN
    * ```
    */
-  static async connect(url: string, opts?: ClientConnectOptions): Promise<Client> {
+  static async connect(address?: string, opts?: ClientConnectOptions): Promise<Client> {
+    const env = environment()
+    if (address === undefined && env.TABGRID_URL === undefined) {
+      throw new TypeError("Client.connect() needs the coordinator's address, e.g. Client.connect('http://127.0.0.1:8786'), or TABGRID_URL set in the environment")
+    }
+    const fromEnv = address === undefined
+    const url = coordinatorUrl(fromEnv ? env.TABGRID_URL : address)
     const o = resolveConnectOptions(opts)
-    if (typeof url !== 'string' || url === '') throw new TypeError(`url must be the coordinator's address, e.g. 'http://localhost:8786', got ${describe(url)}`)
+    // the environment's token goes only to the environment's coordinator
+    if (o.token === undefined && env.TABGRID_TOKEN && (fromEnv || (env.TABGRID_URL !== undefined && safeUrl(env.TABGRID_URL) === url))) o.token = env.TABGRID_TOKEN
     const hello: Hello = { role: 'client' }
     if (o.token !== undefined) hello.token = o.token
     if (o.name !== undefined) hello.name = o.name
@@ -270,6 +287,7 @@ export class Client {
     // client keeps the process alive only while someone waits on it (see hold)
     const link = await connectLink<ClientMessage, ToClientMessage>(url, hello, { timeout: o.timeout, unref: true })
     const client = new Client(link)
+    client.address = url
     let timer: TimerHandle | undefined
     try {
       await Promise.race([
@@ -284,6 +302,8 @@ export class Client {
     } finally {
       clearTimeout(timer)
     }
+    // what String(client) shows until the next workers() call
+    await client.workers({ timeout: o.timeout }).catch(() => {})
     return client
   }
 
@@ -308,12 +328,20 @@ export class Client {
       )
     }
     const { link, shutdown } = await factory(o)
-    return Client.fromLink(link, shutdown)
+    const client = Client.fromLink(link, shutdown)
+    // what String(client) shows; an in-process cluster answers at once, and nothing waits on one that doesn't
+    let timer: TimerHandle | undefined
+    await Promise.race([client.workers().catch(() => {}), new Promise<void>(r => { timer = setTimeout(r, 1000) })])
+    clearTimeout(timer)
+    return client
   }
 
   /**
    * A client over an existing link (an in-process cluster, or tests playing the
-   * coordinator). `onClose` runs after `close()` closed the link.
+   * coordinator). `onClose` runs after `close()` closed the link. Not part of the
+   * package's typings (the link's message types are internal).
+   *
+   * @internal
    *
    * @example
    * ```ts
@@ -344,6 +372,43 @@ export class Client {
    * ```
    */
   get connected(): boolean { return this.state === 'connected' }
+
+  /**
+   * The coordinator's dashboard (`http://HOST:PORT/`), as Dask's `client.dashboard_link`;
+   * undefined for `Client.local`, which has none. A client token is not in it: the page
+   * asks for one when the coordinator has one.
+   *
+   * @example
+   * ```ts
+   * console.log(`watch it at ${client.dashboardLink}`)
+   * ```
+   */
+  get dashboardLink(): string | undefined { return this.address === undefined ? undefined : `${this.address}/` }
+
+  /**
+   * One line about this client, like Dask's repr: where it is connected, the grid as the
+   * last `workers()` call (or the connect) saw it, and the futures it holds.
+   *
+   * @example
+   * ```ts
+   * console.log(String(client))
+   * // <Client: 'http://127.0.0.1:8786' workers=2 slots=4 memory=1.2 MB futures=10 (3 pending)>
+   * ```
+   */
+  toString(): string {
+    const where = this.address === undefined ? 'local' : `'${this.address}'`
+    const parts = [`<Client: ${where}`]
+    if (this.state === 'closed') parts.push('closed')
+    else if (this.state !== 'connected') parts.push('reconnecting')
+    if (this.lastSeen) parts.push(`workers=${this.lastSeen.workers} slots=${this.lastSeen.slots} memory=${formatBytes(this.lastSeen.memory)}`)
+    let pending = 0
+    for (const rec of this.records.values()) if (rec.status === 'pending') pending++
+    parts.push(`futures=${this.records.size}${pending ? ` (${pending} pending)` : ''}`)
+    return `${parts.join(' ')}>`
+  }
+
+  /** `util.inspect(client)` and `console.log(client)` in Node show `String(client)`. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string { return this.toString() }
 
   // ------------------------------------------------------------ tasks
 
@@ -623,7 +688,11 @@ export class Client {
   async workers(opts?: RequestOptions): Promise<WorkerSummary[]> {
     const value = await this.request({ op: 'workers' }, resolveRequestOptions(opts).timeout, 'workers()')
     if (!Array.isArray(value)) throw new TabgridError('internal', `workers(): the coordinator answered ${describe(value)}, not an array`)
-    return value as WorkerSummary[]
+    const list = value as WorkerSummary[]
+    let slots = 0, memory = 0
+    for (const w of list) { slots += Number(w.slots) || 0; memory += Number(w.nbytes) || 0 }
+    this.lastSeen = { workers: list.length, slots, memory }
+    return list
   }
 
   /**
@@ -1223,6 +1292,16 @@ function checkDatasetName(name: unknown): void {
 /** A key whose task failed (and may be retried). */
 function failedRecord(rec: KeyRecord): boolean {
   return rec.status === 'error' || rec.status === 'lost'
+}
+
+/** Environment variables where there are any (Node), else none (browsers). */
+function environment(): Record<string, string | undefined> {
+  const p = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+  return p?.env ?? {}
+}
+
+function safeUrl(address: string): string | undefined {
+  try { return coordinatorUrl(address) } catch { return undefined }
 }
 
 function withKey(e: WireError, key: string): WireError {

@@ -18,5 +18,6 @@ declare global {
   }
   class TextEncoder { encode(s: string): Uint8Array }
   class TextDecoder { constructor(label?: string); decode(b: Uint8Array): string }
+  class URL { constructor(url: string, base?: string); readonly protocol: string; readonly hostname: string; readonly port: string; readonly username: string; readonly password: string }
 }
 export {}

@@ -35,11 +35,11 @@ export interface Grid {
 }
 
 /** Polls `check` until it returns truthy (never a fixed sleep). */
-export async function until<T>(check: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<T> {
+export async function until<T>(check: () => T | Promise<T>, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
   const t0 = Date.now()
   for (;;) {
     const v = await check()
-    if (v) return v
+    if (v) return v as NonNullable<T>
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`)
     await new Promise(r => setTimeout(r, 25))
   }

@@ -10,6 +10,11 @@
  * A token comes from `?token=T` (then dropped from the address bar) or from this tab's
  * session; when the coordinator wants one and has none or a wrong one, the page asks.
  *
+ * With no worker on the grid the page says so and offers to make this very tab one
+ * ("Donate this tab"): the volunteer page's runtime (volunteer.ts) runs in it, tasks in
+ * its Web Workers, whose scripts carry the worker page's Content-Security-Policy. The
+ * choice is kept for this tab's session, so a reload keeps donating.
+ *
  * For tests and the curious, `window.tabgridDashboard` exposes the state, the model and
  * the panels.
  */
@@ -23,6 +28,7 @@ import { Charts } from './dashboard/charts.js'
 import { ProgressList, WorkersTable } from './dashboard/tables.js'
 import { StoryPanel } from './dashboard/story.js'
 import { DrivePanel } from './dashboard/drive.js'
+import { Volunteer } from './volunteer.js'
 import { bytes, compact, duration, int, micros, must, num, setText } from './dashboard/format.js'
 
 type State = 'connecting' | 'connected' | 'reconnecting' | 'token' | 'unreachable'
@@ -65,7 +71,7 @@ function getClient(): Promise<Client> {
   return clientPromise
 }
 const story = new StoryPanel(must('#story'), getClient, model)
-const drive = new DrivePanel(must('#drive'), getClient)
+const drive = new DrivePanel(must('#drive'), getClient, () => model.grid?.workers)
 
 function revealStory(): void {
   const card = must('#story')
@@ -102,6 +108,7 @@ function render(): void {
 function renderTotals(): void {
   const g = model.grid
   if (!g) return
+  renderInvite()
   setText(must('#t-workers'), int(g.workers))
   setText(must('#t-slots'), int(g.slots))
   setText(must('#t-running'), int(g.running))
@@ -143,6 +150,50 @@ function renderTaskSize(): void {
     warning.hidden = false
   } else warning.hidden = true
 }
+
+// ---------------------------------------------------------------- donate this tab
+
+const DONATING_KEY = 'tabgrid.dashboard.donating'
+let volunteer: Volunteer | undefined
+const donateButton = must<HTMLButtonElement>('#donate')
+const cores = Math.max(1, navigator.hardwareConcurrency || 1)
+/** Web Workers this tab gives: one fewer than its cores, as the worker page does, at least one */
+const donatedThreads = Math.max(1, cores - 1)
+setText(must('#invite-threads'), `${donatedThreads} Web Worker${donatedThreads === 1 ? '' : 's'} of this tab`)
+setText(must('#invite-cli'), `npx tabgrid worker ${origin}`)
+
+function renderInvite(): void {
+  const g = model.grid
+  const st = volunteer?.state.state
+  const joining = st === 'starting' || st === 'connecting'
+  const donating = st === 'connected' || st === 'reconnecting' || st === 'leaving'
+  must('#invite').hidden = !g || g.workers > 0 || donating
+  donateButton.disabled = joining
+  setText(donateButton, joining ? 'Joining…' : 'Donate this tab')
+  if (volunteer?.state.state === 'failed') setText(must('#invite-why'), `this tab could not join: ${volunteer.state.error}`)
+  must('#donating').hidden = !donating
+  if (donating) {
+    const s = volunteer!.stats()
+    setText(must('#donating-text'), st === 'leaving' ? 'Handing this tab’s data off…' : `Donating: ${s.threads} Web Worker${s.threads === 1 ? '' : 's'}, ${int(s.done)} done`)
+  }
+}
+
+async function donate(): Promise<void> {
+  volunteer ??= new Volunteer({ url: origin, workers: donatedThreads, memoryBudget: 512e6, name: 'dashboard tab', log: line => console.info(`tabgrid: ${line}`) })
+  volunteer.onChange = () => renderInvite()
+  sessionStorage.setItem(DONATING_KEY, '1')
+  renderInvite()
+  await volunteer.start()
+  renderInvite()
+}
+
+donateButton.addEventListener('click', () => { void donate() })
+must<HTMLButtonElement>('#donate-stop').addEventListener('click', () => {
+  sessionStorage.removeItem(DONATING_KEY)
+  volunteer?.leave()
+})
+setInterval(() => { if (volunteer) renderInvite() }, 1000)
+if (sessionStorage.getItem(DONATING_KEY)) void donate()
 
 // ---------------------------------------------------------------- connection
 
@@ -221,6 +272,9 @@ declare global {
       readonly barsDrawn: number
       drive: DrivePanel
       story: StoryPanel
+      /** this tab as a worker, once donated */
+      readonly volunteer: Volunteer | undefined
+      donate(): Promise<void>
     }
   }
 }
@@ -230,6 +284,8 @@ window.tabgridDashboard = {
   get barsDrawn() { return stream.drawn },
   drive,
   story,
+  get volunteer() { return volunteer },
+  donate,
 }
 
 void watch()

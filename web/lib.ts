@@ -25,7 +25,7 @@ import InlineWebWorker from './thread/webworker.ts?worker&inline'
 
 setLocalClusterFactory(opts => startBrowserLocalCluster(opts, () => webWorkerThread(new InlineWebWorker({ name: 'tabgrid-thread' }))))
 
-export { Client, setLocalClusterFactory }
+export { Client }
 export { Future, AsCompleted, asCompleted, fireAndForget, wait, partitionAll, type FutureStatus } from '../shared/future.js'
 export {
   TabgridError, TaskError, CancelledError, LostDataError, AuthError, SerializationError, TooLargeError, TimeoutError,

@@ -11,6 +11,7 @@
  * `volunteer`.
  */
 import { Volunteer, type VolunteerState, type VolunteerStats } from './volunteer.js'
+import { formatBytes, parseSize } from '../shared/size.js'
 
 interface PageSettings {
   workers: number
@@ -26,9 +27,11 @@ function readSettings(query: URLSearchParams): PageSettings {
   const wanted = wholeNumber(query.get('workers'), 1, 1024)
   const workers = wanted ?? Math.max(1, cores - 1)
   const deviceGb = (navigator as Navigator & { deviceMemory?: number }).deviceMemory
-  // a quarter of the device's memory, at most 2 GB (each Web Worker's heap has its own limit too)
-  const memoryMb = wholeNumber(query.get('memory'), 1, 1 << 20) ?? (deviceGb ? Math.min(2048, Math.round(deviceGb * 1024 * 0.25)) : 512)
-  const s: PageSettings = { workers, maxWorkers: Math.max(cores, workers), memoryBudget: memoryMb * (1 << 20) }
+  // a quarter of the device's memory, at most 2 GB (each Web Worker's heap has its own limit too);
+  // ?memory= is in MB (10⁶ bytes) unless it says otherwise (?memory=1GB)
+  const asked = parseSize(query.get('memory') ?? '', 'MB')
+  const memoryBudget = asked >= 1e6 && asked <= 1e15 ? asked : deviceGb ? Math.min(2e9, Math.round(deviceGb * 1e9 * 0.25)) : 512e6
+  const s: PageSettings = { workers, maxWorkers: Math.max(cores, workers), memoryBudget }
   const name = query.get('name')
   if (name) s.name = name.slice(0, 64)
   const token = query.get('token')
@@ -47,14 +50,7 @@ function wholeNumber(raw: string | null, min: number, max: number): number | und
 const integer = new Intl.NumberFormat('en')
 const oneDecimal = new Intl.NumberFormat('en', { maximumFractionDigits: 1 })
 
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`
-  const units = ['KB', 'MB', 'GB', 'TB']
-  let v = n / 1024
-  let i = 0
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
-  return `${v >= 100 ? Math.round(v) : oneDecimal.format(v)} ${units[i]}`
-}
+const bytes = formatBytes
 
 function duration(ms: number): string {
   const s = ms / 1000

@@ -3,7 +3,9 @@
  * it in this page. In scope: `client`, `partitionAll`, `asCompleted`, `wait`, `print`,
  * `progress(done, total)` and a `console` whose log prints here. Futures made by a run
  * are counted as they finish (progress for long runs even without `progress` calls),
- * and Stop cancels them.
+ * and Stop cancels them. With no worker on the grid a run says so at once: an example
+ * waits for a worker to join (and starts by itself), your own code runs and its tasks
+ * wait in the queue.
  */
 import type { Client } from '../../shared/client.js'
 import { Future, asCompleted, partitionAll, wait } from '../../shared/future.js'
@@ -22,6 +24,8 @@ interface Run {
   futures: Future[]
   stopped: boolean
   manual: { done: number; total: number } | undefined
+  /** no worker yet: the run waits for one */
+  waiting?: boolean
 }
 
 export class DrivePanel {
@@ -41,7 +45,10 @@ export class DrivePanel {
   /** finished runs (tests): 'ok' | 'error' | 'stopped' */
   readonly results: { example: string; outcome: 'ok' | 'error' | 'stopped'; ms: number }[] = []
 
-  constructor(root: HTMLElement, private readonly getClient: () => Promise<Client>) {
+  /**
+   * @param gridWorkers workers on the grid now, as the dashboard stream says (undefined before its first update)
+   */
+  constructor(root: HTMLElement, private readonly getClient: () => Promise<Client>, private readonly gridWorkers: () => number | undefined = () => undefined) {
     this.editor = must<HTMLTextAreaElement>('#code', root)
     this.output = must('#output', root)
     this.runButton = must<HTMLButtonElement>('#run', root)
@@ -99,6 +106,7 @@ export class DrivePanel {
     try {
       const client = await this.getClient()
       const fn = compile(code)
+      if (!(await this.haveWorkers(client, run, title !== 'your code'))) { outcome = 'stopped'; return }
       const print = (...values: unknown[]): void => { if (this.run === run) this.line('out', values.map(show).join(' ')) }
       const progress = (done: number, total: number): void => {
         if (this.run !== run) return
@@ -121,6 +129,26 @@ export class DrivePanel {
       this.run = undefined
       this.setRunning(false)
     }
+  }
+
+  /**
+   * Says why nothing would run when no worker is there. An example then waits for one
+   * (false: stopped while waiting); other code goes on, its tasks waiting in the queue.
+   */
+  private async haveWorkers(client: Client, run: Run, wait: boolean): Promise<boolean> {
+    const count = async (): Promise<number> => this.gridWorkers() ?? (await client.workers()).length
+    if ((await count()) > 0) return true
+    this.line('note', 'No worker has joined the grid yet, so no task can run. Click “Donate this tab” above to make this tab a worker, ' +
+      `open the worker page (${location.origin}/worker) in other tabs, or run: npx tabgrid worker ${location.origin}`)
+    if (!wait) { this.line('note', 'Running anyway: the tasks wait in the queue until a worker joins.'); return true }
+    run.waiting = true
+    this.scheduleProgress()
+    while (!run.stopped && (await count()) === 0) await new Promise(r => setTimeout(r, 250))
+    run.waiting = false
+    if (run.stopped) return false
+    this.line('out', 'A worker joined: running.')
+    run.started = performance.now()
+    return true
   }
 
   private async stop(): Promise<void> {
@@ -164,12 +192,17 @@ export class DrivePanel {
         what = ' tasks'
       }
       const elapsed = duration(performance.now() - run.started)
+      if (run.waiting) {
+        this.progressFill.style.width = '0%'
+        setText(this.progressText, `waiting for a worker to join · ${elapsed}`)
+        return
+      }
       this.progressFill.style.width = total ? `${Math.min(100, (done / total) * 100)}%` : '0%'
       setText(this.progressText, total ? `${int(done)} / ${int(total)}${what} · ${elapsed}` : `running · ${elapsed}`)
     })
   }
 
-  private line(kind: 'head' | 'out' | 'err' | 'done', text: string): void {
+  private line(kind: 'head' | 'out' | 'err' | 'done' | 'note', text: string): void {
     const div = el('div', `line ${kind}`, text)
     this.output.append(div)
     while (this.output.childElementCount > MAX_LINES) this.output.firstElementChild!.remove()

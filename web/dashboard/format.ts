@@ -1,4 +1,5 @@
 /** Numbers, sizes, times and group colours, the same everywhere on the dashboard. */
+import { formatBytes } from '../../shared/size.js'
 
 const integer = new Intl.NumberFormat('en')
 const compactFmt = new Intl.NumberFormat('en', { notation: 'compact', maximumFractionDigits: 1 })
@@ -18,14 +19,8 @@ export function num(n: number): string {
   return Number(n.toPrecision(3)).toString()
 }
 
-export function bytes(n: number): string {
-  if (n < 1024) return `${Math.round(n)} B`
-  const units = ['KB', 'MB', 'GB', 'TB']
-  let v = n / 1024
-  let i = 0
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
-  return `${v >= 100 ? Math.round(v) : v.toFixed(1)} ${units[i]}`
-}
+/** Sizes in decimal SI units (1 kB = 1000 B), as everywhere in tabgrid (shared/size.ts). */
+export const bytes = formatBytes
 
 /** A task's run time: 120 µs, 4.2 ms, 1.3 s, 2 min. */
 export function duration(ms: number): string {

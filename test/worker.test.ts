@@ -22,7 +22,8 @@ const sleep = async (ms: number): Promise<number> => { await new Promise(r => se
 describe('leases in Client.local', () => {
   it('a task four times longer than the lease succeeds: the runtime renews the leases itself', async () => {
     const cluster = await startLocalCluster({ workers: 1, leaseMs: 1_000, heartbeatMs: 200 })
-    client = Client.fromLink(cluster.link, cluster.shutdown)
+    // fromLink is internal (left out of the package's typings)
+    client = (Client as unknown as { fromLink(link: unknown, onClose: () => Promise<void>): Client }).fromLink(cluster.link, cluster.shutdown)
     // a thread busy with one synchronous task for 4 s: the worker's main side still speaks
     const f = client.with({ pure: false }).submit((ms: number) => { const end = Date.now() + ms; while (Date.now() < end) { /* busy */ } return 'done' }, 4_000)
     expect(await f.result()).toBe('done')

@@ -112,7 +112,7 @@ describe('logs', () => {
     await until(() => records().find(r => String(r.msg).startsWith(`worker wj (${id}) joined`)), 'the coordinator join record')
 
     await client.close()
-    await until(() => records().find(r => /client alice disconnected/.test(String(r.msg))), 'the disconnect record')
+    await until(() => records().find(r => /client alice (closed|disconnected)/.test(String(r.msg))), 'the close record')
     c.proc.kill('SIGINT')
     expect(await c.exited).toBe(0)
     expect(records().at(-1)).toMatchObject({ msg: 'SIGINT: shutting down' })

@@ -71,6 +71,8 @@ export interface StoryEntry {
   stimulus: string
   worker?: string
   now: number
+  /** more about it, when the scheduler has more to say (e.g. 'attempt 3: sent ahead …') */
+  note?: string
   [field: string]: unknown
 }
 

@@ -11,8 +11,7 @@
  * anything). The store's `paused` flips reach the main side as ExecEvents of type
  * 'memory': the worker should take no new tasks meanwhile.
  */
-import { ownBytes } from './bytes.js'
-import { decodeValue, encodeValue, sizeOf } from './codec.js'
+import { decodeValue, sizeOf } from './codec.js'
 import { FunctionCache } from './compile-function.js'
 import { hashBytes } from './hash.js'
 import { capWireError, toWireError, type WireError } from './errors.js'
@@ -96,8 +95,8 @@ export interface ExecutorStats {
 }
 
 export class Executor {
-  /** the values this thread holds, in memory or spilled */
-  private readonly values: ValueStore
+  /** the values this thread holds, in memory or spilled (read it; change it only through the executor) */
+  readonly values: ValueStore
   private readonly sources = new Map<string, string>()
   private readonly modules = new Map<string, string>()
   private readonly moduleCache = new Map<string, Promise<unknown>>()
@@ -170,12 +169,16 @@ export class Executor {
   has(key: string): boolean { return this.values.has(key) }
 
   /**
-   * The encoded value of a held key (for another worker or a client). A spilled key's
-   * bytes come from the store as they are (a promise then).
+   * The encoded value of a held key (for another worker or a client): its kept encoding,
+   * made once (see `kept`). A spilled key's bytes come from the store as they are (a
+   * promise then).
    */
   get(key: string): Uint8Array | Promise<Uint8Array> { return this.values.get(key) }
 
-  /** Stores an encoded value; returns its in-memory size. */
+  /** These bytes (from get) are key's kept encoding: never to be transferred or modified. */
+  kept(key: string, bytes: Uint8Array): boolean { return this.values.kept(key, bytes) }
+
+  /** Stores an encoded value (keeping `data` as its encoding); returns the value's size. */
   put(key: string, data: Uint8Array): number { return this.values.put(key, data) }
 
   /** Forgets these keys, in memory and in the spill store. */
@@ -299,17 +302,18 @@ export class Executor {
     let digest: string | undefined
     try {
       // a small result a client waits for rides along with the report; a big one is
-      // fetched in parts when asked (it must not be encoded here for nothing)
-      const push = task.push && sizeOf(value) <= PUSH_LIMIT
+      // fetched in parts when asked (it must not be encoded here for nothing). The
+      // encoding made is kept with the value, so it is not transferred (it is shared
+      // memory where the host allows, else copied: small).
+      const size = sizeOf(value)
+      const push = task.push && size <= PUSH_LIMIT
+      let enc: Uint8Array | undefined
       if (push || task.digest) {
-        const enc = encodeValue(value)
+        enc = this.values.encode(value)
         if (task.digest) digest = hashBytes(enc)
-        if (push && enc.byteLength <= PUSH_LIMIT) {
-          data = ownBytes(enc)
-          if (data.byteLength >= 64 << 10) this.transfer.push(data.buffer as ArrayBuffer)
-        }
+        if (push && enc.byteLength <= PUSH_LIMIT) data = enc
       }
-      nbytes = this.values.keep(task.key, value)
+      nbytes = this.values.keep(task.key, value, enc, size)
     } catch (err) {
       this.fail(task, err)
       return
@@ -359,6 +363,16 @@ export interface ExecutorInitOptions {
   spill?: string | true | SpillStore
 }
 
+/** What the host entry of a thread knows about its platform (createExecutorApi). */
+export interface ExecutorHostOptions {
+  /**
+   * Encodings of at least this many bytes are made in a SharedArrayBuffer, so the kept
+   * bytes reach the main side without a copy (Node worker_threads). Absent (browsers,
+   * where pages are not cross-origin isolated): kept bytes are copied when posted.
+   */
+  shareOver?: number
+}
+
 /** The object a thread exposes through comlink. */
 export interface ExecutorApi {
   /** First call: how to report events, how many tasks to run at once, the memory budget. Answers 'ready'. */
@@ -369,7 +383,7 @@ export interface ExecutorApi {
   defineModule(name: string, source: string): void
   run(tasks: ExecTask[]): void
   cancel(key: string, attempt: number): boolean
-  /** the encoded value; a promise for a spilled key (its bytes are read from the store) */
+  /** the encoded value (made once and kept); a promise for a spilled key (its bytes are read from the store) */
   get(key: string): Uint8Array | Promise<Uint8Array>
   /** many keys in one call: each the encoded value, or an error message when it is not held */
   getMany(keys: string[]): Promise<(Uint8Array | string)[]>
@@ -391,13 +405,16 @@ export function createExecutorApi(
   importSource: (source: string) => Promise<unknown>,
   transfer: <T>(value: T, buffers: ArrayBuffer[]) => T,
   makeSpillStore?: (name: string | undefined) => SpillStore,
+  hostOptions: ExecutorHostOptions = {},
 ): ExecutorApi {
   let executor: Executor | undefined
   const ex = (): Executor => {
     if (!executor) throw new Error('executor used before init()')
     return executor
   }
-  const out = (b: Uint8Array): Uint8Array => b.byteLength >= 64 << 10 ? transfer(b, [b.buffer as ArrayBuffer]) : b
+  // bytes read from the spill store are ours to transfer; a kept encoding stays here (shared memory, or copied)
+  const movable = (key: string, b: Uint8Array): boolean => b.byteLength >= 64 << 10 && b.buffer instanceof ArrayBuffer && !ex().kept(key, b)
+  const out = (key: string, b: Uint8Array): Uint8Array => movable(key, b) ? transfer(b, [b.buffer as ArrayBuffer]) : b
   let port: TaskPort | undefined
   return {
     init(onEvents, concurrency, options = {}) {
@@ -411,7 +428,7 @@ export function createExecutorApi(
         if (port) port.postMessage(events, buffers)
         else void onEvents(buffers.length ? transfer(events, buffers) : events)
       }
-      executor = new Executor({ importSource, post }, concurrency, { ...budget, spill: store })
+      executor = new Executor({ importSource, post }, concurrency, { ...budget, spill: store, shareOver: hostOptions.shareOver })
       return 'ready'
     },
     connect(p) {
@@ -430,13 +447,14 @@ export function createExecutorApi(
     defineModule: (name, source) => ex().defineModule(name, source),
     run: tasks => ex().run(tasks),
     cancel: (key, attempt) => ex().cancel(key, attempt),
-    get: key => { const b = ex().get(key); return b instanceof Uint8Array ? out(b) : b.then(out) },
+    get: key => { const b = ex().get(key); return b instanceof Uint8Array ? out(key, b) : b.then(d => out(key, d)) },
     getMany: async keys => {
       const x = ex()
       const all = await Promise.all(keys.map(async k => {
         try { return await x.get(k) } catch (err) { return (err as Error).message || String(err) }
       }))
-      const buffers = all.filter((b): b is Uint8Array => b instanceof Uint8Array && b.byteLength >= 64 << 10).map(b => b.buffer as ArrayBuffer)
+      const buffers: ArrayBuffer[] = []
+      all.forEach((b, i) => { if (b instanceof Uint8Array && movable(keys[i]!, b)) buffers.push(b.buffer as ArrayBuffer) })
       return buffers.length ? transfer(all, buffers) : all
     },
     put: (key, data) => ex().put(key, data),

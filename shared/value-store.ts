@@ -11,9 +11,21 @@
  * store reports `paused` (an ExecMemoryEvent), and again when memory is back under
  * `spillAt × memoryLimit`: the worker should take no new tasks meanwhile. Without a store
  * it never spills; it only measures and reports.
+ *
+ * Encodings. A value is encoded at most once: the bytes made for a `get`, a pushed
+ * result, a digest or a spill are kept with the value, and a value stored from bytes
+ * (`put`, or loaded back from the spill store) keeps those bytes as its encoding. So a
+ * held value is sent as it was when first encoded (tasks must not mutate their inputs or
+ * results afterwards; copies on other workers would not see it either). A kept encoding
+ * is counted as memory for the bytes it adds: all of them for a value a task made, only
+ * its header and skeleton for a value decoded from it (its arrays are views into it).
+ * Past the spill mark, a spill writes the kept encoding (no second encode), and kept
+ * encodings that no spill needs are dropped (they can be made again) before the store
+ * pauses. A spilled value counts the bytes of its copy in the store. With `shareOver`, encodings of that size or more are made in a
+ * SharedArrayBuffer, so a thread hands its kept bytes to the main side without a copy.
  */
 import { ownBytes } from './bytes.js'
-import { decodeValue, encodeValue, sizeOf } from './codec.js'
+import { decodeValue, encodeValue, sizeOf, viewedBytes } from './codec.js'
 import type { SpillStore } from './spill.js'
 
 /**
@@ -32,12 +44,17 @@ export interface ValueStoreOptions {
   pauseAt?: number
   /** where spilled values go; absent: never spill */
   spill?: SpillStore
+  /**
+   * encodings of at least this many bytes are made in a SharedArrayBuffer (hosts whose
+   * threads share memory with their main side: Node worker_threads); absent: never
+   */
+  shareOver?: number
 }
 
 export interface ExecutorMemory {
-  /** bytes of held values in memory */
+  /** bytes of held values in memory, with what their kept encodings add */
   inMemory: number
-  /** bytes of held values only in the spill store */
+  /** bytes that held values only in the spill store take there */
   spilled: number
   /** memoryLimit; 0 when there is none */
   limit: number
@@ -56,13 +73,22 @@ export interface ValueStoreEvents {
 class Held {
   /** a copy of it is in the spill store (written by us, or it was loaded from there) */
   disk = false
-  /** being written to the spill store */
-  writing = false
+  /** bytes of that copy */
+  stored = 0
+  /** being written to the spill store: the bytes written (not counted: they go with the value once written) */
+  writing: Uint8Array | undefined = undefined
   /** could not be encoded or written: it stays in memory */
   stuck = false
   prev: Held | null = null
   next: Held | null = null
-  constructor(readonly key: string, public value: unknown, readonly nbytes: number) {}
+  /** its encoding, kept once made */
+  enc: Uint8Array | undefined = undefined
+  /** bytes the kept encoding adds to the value's own (0 without one) */
+  extra = 0
+  /** `size`: the value's own bytes (sizeOf) */
+  constructor(readonly key: string, public value: unknown, readonly size: number) {}
+  /** bytes in memory: the value and what its kept encoding adds */
+  get nbytes(): number { return this.size + this.extra }
 }
 
 /** A value held only in the spill store (an object, so a late answer can tell it is still the same entry). */
@@ -106,9 +132,12 @@ export class ValueStore {
   /** tasks wait for a spill write to end (memory is past the limit itself) */
   private waitingForSpill = false
   private roomQueued = false
+  /** values whose kept encoding adds bytes (droppable when memory is tight), oldest first */
+  private readonly encoded = new Set<Held>()
+  private readonly shareOver: number | undefined
 
   constructor(private readonly events: ValueStoreEvents, options: ValueStoreOptions = {}) {
-    const { memoryLimit = 0, spillAt = 0.6, pauseAt = 0.85, spill } = options
+    const { memoryLimit = 0, spillAt = 0.6, pauseAt = 0.85, spill, shareOver } = options
     if (!(memoryLimit >= 0)) throw new RangeError(`memoryLimit must be a number of bytes ≥ 0, not ${memoryLimit}`)
     if (!(spillAt > 0) || !(pauseAt > 0)) throw new RangeError(`spillAt and pauseAt must be fractions > 0 (got ${spillAt}, ${pauseAt})`)
     this.limit = memoryLimit
@@ -118,6 +147,7 @@ export class ValueStore {
     this.store = spill
     this.spilling = memoryLimit > 0 && spill !== undefined
     if (this.spilling) this.pins = new Map()
+    this.shareOver = shareOver
   }
 
   /** Held here, in memory or spilled. */
@@ -134,14 +164,21 @@ export class ValueStore {
   }
 
   /**
-   * The encoded value of a held key (for another worker or a client). A spilled key's
-   * bytes come from the store as they are (a promise then).
+   * The encoded value of a held key (for another worker or a client). For a value in
+   * memory these are its kept encoding (made now if there is none yet): the caller must
+   * not modify or transfer them (`kept` says which bytes are kept). A spilled key's bytes
+   * come from the store as they are (a promise then), and belong to the caller.
    */
   get(key: string): Uint8Array | Promise<Uint8Array> {
     const e = this.mem.get(key)
     if (e !== undefined) {
       if (this.spilling) this.touch(e)
-      return ownBytes(encodeValue(e.value))
+      if (e.enc !== undefined) return e.enc
+      if (e.writing !== undefined) return e.writing
+      const enc = this.encode(e.value)
+      this.setEncoding(e, enc, enc.byteLength, true)
+      if (this.limit !== 0) this.grew()
+      return enc
     }
     if (this.spilled.has(key)) {
       return this.op(key, () => this.store!.get(key)).then(b => {
@@ -152,15 +189,40 @@ export class ValueStore {
     throw new Error(`not held here: ${key}`)
   }
 
-  /** Stores an encoded value; returns its in-memory size. */
-  put(key: string, data: Uint8Array): number {
-    const value = decodeValue(data)
-    return this.keep(key, value)
+  /** These are the kept encoding of key's value (not to be modified or transferred). */
+  kept(key: string, bytes: Uint8Array): boolean {
+    const e = this.mem.get(key)
+    return e !== undefined && (e.enc === bytes || e.writing === bytes)
   }
 
-  /** Holds a value (a task's result); returns its in-memory size. */
-  keep(key: string, value: unknown): number {
-    const nbytes = sizeOf(value)
+  /** Encodes a value the way this store keeps encodings (in shared memory when big, with `shareOver`). */
+  encode(value: unknown): Uint8Array {
+    return this.shareOver === undefined ? encodeValue(value) : encodeValue(value, 'value', { shareOver: this.shareOver })
+  }
+
+  /**
+   * Stores an encoded value, keeping `data` as its encoding (it must not be modified
+   * afterwards); returns the value's size.
+   */
+  put(key: string, data: Uint8Array): number {
+    const value = decodeValue(data)
+    const size = sizeOf(value)
+    const viewed = viewedBytes(value, data)
+    this.hold(key, value, size, data, data.byteLength - viewed, viewed === 0)
+    return size
+  }
+
+  /**
+   * Holds a value (a task's result), with its encoding when one was made (`enc`, from
+   * `encode`: kept, so it must not be modified or transferred afterwards). Returns the
+   * value's size (`size`, when the caller measured it already).
+   */
+  keep(key: string, value: unknown, enc?: Uint8Array, size = sizeOf(value)): number {
+    this.hold(key, value, size, enc, enc === undefined ? 0 : enc.byteLength, true)
+    return size
+  }
+
+  private hold(key: string, value: unknown, size: number, enc: Uint8Array | undefined, extra: number, droppable: boolean): void {
     const old = this.mem.get(key)
     if (old !== undefined) {
       this.dropMem(old)
@@ -174,9 +236,39 @@ export class ValueStore {
         this.storeDel([key])
       }
     }
-    this.addMem(new Held(key, value, nbytes))
+    const e = new Held(key, value, size)
+    this.addMem(e)
+    if (enc !== undefined) this.setEncoding(e, enc, extra, droppable)
     if (this.limit !== 0) this.grew()
-    return nbytes
+  }
+
+  /**
+   * Keeps `enc` as e's encoding, adding `extra` bytes to memory. `droppable`: forgetting
+   * it frees its bytes (not so when the value's arrays are views into it).
+   */
+  private setEncoding(e: Held, enc: Uint8Array, extra: number, droppable: boolean): void {
+    e.enc = enc
+    e.extra = Math.max(0, extra)
+    this.nbytes += e.extra
+    // only a budget ever drops them
+    if (droppable && e.extra > 0 && this.limit !== 0) this.encoded.add(e)
+  }
+
+  /** Forgets e's kept encoding. */
+  private dropEncoding(e: Held): void {
+    if (e.enc === undefined) return
+    this.nbytes -= e.extra
+    e.enc = undefined
+    e.extra = 0
+    this.encoded.delete(e)
+  }
+
+  /** Drops kept encodings (oldest first; not those being written) until memory is at most `target`. */
+  private dropEncodings(target: number): void {
+    for (const e of this.encoded) {
+      if (this.nbytes - this.writingBytes <= target) return
+      if (!e.writing) this.dropEncoding(e)
+    }
   }
 
   /** Forgets these keys, in memory and in the spill store. */
@@ -247,6 +339,41 @@ export class ValueStore {
     return { inMemory: this.nbytes, spilled: this.spilledBytes, limit: this.limit, paused: this.paused }
   }
 
+  /**
+   * Recomputes every counter from the entries and throws when one disagrees (tests, like
+   * the scheduler's validate mode). Returns the sums: in memory (values and what kept
+   * encodings add), spilled.
+   */
+  audit(): { values: number; encodings: number; inMemory: number; spilled: number } {
+    let values = 0, encodings = 0, writing = 0, spilled = 0
+    const fail = (why: string): never => { throw new Error(`value store out of step: ${why}`) }
+    for (const [k, e] of this.mem) {
+      if (e.key !== k) fail(`${k} is filed as ${e.key}`)
+      values += e.size
+      encodings += e.extra
+      if (e.writing) writing += e.nbytes
+      if (this.encoded.has(e) && e.extra === 0) fail(`${k}: listed as a droppable encoding that adds nothing`)
+      if (e.enc === undefined && e.extra !== 0) fail(`${k}: counts ${e.extra} bytes for an encoding it does not keep`)
+      if (this.spilled.has(k)) fail(`${k} is both in memory and spilled`)
+    }
+    for (const e of this.encoded) if (this.mem.get(e.key) !== e) fail(`${e.key}: an encoding listed for a value no longer held`)
+    for (const s of this.spilled.values()) spilled += s.nbytes
+    if (this.spilling) {
+      const linked = new Set<Held>()
+      for (let e = this.lruHead, prev: Held | null = null; e !== null; prev = e, e = e.next) {
+        if (e.prev !== prev) fail(`${e.key}: broken recency list`)
+        if (linked.has(e)) fail(`${e.key}: twice in the recency list`)
+        linked.add(e)
+        if (this.mem.get(e.key) !== e) fail(`${e.key}: in the recency list, not in memory`)
+      }
+      for (const e of this.mem.values()) if (!e.writing && !e.stuck && !linked.has(e)) fail(`${e.key}: in memory, not in the recency list`)
+    }
+    if (values + encodings !== this.nbytes) fail(`in memory: counted ${this.nbytes}, entries sum to ${values + encodings}`)
+    if (writing !== this.writingBytes) fail(`being written: counted ${this.writingBytes}, entries sum to ${writing}`)
+    if (spilled !== this.spilledBytes) fail(`spilled: counted ${this.spilledBytes}, entries sum to ${spilled}`)
+    return { values, encodings, inMemory: this.nbytes, spilled }
+  }
+
   /** keys held, in memory or spilled */
   get count(): number { return this.mem.size + this.spilled.size }
   /** bytes held in memory */
@@ -255,7 +382,7 @@ export class ValueStore {
   get spilledTotal(): number { return this.spilledBytes }
 
   private heldBytes(key: string): number | undefined {
-    return this.mem.get(key)?.nbytes ?? this.spilled.get(key)?.nbytes
+    return this.mem.get(key)?.size ?? this.spilled.get(key)?.nbytes
   }
 
   /** Holds a value in memory, most recently used. */
@@ -265,12 +392,16 @@ export class ValueStore {
     if (this.spilling) this.link(e)
   }
 
-  /** Stops holding a value in memory. */
+  /** Stops holding a value in memory (and its kept encoding). */
   private dropMem(e: Held): void {
     this.mem.delete(e.key)
     this.nbytes -= e.nbytes
+    // freed or replaced while being written: its bytes are no longer in memory here
+    if (e.writing !== undefined) this.writingBytes -= e.nbytes
     if (this.spilling) this.unlink(e)
+    this.encoded.delete(e)
     e.value = undefined
+    e.enc = undefined
   }
 
   /** These in-memory keys were used (as a task's dependencies): most recently used. */
@@ -329,7 +460,10 @@ export class ValueStore {
   /** Memory grew: spill (after this turn) or pause. */
   private grew(): void {
     // with spilling, the round decides about pausing once it knows what it could spill
-    if (!this.maybeSpill()) this.checkPause()
+    if (this.maybeSpill()) return
+    // without a store, kept encodings are what can go
+    if (this.encoded.size !== 0 && this.nbytes > this.spillMark) this.dropEncodings(this.spillMark)
+    this.checkPause()
   }
 
   /** Schedules a spill round (after this turn) when spilling is on and memory is past the spill mark. */
@@ -393,30 +527,35 @@ export class ValueStore {
         if (e.writing || e.stuck || (pins.size !== 0 && pins.has(key))) continue
         projected -= e.nbytes
         if (e.disk) { this.evict(key, e); continue }
-        let bytes: Uint8Array
-        try {
-          bytes = encodeValue(e.value)
-        } catch (err) {
-          e.stuck = true
-          this.unlink(e) // out of the way of later rounds
-          projected += e.nbytes
-          this.warn(`cannot spill ${key}: ${(err as Error)?.message}`)
-          continue
+        let bytes = e.enc
+        if (bytes === undefined) {
+          try {
+            bytes = this.encode(e.value)
+          } catch (err) {
+            e.stuck = true
+            this.unlink(e) // out of the way of later rounds
+            projected += e.nbytes
+            this.warn(`cannot spill ${key}: ${(err as Error)?.message}`)
+            continue
+          }
         }
-        e.writing = true
+        const data = bytes
+        e.writing = data
         this.unlink(e) // later rounds need not walk past it; evicted or linked again when written
         this.writingBytes += e.nbytes
-        this.op(key, () => store.set(key, bytes)).then(() => this.written(key, e, undefined), err => this.written(key, e, err ?? new Error('spill failed')))
+        this.op(key, () => store.set(key, data)).then(() => this.written(key, e, data, undefined), err => this.written(key, e, data, err ?? new Error('spill failed')))
       }
     }
+    // what could not spill (needed by tasks): its kept encodings can still go
+    if (this.encoded.size !== 0 && this.nbytes - this.writingBytes > this.spillMark) this.dropEncodings(this.spillMark)
     this.checkPause()
   }
 
-  /** A spill write ended. */
-  private written(key: string, e: Held, err: unknown): void {
-    e.writing = false
-    this.writingBytes -= e.nbytes
+  /** A spill write (of `data`) ended. */
+  private written(key: string, e: Held, data: Uint8Array, err: unknown): void {
     const cur = this.mem.get(key)
+    if (cur === e) this.writingBytes -= e.nbytes // (dropMem took them off already otherwise)
+    e.writing = undefined
     if (cur === e) {
       if (err !== undefined) {
         e.stuck = true
@@ -424,9 +563,13 @@ export class ValueStore {
         this.warn(`could not spill ${key}: ${(err as Error)?.message ?? err}`)
       } else {
         e.disk = true
+        e.stored = data.byteLength
         // needed again by a task meanwhile: stays in memory, most recently used (the copy stays valid for next time)
-        if (this.pins?.has(key)) this.touch(e)
-        else this.evict(key, e)
+        if (this.pins?.has(key)) {
+          this.touch(e)
+          // it stays: the bytes just written are its encoding now
+          if (e.enc === undefined) this.setEncoding(e, data, data.byteLength, true)
+        } else this.evict(key, e)
       }
     } else if (err === undefined && cur !== undefined && !cur.writing) {
       // replaced by a newer value while written: the copy is stale (a newer write would overwrite it; free() deletes it itself)
@@ -443,8 +586,8 @@ export class ValueStore {
   /** Drops an in-memory value whose copy is in the store. */
   private evict(key: string, e: Held): void {
     this.dropMem(e)
-    this.spilled.set(key, new Spilled(e.nbytes))
-    this.spilledBytes += e.nbytes
+    this.spilled.set(key, new Spilled(e.stored))
+    this.spilledBytes += e.stored
     if (this.paused) this.checkPause()
   }
 
@@ -477,11 +620,15 @@ export class ValueStore {
     p = this.op(key, () => this.store!.get(key)).then(bytes => {
       if (this.spilled.get(key) !== s) return // freed or replaced meanwhile
       if (bytes === undefined) { lose('not there'); return }
-      const e = new Held(key, decodeValue(bytes), s.nbytes)
+      const value = decodeValue(bytes)
+      const e = new Held(key, value, sizeOf(value))
       e.disk = true
+      e.stored = bytes.byteLength
       this.spilled.delete(key)
       this.spilledBytes -= s.nbytes
       this.addMem(e)
+      const viewed = viewedBytes(value, bytes)
+      this.setEncoding(e, bytes, bytes.byteLength - viewed, viewed === 0)
       if (this.limit !== 0) this.grew()
     }).catch(err => lose(String((err as Error)?.message ?? err))).finally(() => this.loads.delete(key))
     this.loads.set(key, p)

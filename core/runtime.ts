@@ -163,6 +163,7 @@ export class WorkerRuntime {
       if (s.state !== 'connected') {
         this.feed({ type: 'disconnected', now: now() })
         this.fetches.rejectAll(new TimeoutError(`connection lost: ${s.reason}`))
+        this.joiner.clear() // parts half received are dropped with the connection
       }
       this.onStatusChange(s)
     }
@@ -291,7 +292,11 @@ export class WorkerRuntime {
             break
           }
           case 'data': {
-            const data = this.joiner.add(`fetch:${m.id}`, m)
+            let data: Uint8Array | undefined
+            try { data = this.joiner.add(`fetch:${m.id}`, m) } catch (err) {
+              this.fetches.reject(m.id, err as Error)
+              break
+            }
             if (data) this.fetches.resolve(m.id, data)
             break
           }

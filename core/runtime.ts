@@ -13,7 +13,7 @@
 import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from '../shared/link.js'
 import type { ToWorkerMessage, WorkerMessage } from '../shared/protocol.js'
-import { PartJoiner, PendingRequests, ownBytes } from '../shared/wire.js'
+import { PartJoiner, PendingRequests, ownBytes, streamParts } from '../shared/wire.js'
 import type { ExecEvent, ExecutorApi, TaskPort } from '../shared/executor.js'
 import { toWireError, TimeoutError, type WireError } from '../shared/errors.js'
 import { WorkerState, type Instruction, type WorkerEvent, type WorkerStats } from './worker-state.js'
@@ -545,11 +545,16 @@ export class WorkerRuntime {
     this.serving.delete(t)
     if (q.length === 0) return
     try {
-      const out = await this.call(t, 'getMany', () => t.api.getMany(q.map(([, key]) => key)))
+      const out = await this.call(t, 'getMany', () => t.api.getMany(q.map(([, key]) => key), true))
       q.forEach(([reqId, key], i) => {
         const data = out[i]
         if (data instanceof Uint8Array) this.link?.send({ type: 'data', id: reqId, key, data })
-        else this.link?.send({ type: 'data-error', id: reqId, key, error: { code: 'lost-data', message: data ?? `${key} is not held here`, key } })
+        else if (typeof data === 'object') {
+          // a big value the thread is still encoding: its parts leave as they are ready
+          streamParts(data, part => this.link?.send({ type: 'data', id: reqId, key, ...part }), () => !t.gone).catch((err: unknown) => {
+            this.link?.send({ type: 'data-error', id: reqId, key, error: toWireError(err, 'lost-data', key) })
+          })
+        } else this.link?.send({ type: 'data-error', id: reqId, key, error: { code: 'lost-data', message: data ?? `${key} is not held here`, key } })
       })
     } catch (err) {
       for (const [reqId, key] of q) this.link?.send({ type: 'data-error', id: reqId, key, error: toWireError(err, 'lost-data', key) })

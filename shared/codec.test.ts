@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import vm from 'node:vm'
-import { encodeValue, decodeValue, collectRefs, sizeOf, describeValue, FutureRef, CodecError, viewedBytes } from './codec.js'
+import { encodeValue, decodeValue, collectRefs, sizeOf, describeValue, FutureRef, CodecError, viewedBytes, encodeValueLater } from './codec.js'
 import { SerializationError } from './errors.js'
 
 const rt = <T>(v: T, resolve?: (key: string) => unknown): T => decodeValue(encodeValue(v), resolve) as T
@@ -666,5 +666,30 @@ describe('shared memory and views', () => {
     expect(viewedBytes(back, encodeValue(1))).toBe(0)
     expect(viewedBytes({ a: new Float64Array(100) }, bytes)).toBe(0) // its own memory
     expect(viewedBytes(decodeValue(encodeValue([1, 2])), encodeValue([1, 2]))).toBe(0)
+  })
+})
+
+describe('encodeValueLater', () => {
+  it('makes the same bytes as encodeValue, step by step, ready growing to the end', () => {
+    const value = { a: new Float64Array(5000).map((_, i) => i), b: [new Uint8Array(3001).fill(7), 'x'], c: new Int16Array(10) }
+    const want = encodeValue(value)
+    const p = encodeValueLater(value)
+    expect(p.bytes.byteLength).toBe(want.byteLength)
+    const seen = [p.ready]
+    while (p.ready < p.bytes.byteLength) seen.push(p.step(4096))
+    expect(seen.every((r, i) => i === 0 || r > seen[i - 1]!)).toBe(true)
+    expect(Buffer.from(p.bytes).equals(Buffer.from(want))).toBe(true)
+    expect(p.bytes.subarray(0, seen[0]!)).toEqual(want.subarray(0, seen[0]!))
+  })
+
+  it('finish copies what is left; a value without binary data is ready at once', () => {
+    const p = encodeValueLater({ big: new Uint8Array(100_000).fill(1) }, 'value', { shareOver: 0 })
+    expect(p.bytes.buffer).toBeInstanceOf(SharedArrayBuffer)
+    p.step(10)
+    p.finish()
+    expect(p.ready).toBe(p.bytes.byteLength)
+    expect(decodeValue(p.bytes)).toEqual({ big: new Uint8Array(100_000).fill(1) })
+    const q = encodeValueLater({ a: 1 })
+    expect(q.ready).toBe(q.bytes.byteLength)
   })
 })

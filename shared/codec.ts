@@ -173,6 +173,59 @@ const NEG_ZERO_TAG: readonly unknown[] = Object.freeze([C1, T_NEGZERO])
  * shares it, and the encoding may be kept. Throws CodecError for a value that cannot travel.
  */
 export function encodeValue(value: unknown, root = 'value', options?: { shareOver?: number }): Uint8Array {
+  const { out, blobStart, blobs } = layout(value, root, options)
+  if (blobs) for (const b of blobs) out.set(b.bytes, blobStart + b.offset)
+  return out
+}
+
+/**
+ * An encoding whose binary data is still to be copied in (encodeValueLater): `bytes` is
+ * allocated at its full size and holds the header and skeleton; the first `ready` bytes
+ * are final. `step(n)` copies about n more bytes (in the arrays' order) and returns the
+ * new `ready`; `finish()` copies the rest. Once `ready === bytes.byteLength` it is the
+ * encoding encodeValue makes. The arrays are read when copied: they must not change
+ * meanwhile.
+ */
+export interface PendingEncoding {
+  readonly bytes: Uint8Array
+  readonly ready: number
+  step(n: number): number
+  finish(): void
+}
+
+/**
+ * encodeValue, but the binary data is copied in later, step by step (a thread can hand
+ * the bytes, in shared memory, to another that sends them while they are being filled).
+ */
+export function encodeValueLater(value: unknown, root = 'value', options?: { shareOver?: number }): PendingEncoding {
+  const { out, blobStart, blobs } = layout(value, root, options)
+  const list = blobs ?? []
+  let i = 0
+  let within = 0
+  let ready = list.length ? blobStart + list[0]!.offset : out.byteLength
+  const step = (n: number): number => {
+    let left = Math.max(1, n)
+    while (i < list.length && left > 0) {
+      const b = list[i]!
+      const k = Math.min(left, b.bytes.byteLength - within)
+      out.set(within === 0 && k === b.bytes.byteLength ? b.bytes : b.bytes.subarray(within, within + k), blobStart + b.offset + within)
+      within += k
+      left -= k
+      if (within >= b.bytes.byteLength) { i++; within = 0 }
+    }
+    ready = i < list.length ? blobStart + list[i]!.offset + within : out.byteLength
+    return ready
+  }
+  return {
+    bytes: out,
+    get ready() { return ready },
+    step,
+    finish: () => { step(Infinity) },
+  }
+}
+
+/** Everything of an encoding but copying the arrays in: the bytes (header and skeleton written), where the blob area starts, and the arrays. */
+function layout(value: unknown, root: string, options: { shareOver?: number } | undefined): { out: Uint8Array; blobStart: number; blobs: Blob[] | null } {
   const st = new EncState(root)
   let skeleton: unknown
   try {
@@ -192,6 +245,7 @@ export function encodeValue(value: unknown, root = 'value', options?: { shareOve
   const flags = VERSION | (st.tags ? F_TAGS : 0)
   const S = packed.length
   let out: Uint8Array
+  let blobStart = 0
   if (!st.blobs) {
     out = new Uint8Array(2 + S)
     out[0] = MAGIC
@@ -199,7 +253,7 @@ export function encodeValue(value: unknown, root = 'value', options?: { shareOve
     if (S > 48) out.set(packed, 2)
     else for (let i = 0; i < S; i++) out[i + 2] = packed[i]!
   } else {
-    const blobStart = align8(BLOB_HEADER + S)
+    blobStart = align8(BLOB_HEADER + S)
     const total = blobStart + st.blobLen
     const shareOver = options?.shareOver
     try {
@@ -213,10 +267,9 @@ export function encodeValue(value: unknown, root = 'value', options?: { shareOve
     writeU32(out, 8, st.blobLen % 0x100000000)
     writeU32(out, 12, Math.floor(st.blobLen / 0x100000000))
     out.set(packed, BLOB_HEADER)
-    for (const b of st.blobs) out.set(b.bytes, blobStart + b.offset)
   }
   if (packed.buffer.byteLength > 0x400000) releasePackBuffer(packed)
-  return out
+  return { out, blobStart, blobs: st.blobs }
 }
 
 /** msgpackr keeps its (shared, module level) write buffer; after a big value, give it a small fresh one so the big one can be collected. */

@@ -17,10 +17,10 @@ import { hashBytes } from './hash.js'
 import { capWireError, toWireError, type WireError } from './errors.js'
 import type { SpillStore } from './spill.js'
 import { attemptId } from './attempt.js'
-import { ValueStore, type ExecMemoryEvent, type ExecutorMemory, type ValueStoreOptions } from './value-store.js'
+import { ValueStore, type ExecMemoryEvent, type ExecutorMemory, type StreamingBytes, type ValueStoreOptions } from './value-store.js'
 
 export type { SpillStore } from './spill.js'
-export type { ExecMemoryEvent, ExecutorMemory } from './value-store.js'
+export type { ExecMemoryEvent, ExecutorMemory, StreamingBytes } from './value-store.js'
 
 /**
  * Reports of synchronous tasks run back to back leave together only while that keeps them
@@ -174,6 +174,9 @@ export class Executor {
    * promise then).
    */
   get(key: string): Uint8Array | Promise<Uint8Array> { return this.values.get(key) }
+
+  /** `get` for sending: a big value may come back as StreamingBytes, filled in right after (value-store.ts). */
+  read(key: string): Uint8Array | StreamingBytes | Promise<Uint8Array> { return this.values.read(key) }
 
   /** These bytes (from get) are key's kept encoding: never to be transferred or modified. */
   kept(key: string, bytes: Uint8Array): boolean { return this.values.kept(key, bytes) }
@@ -385,8 +388,12 @@ export interface ExecutorApi {
   cancel(key: string, attempt: number): boolean
   /** the encoded value (made once and kept); a promise for a spilled key (its bytes are read from the store) */
   get(key: string): Uint8Array | Promise<Uint8Array>
-  /** many keys in one call: each the encoded value, or an error message when it is not held */
-  getMany(keys: string[]): Promise<(Uint8Array | string)[]>
+  /**
+   * many keys in one call: each the encoded value, or an error message when it is not
+   * held. With `stream`, a big value may come as StreamingBytes (shared memory this thread
+   * fills in right after answering; send it part by part as `ready` grows: wire.ts streamParts).
+   */
+  getMany(keys: string[], stream?: boolean): Promise<(Uint8Array | StreamingBytes | string)[]>
   put(key: string, data: Uint8Array): number
   free(keys: string[]): void
   stats(): ExecutorStats
@@ -448,10 +455,10 @@ export function createExecutorApi(
     run: tasks => ex().run(tasks),
     cancel: (key, attempt) => ex().cancel(key, attempt),
     get: key => { const b = ex().get(key); return b instanceof Uint8Array ? out(key, b) : b.then(d => out(key, d)) },
-    getMany: async keys => {
+    getMany: async (keys, stream) => {
       const x = ex()
       const all = await Promise.all(keys.map(async k => {
-        try { return await x.get(k) } catch (err) { return (err as Error).message || String(err) }
+        try { return await (stream ? x.read(k) : x.get(k)) } catch (err) { return (err as Error).message || String(err) }
       }))
       const buffers: ArrayBuffer[] = []
       all.forEach((b, i) => { if (b instanceof Uint8Array && movable(keys[i]!, b)) buffers.push(b.buffer as ArrayBuffer) })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ValueStore, type ExecMemoryEvent, type ValueStoreOptions } from './value-store.js'
+import { STREAM_OVER, ValueStore, type ExecMemoryEvent, type StreamingBytes, type ValueStoreOptions } from './value-store.js'
 import { MemorySpillStore, type SpillStore } from './spill.js'
 import { decodeValue, encodeValue, sizeOf } from './codec.js'
 
@@ -279,5 +279,58 @@ describe('ValueStore: encodings and spilling', () => {
     expect(a.inMemory).toBeLessThanOrEqual(30_000)
     expect(vs.count).toBe(values.size)
     for (const [k, v] of values) expect((decodeValue(await vs.get(k)) as Float64Array)[0]).toBe(v)
+  })
+})
+
+describe('ValueStore: streaming a big value while it is encoded', () => {
+  const big = (fill: number): { data: Float64Array } => ({ data: new Float64Array((STREAM_OVER / 8) + 1000).fill(fill) })
+
+  it('read answers at once with shared bytes and a ready counter, then fills them in a step at a time', async () => {
+    const { vs } = setup({ shareOver: 64 << 10 })
+    const value = big(3)
+    vs.keep('x', value)
+    const r = vs.read('x') as StreamingBytes
+    expect(r.bytes.buffer).toBeInstanceOf(SharedArrayBuffer)
+    const first = Atomics.load(r.ready, 0)
+    expect(first).toBeLessThan(r.bytes.byteLength)
+    // a second reader meanwhile gets the same stream
+    expect((vs.read('x') as StreamingBytes).bytes).toBe(r.bytes)
+    await new Promise(res => setTimeout(res, 0))
+    expect(Atomics.load(r.ready, 0)).toBe(r.bytes.byteLength)
+    expect(Buffer.from(r.bytes).equals(Buffer.from(encodeValue(value)))).toBe(true)
+    // now it is the kept encoding
+    expect(vs.read('x')).toBe(r.bytes)
+    expect(vs.get('x')).toBe(r.bytes)
+    vs.audit()
+  })
+
+  it('get while it is being filled finishes it first', () => {
+    const { vs } = setup({ shareOver: 64 << 10 })
+    vs.keep('x', big(4))
+    const r = vs.read('x') as StreamingBytes
+    const whole = vs.get('x') as Uint8Array
+    expect(whole).toBe(r.bytes)
+    expect(Atomics.load(r.ready, 0)).toBe(whole.byteLength)
+    expect((decodeValue(whole) as { data: Float64Array }).data[5]).toBe(4)
+  })
+
+  it('small values, and stores without shared memory, answer whole bytes', () => {
+    const { vs } = setup({ shareOver: 64 << 10 })
+    vs.keep('s', new Float64Array(10))
+    expect(vs.read('s')).toBeInstanceOf(Uint8Array)
+    const plain = setup().vs
+    plain.keep('x', big(1))
+    expect(plain.read('x')).toBeInstanceOf(Uint8Array)
+  })
+
+  it('a value spilled while it is being filled spills whole bytes', async () => {
+    const store = new RecordingStore()
+    const { vs } = setup({ memoryLimit: 3 * STREAM_OVER, spill: store, shareOver: 64 << 10 })
+    vs.keep('x', big(5))
+    const r = vs.read('x') as StreamingBytes // value and encoding: past the spill mark
+    await vs.settle()
+    expect(store.given[0]).toBe(r.bytes)
+    expect(Atomics.load(r.ready, 0)).toBe(r.bytes.byteLength)
+    expect((decodeValue(store.data.get('x')!) as { data: Float64Array }).data.at(-1)).toBe(5)
   })
 })

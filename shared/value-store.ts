@@ -21,11 +21,16 @@
  * its header and skeleton for a value decoded from it (its arrays are views into it).
  * Past the spill mark, a spill writes the kept encoding (no second encode), and kept
  * encodings that no spill needs are dropped (they can be made again) before the store
- * pauses. A spilled value counts the bytes of its copy in the store. With `shareOver`, encodings of that size or more are made in a
+ * pauses. A spilled value counts the bytes of its copy in the store.
+ *
+ * Streaming (`read`, with `shareOver`): the first read of a big value allocates its
+ * encoding in shared memory and answers at once; the arrays are copied in right after,
+ * a step at a time, and a shared counter (`ready`, notified with Atomics) says how much is
+ * final, so the main side sends the first parts while the rest is still being copied. With `shareOver`, encodings of that size or more are made in a
  * SharedArrayBuffer, so a thread hands its kept bytes to the main side without a copy.
  */
 import { ownBytes } from './bytes.js'
-import { decodeValue, encodeValue, sizeOf, viewedBytes } from './codec.js'
+import { decodeValue, encodeValue, encodeValueLater, sizeOf, viewedBytes, type PendingEncoding } from './codec.js'
 import type { SpillStore } from './spill.js'
 
 /**
@@ -69,6 +74,20 @@ export interface ValueStoreEvents {
   room(): void
 }
 
+/**
+ * An encoding this thread is still copying arrays into (ValueStore.read): `bytes` is
+ * complete up to `Atomics.load(ready, 0)` bytes, and Atomics.notify wakes who waits on
+ * `ready` each time it grows, until it is `bytes.byteLength`.
+ */
+export interface StreamingBytes { bytes: Uint8Array; ready: Int32Array }
+
+/** Values this big or more are streamed by `read` (smaller ones are encoded at once). */
+export const STREAM_OVER = 4 << 20
+/** How much `read` copies between two notifications. */
+const STREAM_STEP = 1 << 20
+
+const later: (f: () => void) => void = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? (f => { setTimeout(f, 0) })
+
 /** A value held in memory; also a node of the least-recently-used list (when spilling). */
 class Held {
   /** a copy of it is in the spill store (written by us, or it was loaded from there) */
@@ -83,6 +102,8 @@ class Held {
   next: Held | null = null
   /** its encoding, kept once made */
   enc: Uint8Array | undefined = undefined
+  /** the encoding is still being filled in (read) */
+  filling: { pending: PendingEncoding; ready: Int32Array } | undefined = undefined
   /** bytes the kept encoding adds to the value's own (0 without one) */
   extra = 0
   /** `size`: the value's own bytes (sizeOf) */
@@ -173,6 +194,7 @@ export class ValueStore {
     const e = this.mem.get(key)
     if (e !== undefined) {
       if (this.spilling) this.touch(e)
+      if (e.filling !== undefined) this.filled(e)
       if (e.enc !== undefined) return e.enc
       if (e.writing !== undefined) return e.writing
       const enc = this.encode(e.value)
@@ -187,6 +209,64 @@ export class ValueStore {
       })
     }
     throw new Error(`not held here: ${key}`)
+  }
+
+  /**
+   * Like `get`, for sending: a big value not encoded yet (with `shareOver`, where
+   * Atomics can wait) comes back at once as StreamingBytes, filled in right after (see
+   * the file comment); anything else as `get` has it.
+   */
+  read(key: string): Uint8Array | StreamingBytes | Promise<Uint8Array> {
+    const e = this.mem.get(key)
+    if (e !== undefined && e.writing === undefined) {
+      if (e.filling !== undefined) {
+        if (this.spilling) this.touch(e)
+        return { bytes: e.filling.pending.bytes, ready: e.filling.ready }
+      }
+      if (e.enc === undefined && this.shareOver !== undefined && e.size >= STREAM_OVER && typeof Atomics.notify === 'function') {
+        if (this.spilling) this.touch(e)
+        const pending = encodeValueLater(e.value, 'value', { shareOver: this.shareOver })
+        const bytes = pending.bytes
+        if (!(bytes.buffer instanceof ArrayBuffer) && pending.ready < bytes.byteLength) {
+          const ready = new Int32Array(new SharedArrayBuffer(4))
+          Atomics.store(ready, 0, pending.ready)
+          e.filling = { pending, ready }
+          this.setEncoding(e, bytes, bytes.byteLength, true)
+          // after this call's answer has been posted
+          later(() => this.fill(e))
+          if (this.limit !== 0) this.grew()
+          return { bytes, ready }
+        }
+        pending.finish()
+        this.setEncoding(e, bytes, bytes.byteLength, true)
+        if (this.limit !== 0) this.grew()
+        return bytes
+      }
+    }
+    return this.get(key)
+  }
+
+  /** Copies a streaming encoding's arrays in, a step at a time, telling waiters each time. */
+  private fill(e: Held): void {
+    const f = e.filling
+    if (f === undefined) return
+    const { pending, ready } = f
+    const total = pending.bytes.byteLength
+    while (pending.ready < total) {
+      Atomics.store(ready, 0, pending.step(STREAM_STEP))
+      Atomics.notify(ready, 0)
+    }
+    e.filling = undefined
+  }
+
+  /** A streaming encoding is needed whole now: copy the rest at once. */
+  private filled(e: Held): void {
+    const f = e.filling
+    if (f === undefined) return
+    f.pending.finish()
+    Atomics.store(f.ready, 0, f.pending.bytes.byteLength)
+    Atomics.notify(f.ready, 0)
+    e.filling = undefined
   }
 
   /** These are the kept encoding of key's value (not to be modified or transferred). */
@@ -527,6 +607,7 @@ export class ValueStore {
         if (e.writing || e.stuck || (pins.size !== 0 && pins.has(key))) continue
         projected -= e.nbytes
         if (e.disk) { this.evict(key, e); continue }
+        if (e.filling !== undefined) this.filled(e)
         let bytes = e.enc
         if (bytes === undefined) {
           try {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { Outbox, PartJoiner, decodeFrame, encodeFrame, packFrame, splitParts } from './wire.js'
+import { Outbox, PartJoiner, decodeFrame, encodeFrame, packFrame, splitParts, streamParts } from './wire.js'
 import { LIMITS } from './protocol.js'
 import { TabgridError, TooLargeError } from './errors.js'
 
@@ -215,5 +215,35 @@ describe('Outbox', () => {
     out.push({ type: 'data', data })
     await Promise.resolve()
     expect(frames[0]![0]!.data).toBe(data)
+  })
+})
+
+describe('streamParts', () => {
+  it('sends each part once the bytes up to its end are ready, in order, then resolves', async () => {
+    const bytes = new Uint8Array(new SharedArrayBuffer(3 * CHUNK + 10))
+    const ready = new Int32Array(new SharedArrayBuffer(4))
+    const got: { part: number; parts: number; total: number; data: Uint8Array }[] = []
+    const done = streamParts({ bytes, ready }, p => got.push(p))
+    await Promise.resolve()
+    expect(got).toEqual([])
+    Atomics.store(ready, 0, CHUNK + 5)
+    Atomics.notify(ready, 0)
+    await new Promise(r => setTimeout(r, 10))
+    expect(got.map(p => p.part)).toEqual([0])
+    Atomics.store(ready, 0, bytes.byteLength)
+    Atomics.notify(ready, 0)
+    await done
+    expect(got.map(p => [p.part, p.parts, p.total, p.data.byteLength])).toEqual([[0, 4, bytes.byteLength, CHUNK], [1, 4, bytes.byteLength, CHUNK], [2, 4, bytes.byteLength, CHUNK], [3, 4, bytes.byteLength, 10]])
+    expect(got[1]!.data.buffer).toBe(bytes.buffer) // views, not copies
+  })
+
+  it('rejects when the bytes stop coming (the thread filling them died), never hangs', async () => {
+    const bytes = new Uint8Array(new SharedArrayBuffer(2 * CHUNK))
+    const ready = new Int32Array(new SharedArrayBuffer(4))
+    let alive = true
+    const done = streamParts({ bytes, ready }, () => {}, () => alive)
+    alive = false
+    await expect(done).rejects.toThrow(/stopped arriving after 0 of 2 parts/)
+    await expect(streamParts({ bytes, ready }, () => {}, () => true, 50)).rejects.toThrow(/stopped arriving/)
   })
 })

@@ -100,6 +100,41 @@ export function splitParts<M extends WithData>(msg: M): M[] {
   return out
 }
 
+/**
+ * Sends bytes that another thread is still filling in (a StreamingBytes of
+ * value-store.ts), part by part as `Atomics.load(ready, 0)` passes each part's end: the
+ * parts are views of `bytes`, shaped as splitParts makes them. Rejects when `ready` stops
+ * growing for `stallMs` or `alive()` turns false (the thread filling it died), so a
+ * stream never hangs.
+ */
+export async function streamParts(
+  s: { bytes: Uint8Array; ready: Int32Array },
+  send: (part: { data: Uint8Array; part: number; parts: number; total: number }) => void,
+  alive: () => boolean = () => true,
+  stallMs = 30_000,
+): Promise<void> {
+  const total = s.bytes.byteLength
+  const chunk = LIMITS.chunkBytes
+  const parts = Math.ceil(total / chunk)
+  const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
+  let next = 0
+  let since = Date.now()
+  while (next < parts) {
+    const ready = Atomics.load(s.ready, 0)
+    let sent = false
+    while (next < parts && Math.min(total, (next + 1) * chunk) <= ready) {
+      send({ data: s.bytes.subarray(next * chunk, Math.min(total, (next + 1) * chunk)), part: next, parts, total })
+      next++
+      sent = true
+    }
+    if (next >= parts) return
+    if (sent) since = Date.now()
+    else if (!alive() || Date.now() - since > stallMs) throw new Error(`the value stopped arriving after ${next} of ${parts} parts`)
+    const w = waitAsync(s.ready, 0, ready, 1000)
+    if (w.async) await w.value
+  }
+}
+
 interface Joining {
   total: number
   parts: number

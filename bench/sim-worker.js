@@ -5,6 +5,7 @@
 //   node bench/sim-worker.js URL COUNT SLOTS [TOKEN]
 import { io } from 'socket.io-client'
 import { encodeFrame, decodeFrame } from '../dist/shared/wire.js'
+import { frameParser } from '../dist/shared/socket-parser.js'
 import { encodeValue } from '../dist/shared/codec.js'
 
 const [url, countArg, slotsArg, token] = process.argv.slice(2)
@@ -17,15 +18,15 @@ const sockets = []
 
 function simulate(i) {
   const hello = { role: 'worker', kind: 'node', slots, name: `sim-${process.pid}-${i}`, ...(token ? { token } : {}) }
-  const socket = io(url, { transports: ['websocket'], reconnection: false, auth: cb => cb(hello) })
+  const socket = io(url, { transports: ['websocket'], reconnection: false, auth: cb => cb(hello), parser: frameParser })
   let out = []
   let queued = false
   const send = msg => {
     out.push(msg)
     if (!queued) { queued = true; queueMicrotask(() => { queued = false; const m = out; out = []; socket.emit('frame', encodeFrame(m)) }) }
   }
-  socket.on('frame', frame => {
-    for (const m of decodeFrame(frame)) {
+  socket.on('frame', (frame, ...attachments) => {
+    for (const m of decodeFrame(frame, attachments)) {
       switch (m.type) {
         case 'welcome': joined++; if (joined === count) process.send?.({ joined }); break
         case 'assign': {

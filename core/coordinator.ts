@@ -245,8 +245,13 @@ export class Coordinator {
     if (!p || this.closed) return
     p.conn = undefined
     if (p.role === 'dashboard') { this.peers.delete(id); return }
-    // relays waiting on this peer fail now
-    for (const [rid, r] of this.relays) if (r.holder === id) this.relayFailed(rid, { code: 'lost-data', message: `holder of ${r.key} disconnected`, key: r.key })
+    // relays from this peer go to another holder now (or fail); relays to it stop (it asks again when back)
+    for (const [rid, r] of this.relays) {
+      if (r.holder === id) this.retryRelay(rid, { code: 'lost-data', message: `holder of ${r.key} disconnected`, key: r.key })
+      else if ((r.to.kind === 'client' ? r.to.client : r.to.worker) === id) this.relays.delete(rid)
+    }
+    // and nothing it sent half of stays allocated
+    p.joiner.clear()
     const grace = p.role === 'worker' ? this.opts.workerGraceMs : this.opts.clientGraceMs
     this.opts.log(`${p.role} ${p.name} disconnected (${reason}); grace ${grace} ms`)
     p.graceTimer = setTimeout(() => this.gone(id, reason === 'left' ? 'left' : 'disconnected'), grace)
@@ -372,7 +377,11 @@ export class Coordinator {
         return
       }
       case 'scatter': {
-        const data = c.joiner.add(`scatter:${m.key}`, m)
+        let data: Uint8Array | undefined
+        try { data = c.joiner.add(`scatter:${m.key}`, m) } catch (err) {
+          this.refuse(c, toWireError(err, 'bad-message', m.key))
+          return
+        }
         if (!data) return
         if (!this.scattered.has(m.key) && this.scheduler.taskStatus(m.key) === undefined) {
           this.scattered.set(m.key, { data: ownBytes(data), replicas: m.replicas ?? 1, stored: 0 })
@@ -595,8 +604,10 @@ export class Coordinator {
     const last = (m.parts ?? 1) <= 1 || m.part === (m.parts ?? 1) - 1
     r.at = this.opts.now()
     this.metrics.bytesRelayed += m.data.byteLength
-    const parts: { part?: number; parts?: number; total?: number } = {}
-    if (m.parts !== undefined) { parts.part = m.part ?? 0; parts.parts = m.parts; parts.total = m.total ?? 0 }
+    // the part goes on as it came (an attachment is forwarded, not copied); `stream` tells
+    // the receiver a relay from another holder apart from what an earlier one left
+    const parts: { part?: number; parts?: number; total?: number; stream?: number } = {}
+    if (m.parts !== undefined) { parts.part = m.part ?? 0; parts.parts = m.parts; parts.total = m.total ?? 0; parts.stream = m.id }
     if (r.to.kind === 'worker') {
       const dest = this.peers.get(r.to.worker)
       dest?.conn?.send({ type: 'data', id: r.to.id, key: r.key, data: m.data, ...parts } satisfies ToWorkerMessage)

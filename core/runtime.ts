@@ -13,7 +13,7 @@
 import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from '../shared/link.js'
 import type { ToWorkerMessage, WorkerMessage } from '../shared/protocol.js'
-import { PartJoiner, PendingRequests, ownBytes } from '../shared/wire.js'
+import { PartJoiner, PendingRequests, ownBytes, streamParts } from '../shared/wire.js'
 import type { ExecEvent, ExecutorApi, TaskPort } from '../shared/executor.js'
 import { toWireError, TimeoutError, type WireError } from '../shared/errors.js'
 import { WorkerState, type Instruction, type WorkerEvent, type WorkerStats } from './worker-state.js'
@@ -163,6 +163,7 @@ export class WorkerRuntime {
       if (s.state !== 'connected') {
         this.feed({ type: 'disconnected', now: now() })
         this.fetches.rejectAll(new TimeoutError(`connection lost: ${s.reason}`))
+        this.joiner.clear() // parts half received are dropped with the connection
       }
       this.onStatusChange(s)
     }
@@ -291,7 +292,11 @@ export class WorkerRuntime {
             break
           }
           case 'data': {
-            const data = this.joiner.add(`fetch:${m.id}`, m)
+            let data: Uint8Array | undefined
+            try { data = this.joiner.add(`fetch:${m.id}`, m) } catch (err) {
+              this.fetches.reject(m.id, err as Error)
+              break
+            }
             if (data) this.fetches.resolve(m.id, data)
             break
           }
@@ -540,11 +545,16 @@ export class WorkerRuntime {
     this.serving.delete(t)
     if (q.length === 0) return
     try {
-      const out = await this.call(t, 'getMany', () => t.api.getMany(q.map(([, key]) => key)))
+      const out = await this.call(t, 'getMany', () => t.api.getMany(q.map(([, key]) => key), true))
       q.forEach(([reqId, key], i) => {
         const data = out[i]
         if (data instanceof Uint8Array) this.link?.send({ type: 'data', id: reqId, key, data })
-        else this.link?.send({ type: 'data-error', id: reqId, key, error: { code: 'lost-data', message: data ?? `${key} is not held here`, key } })
+        else if (typeof data === 'object') {
+          // a big value the thread is still encoding: its parts leave as they are ready
+          streamParts(data, part => this.link?.send({ type: 'data', id: reqId, key, ...part }), () => !t.gone).catch((err: unknown) => {
+            this.link?.send({ type: 'data-error', id: reqId, key, error: toWireError(err, 'lost-data', key) })
+          })
+        } else this.link?.send({ type: 'data-error', id: reqId, key, error: { code: 'lost-data', message: data ?? `${key} is not held here`, key } })
       })
     } catch (err) {
       for (const [reqId, key] of q) this.link?.send({ type: 'data-error', id: reqId, key, error: toWireError(err, 'lost-data', key) })

@@ -85,6 +85,40 @@ describe('worker tabs', () => {
     expect(await mean.result()).toBe(3)
   })
 
+  it('big values travel byte for byte: tab to client, and tab to tab through the coordinator', async () => {
+    grid = await suite.start()
+    const a = await grid.openTab({ workers: 1 })
+    const b = await grid.openTab({ workers: 1 })
+    const client = await grid.client()
+    const [idA, idB] = [await a.workerId(), await b.workerId()]
+    // a pattern that tells every byte apart, built the same way in the tab and here
+    const pattern = (n: number, seed: number): Uint8Array => {
+      const out = new Uint8Array(n)
+      let x = seed >>> 0
+      for (let i = 0; i < n; i++) { x = (Math.imul(x, 1103515245) + 12345) >>> 0; out[i] = x >>> 24 }
+      return out
+    }
+    const checksum = (v: Uint8Array): number => {
+      let h = 0
+      for (let i = 0; i < v.length; i++) h = (Math.imul(h, 31) + v[i]!) >>> 0
+      return h
+    }
+    const n = 12 * (1 << 20) + 5
+    const x = client.with({ workers: [idA], pure: false }).submit(pattern, n, 4)
+    const want = pattern(n, 4)
+    const got = await x.result() as Uint8Array
+    expect(got.byteLength).toBe(n)
+    expect(Buffer.compare(Buffer.from(got.buffer, got.byteOffset, got.byteLength), Buffer.from(want.buffer))).toBe(0)
+    expect(grid.coord.coordinator.scheduler.whoHas(x.key)).toEqual([idA])
+    // tab B fetches it through the coordinator (binary attachments arrive in a page as ArrayBuffers)
+    const seen = await client.with({ workers: [idB], pure: false }).submit((v: Uint8Array) => {
+      let h = 0
+      for (let i = 0; i < v.length; i++) h = (Math.imul(h, 31) + v[i]!) >>> 0
+      return [v.length, h]
+    }, x).result()
+    expect(seen).toEqual([n, checksum(want)])
+  })
+
   it('pause stops new tasks reaching a tab; resume brings them back', async () => {
     grid = await suite.start()
     const a = await grid.openTab({ workers: 1 })

@@ -12,7 +12,8 @@ import { Coordinator, type CoordinatorOptions, type Connection } from '../core/c
 import { attachDashboard } from './dashboard.js'
 import { coordinatorMetrics } from './metrics.js'
 import { LIMITS, type FrameEvents, type InboundFrameEvents, type SocketData } from '../shared/protocol.js'
-import { Outbox, encodeFrame, decodeFrame } from '../shared/wire.js'
+import { Outbox, packFrame, decodeFrame } from '../shared/wire.js'
+import { frameParser } from '../shared/socket-parser.js'
 
 export interface StartOptions extends CoordinatorOptions {
   /** Default 8786; 0 picks a free port. */
@@ -106,6 +107,8 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
 
   const io = new IOServer<InboundFrameEvents, FrameEvents, Record<string, never>, SocketData>(http, {
     maxHttpBufferSize: LIMITS.frameBytes + (1 << 16),
+    // one WebSocket message per frame, big data beside it uncopied (shared/socket-parser.ts)
+    parser: frameParser,
     transports: ['websocket', 'polling'],
     pingInterval: 5_000,
     pingTimeout: 10_000,
@@ -126,7 +129,10 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
   })
 
   io.on('connection', (socket: Socket<InboundFrameEvents, FrameEvents, Record<string, never>, SocketData>) => {
-    const outbox = new Outbox<object>(msgs => { socket.emit('frame', encodeFrame(msgs)) })
+    const outbox = new Outbox<object>(msgs => {
+      const { frame, attachments } = packFrame(msgs)
+      socket.emit('frame', frame, ...attachments)
+    })
     const conn: Connection = {
       id: socket.id,
       send: msg => outbox.push(msg),
@@ -141,13 +147,13 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     // Frames are read in a catch-all listener, which socket.io calls as the packet
     // arrives: `socket.on(event)` listeners run a tick later and only if the socket is
     // still connected, so a frame a peer sent just before closing would be dropped.
-    socket.onAny((event: string, frame: unknown) => {
+    socket.onAny((event: string, frame: unknown, ...attachments: unknown[]) => {
       if (event !== 'frame') {
         coordinator.refuse(peerId, { code: 'bad-message', message: `unknown event "${String(event).slice(0, 40)}": send frames only` })
         return
       }
       let msgs: unknown[]
-      try { msgs = decodeFrame(frame) } catch (err) {
+      try { msgs = decodeFrame(frame, attachments) } catch (err) {
         coordinator.refuse(peerId, { code: 'bad-message', message: (err as Error).message })
         return
       }

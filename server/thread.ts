@@ -15,5 +15,7 @@ const api = createExecutorApi(
   Comlink.transfer,
   // past its memory budget, a thread spills least-recently-used values to files here
   dir => new DiskSpillStore(dir),
+  // big encodings are kept in shared memory: handing them to the main side copies nothing
+  { shareOver: 64 << 10 },
 )
 Comlink.expose(api, nodeEndpoint(parentPort))

@@ -436,13 +436,14 @@ describe('scatter', () => {
     await expect(h.client.scatter(1, { replicas: 0 })).rejects.toThrow('replicas must be a whole number from 1 to 64, got 0')
   })
 
-  it('lets big values travel in parts (the link splits them)', async () => {
+  it('a big value goes whole over a memory link (a socket link splits it into parts: wire.test.ts)', async () => {
     const h = track(harness())
     await h.client.scatter(new Uint8Array(3 * LIMITS.chunkBytes + 5))
     await tick()
     const parts = h.of('scatter')
-    expect(parts.length).toBe(4)
-    expect(parts.every(p => p.parts === 4)).toBe(true)
+    expect(parts.length).toBe(1)
+    expect(parts[0]!.parts).toBeUndefined()
+    expect(parts[0]!.data.byteLength).toBeGreaterThan(3 * LIMITS.chunkBytes)
   })
 })
 

@@ -1158,7 +1158,7 @@ export class Client {
         try {
           bytes = this.joiner.add(m.key, m)
         } catch (err) {
-          if (rec?.fetch) { rec.fetch.reject(new TabgridError('bad-message', `the data of ${m.key} arrived broken: ${(err as Error).message}`, { cause: err })); rec.fetch = undefined }
+          if (rec?.fetch) { rec.fetch.reject(err instanceof TooLargeError ? err : new TabgridError('bad-message', `the data of ${m.key} arrived broken: ${(err as Error).message}`, { cause: err })); rec.fetch = undefined }
           return
         }
         if (!bytes || !rec?.fetch) return

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import vm from 'node:vm'
-import { encodeValue, decodeValue, collectRefs, sizeOf, describeValue, FutureRef, CodecError } from './codec.js'
+import { encodeValue, decodeValue, collectRefs, sizeOf, describeValue, FutureRef, CodecError, viewedBytes, encodeValueLater } from './codec.js'
 import { SerializationError } from './errors.js'
 
 const rt = <T>(v: T, resolve?: (key: string) => unknown): T => decodeValue(encodeValue(v), resolve) as T
@@ -632,5 +632,64 @@ describe('speed (printed, not asserted)', () => {
         `  [1,2,3] encode+decode: ${smallUs.toFixed(2)} µs`,
       ].join('\n'),
     )
+  })
+})
+
+describe('shared memory and views', () => {
+  it('shareOver: an encoding that big is made in a SharedArrayBuffer; smaller ones and values without binary data are not', () => {
+    const big = encodeValue({ a: new Float64Array(1024) }, 'value', { shareOver: 4096 })
+    expect(big.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(big.byteOffset).toBe(0)
+    expect(big.byteLength).toBe(big.buffer.byteLength)
+    expect(encodeValue({ a: new Float64Array(8) }, 'value', { shareOver: 4096 }).buffer).toBeInstanceOf(ArrayBuffer)
+    expect(encodeValue('x'.repeat(10_000), 'value', { shareOver: 16 }).buffer).toBeInstanceOf(ArrayBuffer)
+  })
+
+  it('decoding bytes in shared memory copies every array out: the value shares nothing', () => {
+    const value = { f: Float64Array.from([1, 2, 3]), u: new Uint8Array([9, 8]), d: new DataView(new ArrayBuffer(4)), ab: new Uint8Array([5]).buffer }
+    const bytes = encodeValue(value, 'value', { shareOver: 0 })
+    expect(bytes.buffer).toBeInstanceOf(SharedArrayBuffer)
+    const back = decodeValue(bytes) as typeof value
+    expect(back).toEqual(value)
+    for (const x of [back.f.buffer, back.u.buffer, back.d.buffer, back.ab]) expect(x).toBeInstanceOf(ArrayBuffer)
+    // a view into a bigger shared buffer (a part of it) decodes the same
+    const sab = new SharedArrayBuffer(bytes.byteLength + 16)
+    const at = new Uint8Array(sab, 8, bytes.byteLength)
+    at.set(bytes)
+    expect(decodeValue(at)).toEqual(value)
+  })
+
+  it('viewedBytes: how much of an encoding the value decoded from it uses', () => {
+    const bytes = encodeValue({ a: new Float64Array(100), b: [new Uint8Array(10), 'text'] })
+    const back = decodeValue(bytes)
+    expect(viewedBytes(back, bytes)).toBe(810)
+    expect(viewedBytes(back, encodeValue(1))).toBe(0)
+    expect(viewedBytes({ a: new Float64Array(100) }, bytes)).toBe(0) // its own memory
+    expect(viewedBytes(decodeValue(encodeValue([1, 2])), encodeValue([1, 2]))).toBe(0)
+  })
+})
+
+describe('encodeValueLater', () => {
+  it('makes the same bytes as encodeValue, step by step, ready growing to the end', () => {
+    const value = { a: new Float64Array(5000).map((_, i) => i), b: [new Uint8Array(3001).fill(7), 'x'], c: new Int16Array(10) }
+    const want = encodeValue(value)
+    const p = encodeValueLater(value)
+    expect(p.bytes.byteLength).toBe(want.byteLength)
+    const seen = [p.ready]
+    while (p.ready < p.bytes.byteLength) seen.push(p.step(4096))
+    expect(seen.every((r, i) => i === 0 || r > seen[i - 1]!)).toBe(true)
+    expect(Buffer.from(p.bytes).equals(Buffer.from(want))).toBe(true)
+    expect(p.bytes.subarray(0, seen[0]!)).toEqual(want.subarray(0, seen[0]!))
+  })
+
+  it('finish copies what is left; a value without binary data is ready at once', () => {
+    const p = encodeValueLater({ big: new Uint8Array(100_000).fill(1) }, 'value', { shareOver: 0 })
+    expect(p.bytes.buffer).toBeInstanceOf(SharedArrayBuffer)
+    p.step(10)
+    p.finish()
+    expect(p.ready).toBe(p.bytes.byteLength)
+    expect(decodeValue(p.bytes)).toEqual({ big: new Uint8Array(100_000).fill(1) })
+    const q = encodeValueLater({ a: 1 })
+    expect(q.ready).toBe(q.bytes.byteLength)
   })
 })

@@ -28,7 +28,9 @@
  *   length u64 LE`, then the msgpack skeleton, zero padding to a multiple of 8, then the
  *   blob area: the bytes of every typed array / ArrayBuffer / DataView, each at an offset
  *   that is a multiple of 8. So encoding copies each array's bytes exactly once, and the
- *   output is one exactly sized ArrayBuffer that nothing else uses (safe to transfer).
+ *   output is one exactly sized ArrayBuffer that nothing else uses (safe to transfer) —
+ *   or, when asked (`shareOver`), a SharedArrayBuffer, so that bytes kept by one thread
+ *   can be posted to another without a copy.
  * Values msgpack has no exact form for appear in the skeleton as "tagged arrays"
  * `[C1, tag, ...payload]` (msgpackr's C1 marker cannot be produced by user data): this
  * needs no msgpackr extension, so the codec does not touch msgpackr's global extension
@@ -39,7 +41,8 @@
  * suitably aligned there (always, when `bytes.byteOffset` is a multiple of 8), and copies
  * otherwise. So after decodeValue the caller must not reuse or mutate the input bytes,
  * and transferring a decoded array's `.buffer` transfers the whole input. A decoded
- * ArrayBuffer is always a copy.
+ * ArrayBuffer is always a copy, and so is every typed array decoded from bytes in a
+ * SharedArrayBuffer: a decoded value never shares memory with another thread.
  */
 import { Packr, C1 } from 'msgpackr'
 import { SerializationError, nameErrorClass } from './errors.js'
@@ -165,9 +168,64 @@ const NEG_ZERO_TAG: readonly unknown[] = Object.freeze([C1, T_NEGZERO])
 /**
  * Encodes any supported value into bytes. `root` names the value in error paths (e.g.
  * 'args' gives "args[0].cb"). The result owns its whole ArrayBuffer (byteOffset 0), so
- * it may be transferred. Throws CodecError for a value that cannot travel.
+ * it may be transferred. With `shareOver`, a result of at least that many bytes is in a
+ * SharedArrayBuffer instead (where the runtime has one): posting it to another thread
+ * shares it, and the encoding may be kept. Throws CodecError for a value that cannot travel.
  */
-export function encodeValue(value: unknown, root = 'value'): Uint8Array {
+export function encodeValue(value: unknown, root = 'value', options?: { shareOver?: number }): Uint8Array {
+  const { out, blobStart, blobs } = layout(value, root, options)
+  if (blobs) for (const b of blobs) out.set(b.bytes, blobStart + b.offset)
+  return out
+}
+
+/**
+ * An encoding whose binary data is still to be copied in (encodeValueLater): `bytes` is
+ * allocated at its full size and holds the header and skeleton; the first `ready` bytes
+ * are final. `step(n)` copies about n more bytes (in the arrays' order) and returns the
+ * new `ready`; `finish()` copies the rest. Once `ready === bytes.byteLength` it is the
+ * encoding encodeValue makes. The arrays are read when copied: they must not change
+ * meanwhile.
+ */
+export interface PendingEncoding {
+  readonly bytes: Uint8Array
+  readonly ready: number
+  step(n: number): number
+  finish(): void
+}
+
+/**
+ * encodeValue, but the binary data is copied in later, step by step (a thread can hand
+ * the bytes, in shared memory, to another that sends them while they are being filled).
+ */
+export function encodeValueLater(value: unknown, root = 'value', options?: { shareOver?: number }): PendingEncoding {
+  const { out, blobStart, blobs } = layout(value, root, options)
+  const list = blobs ?? []
+  let i = 0
+  let within = 0
+  let ready = list.length ? blobStart + list[0]!.offset : out.byteLength
+  const step = (n: number): number => {
+    let left = Math.max(1, n)
+    while (i < list.length && left > 0) {
+      const b = list[i]!
+      const k = Math.min(left, b.bytes.byteLength - within)
+      out.set(within === 0 && k === b.bytes.byteLength ? b.bytes : b.bytes.subarray(within, within + k), blobStart + b.offset + within)
+      within += k
+      left -= k
+      if (within >= b.bytes.byteLength) { i++; within = 0 }
+    }
+    ready = i < list.length ? blobStart + list[i]!.offset + within : out.byteLength
+    return ready
+  }
+  return {
+    bytes: out,
+    get ready() { return ready },
+    step,
+    finish: () => { step(Infinity) },
+  }
+}
+
+/** Everything of an encoding but copying the arrays in: the bytes (header and skeleton written), where the blob area starts, and the arrays. */
+function layout(value: unknown, root: string, options: { shareOver?: number } | undefined): { out: Uint8Array; blobStart: number; blobs: Blob[] | null } {
   const st = new EncState(root)
   let skeleton: unknown
   try {
@@ -187,6 +245,7 @@ export function encodeValue(value: unknown, root = 'value'): Uint8Array {
   const flags = VERSION | (st.tags ? F_TAGS : 0)
   const S = packed.length
   let out: Uint8Array
+  let blobStart = 0
   if (!st.blobs) {
     out = new Uint8Array(2 + S)
     out[0] = MAGIC
@@ -194,10 +253,11 @@ export function encodeValue(value: unknown, root = 'value'): Uint8Array {
     if (S > 48) out.set(packed, 2)
     else for (let i = 0; i < S; i++) out[i + 2] = packed[i]!
   } else {
-    const blobStart = align8(BLOB_HEADER + S)
+    blobStart = align8(BLOB_HEADER + S)
     const total = blobStart + st.blobLen
+    const shareOver = options?.shareOver
     try {
-      out = new Uint8Array(total)
+      out = shareOver !== undefined && total >= shareOver && SAB ? new Uint8Array(new SAB(total) as ArrayBufferLike) : new Uint8Array(total)
     } catch (err) {
       throw new CodecError(`cannot send ${root}: ${total} bytes is more than this runtime can allocate`, root, { cause: err })
     }
@@ -207,10 +267,9 @@ export function encodeValue(value: unknown, root = 'value'): Uint8Array {
     writeU32(out, 8, st.blobLen % 0x100000000)
     writeU32(out, 12, Math.floor(st.blobLen / 0x100000000))
     out.set(packed, BLOB_HEADER)
-    for (const b of st.blobs) out.set(b.bytes, blobStart + b.offset)
   }
   if (packed.buffer.byteLength > 0x400000) releasePackBuffer(packed)
-  return out
+  return { out, blobStart, blobs: st.blobs }
 }
 
 /** msgpackr keeps its (shared, module level) write buffer; after a big value, give it a small fresh one so the big one can be collected. */
@@ -792,15 +851,22 @@ function blob(kind: unknown, off: unknown, len: unknown, st: DecState): unknown 
   const cacheKey = off * 16 + kind
   const hit = st.cache?.get(cacheKey)
   if (hit !== undefined) return hit
-  const buf = st.bytes.buffer
   const abs = st.base + off
+  // bytes in shared memory are copied out: a decoded value never shares memory with another thread
+  const buf = st.bytes.buffer instanceof ArrayBuffer ? st.bytes.buffer : undefined
+  const copy = (): ArrayBuffer => {
+    if (buf) return buf.slice(abs, abs + len)
+    const own = new Uint8Array(len)
+    own.set(new Uint8Array(st.bytes.buffer, abs, len))
+    return own.buffer
+  }
   let out: unknown
-  if (kind === KIND_AB) out = buf.slice(abs, abs + len)
-  else if (kind === KIND_DV) out = new DataView(buf, abs, len)
+  if (kind === KIND_AB) out = copy()
+  else if (kind === KIND_DV) out = buf ? new DataView(buf, abs, len) : new DataView(copy())
   else {
     const C = k.ctor
     if (!C) throw bad(`${k.name} is not supported by this runtime`)
-    out = abs % k.bpe === 0 ? new C(buf, abs, len / k.bpe) : new C(buf.slice(abs, abs + len))
+    out = buf && abs % k.bpe === 0 ? new C(buf, abs, len / k.bpe) : new C(copy())
   }
   ;(st.cache ??= new Map()).set(cacheKey, out)
   return out
@@ -937,6 +1003,35 @@ function objectSize(v: object, seen: Set<object>, depth: number): number {
     s += 8 + 2 * k.length + valueSize((v as Record<string, unknown>)[k], seen, depth)
   }
   return 32 + (m > 0 ? (s * n) / m : 0)
+}
+
+/**
+ * Bytes of the typed arrays and DataViews inside `value` that are views into the memory
+ * of `bytes` (an encoding the value was decoded from), each counted once: how much of
+ * that encoding is the value's own memory. 0 at once when the encoding has no binary data.
+ */
+export function viewedBytes(value: unknown, bytes: Uint8Array): number {
+  if (typeof value !== 'object' || value === null || bytes.length < 2 || !(bytes[1]! & F_BLOBS)) return 0
+  const buffer = bytes.buffer
+  const counted = new Set<object>()
+  let total = 0
+  const walk = (v: unknown, seen: Set<object>, depth: number): void => {
+    if (typeof v !== 'object' || v === null) return
+    if (ArrayBuffer.isView(v)) {
+      if (v.buffer === buffer && !counted.has(v)) { counted.add(v); total += v.byteLength }
+      return
+    }
+    if (v instanceof ArrayBuffer || seen.has(v) || depth > 1000) return
+    seen.add(v)
+    if (Array.isArray(v)) { for (const x of v) walk(x, seen, depth + 1); return }
+    if (v instanceof Map) { for (const [k, x] of v) { walk(k, seen, depth + 1); walk(x, seen, depth + 1) } return }
+    if (v instanceof Set) { for (const x of v) walk(x, seen, depth + 1); return }
+    if (v instanceof Date || v instanceof FutureRef || v instanceof RegExp) return
+    if (v instanceof Error) { walk((v as { cause?: unknown }).cause, seen, depth + 1) }
+    for (const k of Object.keys(v)) walk((v as Record<string, unknown>)[k], seen, depth + 1)
+  }
+  walk(value, new Set(), 0)
+  return total
 }
 
 /** A short description of a value's type/shape for errors and dashboards: "Float64Array(1000000)", "Array(3)", "Map(2)", "number", "string(12)", "Object(4)", "Foo". */

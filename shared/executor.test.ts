@@ -59,8 +59,17 @@ function task(ex: Executor, key: string, fn: ((...a: never[]) => unknown) | stri
 
 const ref = (key: string): FutureRef => new FutureRef(key)
 const tick = (ms = 0): Promise<void> => new Promise(r => setTimeout(r, ms))
-/** a value of exactly n bytes in the executor's accounting */
-const blob = (n: number, fill = 1): Float64Array => new Float64Array(n / 8).fill(fill)
+/**
+ * A value whose encoding is exactly n bytes: stored from its bytes (put) it counts n in
+ * memory (its array and the encoding's header), and n spilled (the copy in the store).
+ */
+function blob(n: number, fill = 1): Float64Array {
+  for (const header of [24, 32]) {
+    const a = new Float64Array((n - header) / 8).fill(fill)
+    if (encodeValue(a).byteLength === n) return a
+  }
+  throw new Error(`no Float64Array encodes to exactly ${n} bytes`)
+}
 
 function setup(options: ExecutorOptions = {}, concurrency = 1): { host: Host; ex: Executor } {
   const host = new Host()
@@ -268,18 +277,19 @@ describe.each(kinds)('Executor spilling to a %s', (_name, makeStore) => {
     await settled(ex, host)
     expect(await store.keys()).toEqual(['v3'])
     expect(ex.memory().spilled).toBe(V)
-    expect(await host.value('hold1')).toBe(V / 8)
-    expect(await host.value('hold2')).toBe(V / 8)
+    expect(await host.value('hold1')).toBe(blob(V).length)
+    expect(await host.value('hold2')).toBe(blob(V).length)
   })
 
   it('loads spilled dependencies back before running the task', async () => {
     const store = makeStore()
     const { host, ex } = setup({ memoryLimit: LIMIT, spill: store })
-    const values = [1, 2, 3, 4].map(i => Float64Array.from({ length: V / 8 }, (_, j) => i * 1000 + j))
+    const n = blob(V).length
+    const values = [1, 2, 3, 4].map(i => Float64Array.from({ length: n }, (_, j) => i * 1000 + j))
     for (const [i, v] of values.entries()) { ex.put(`v${i + 1}`, encodeValue(v)); await settled(ex, host) }
     expect(await store.keys()).toEqual(['v1'])
     ex.run([task(ex, 'sum', (a: Float64Array, b: Float64Array) => [a[0], a[a.length - 1], b[0]], [ref('v1'), ref('v4')])])
-    expect(await host.value('sum')).toEqual([1000, 1000 + V / 8 - 1, 4000])
+    expect(await host.value('sum')).toEqual([1000, 1000 + n - 1, 4000])
     await settled(ex, host)
     // v1 came back (most recently used), so v2 went out (and maybe v3, for the result's bytes); v1's copy stays in the store
     expect(await store.keys()).toEqual(expect.arrayContaining(['v1', 'v2']))
@@ -380,7 +390,7 @@ describe.each(kinds)('Executor spilling to a %s', (_name, makeStore) => {
     expect(host.memoryEvents().map(e => e.paused)).toEqual([true])
     expect(ex.memory().paused).toBe(true)
     expect(await store.keys()).toEqual([])
-    ex.put('v6', encodeValue(blob(16))) // more while paused: no new event
+    ex.put('v6', encodeValue(blob(32))) // more while paused: no new event
     await host.outcome('all')
     await settled(ex, host)
     // the task ended: values spill, memory goes under the mark, and the worker resumes
@@ -583,8 +593,14 @@ describe('Executor spilling: random operations against a slow store', () => {
       expect(ex.stats().held).toBe(expected.size)
       const total = [...sizes.values()].reduce((a, b) => a + b, 0)
       const m = ex.memory()
-      // spilled sizes are the in-memory sizes they had; every byte is either in memory or spilled
-      expect(m.inMemory + m.spilled).toBe(total)
+      // every counter agrees with the entries; every value is either in memory or spilled
+      const audit = ex.values.audit()
+      expect(audit).toMatchObject({ inMemory: m.inMemory, spilled: m.spilled })
+      const inMemory = [...expected.keys()].filter(k => ex.values.inMemory(k))
+      expect(audit.values).toBe(inMemory.reduce((a, k) => a + sizes.get(k)!, 0))
+      // a spilled value counts its encoding: the array, the header
+      expect(m.spilled).toBeGreaterThanOrEqual(total - audit.values)
+      expect(m.spilled).toBeLessThanOrEqual(total - audit.values + 32 * (expected.size - inMemory.length))
       expect(m.inMemory).toBeLessThanOrEqual(20_000 * 0.6)
       expect(m.spilled).toBeGreaterThan(0)
       const stored = new Set(await store.keys())

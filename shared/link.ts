@@ -6,7 +6,8 @@
 import { io, type Socket } from 'socket.io-client'
 import type { FrameEvents, Hello, InboundFrameEvents } from './protocol.js'
 import { AuthError } from './errors.js'
-import { Outbox, encodeFrame, decodeFrame } from './wire.js'
+import { Outbox, packFrame, decodeFrame } from './wire.js'
+import { frameParser } from './socket-parser.js'
 
 export type LinkStatus =
   | { state: 'connected'; /** true after a reconnect */ again: boolean }
@@ -49,6 +50,8 @@ export interface ConnectOptions {
 export function connectLink<Out extends object, In extends object>(url: string, hello: Hello, opts: ConnectOptions = {}): Promise<Link<Out, In>> {
   const socket: Socket<InboundFrameEvents, FrameEvents> = io(url, {
     transports: ['websocket'],
+    // one WebSocket message per frame, big data beside it uncopied (socket-parser.ts)
+    parser: frameParser,
     reconnection: opts.reconnect ?? true,
     reconnectionDelay: 200,
     reconnectionDelayMax: 2000,
@@ -57,7 +60,10 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     autoUnref: (opts.unref ?? false) && IN_NODE,
     auth: cb => cb(link.hello as unknown as Record<string, unknown>),
   })
-  const outbox = new Outbox<Out>(msgs => { socket.emit('frame', encodeFrame(msgs)) })
+  const outbox = new Outbox<Out>(msgs => {
+    const { frame, attachments } = packFrame(msgs)
+    socket.emit('frame', frame, ...attachments)
+  })
   let closed = false
   let everConnected = false
   const link: Link<Out, In> = makeLink(hello, outbox, () => socket.connected, () => {
@@ -68,9 +74,9 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     socket.close()
     link.onStatus({ state: 'closed', reason: 'closed by this side' })
   })
-  socket.on('frame', (frame: unknown) => {
+  socket.on('frame', (frame: unknown, ...attachments: unknown[]) => {
     let msgs: unknown[]
-    try { msgs = decodeFrame(frame) } catch (err) {
+    try { msgs = decodeFrame(frame, attachments) } catch (err) {
       console.error(`tabgrid: dropped a frame from the coordinator: ${(err as Error).message}`)
       return
     }
@@ -112,7 +118,8 @@ export function connectLink<Out extends object, In extends object>(url: string, 
 export function memoryLinkPair<A extends object, B extends object>(helloA: Hello, helloB: Hello): [Link<A, B>, Link<B, A>] {
   let closed = false
   const make = <O extends object, I extends object>(hello: Hello, deliver: (msgs: O[]) => void): Link<O, I> => {
-    const outbox = new Outbox<O>(msgs => deliver(msgs))
+    // in memory a whole value is handed over as it is: no parts to split and join
+    const outbox = new Outbox<O>(msgs => deliver(msgs), false)
     return makeLink<O, I>(hello, outbox, () => !closed, () => {
       if (closed) return
       closed = true

@@ -24,6 +24,10 @@ export const LIMITS = {
   frameBytes: 16 << 20,
   /** binary payloads above this are split into parts of this size */
   chunkBytes: 1 << 20,
+  /** binary `data` of at least this many bytes travels beside its frame, as an attachment (wire.ts) */
+  attachBytes: 64 << 10,
+  /** most attachments beside one frame (each at most chunkBytes) */
+  attachmentsPerFrame: 16,
   /** largest single value (encoded) that may travel */
   valueBytes: 1 << 30,
   /** longest name (worker, module, group) */
@@ -61,8 +65,14 @@ const partFields = {
   part: count.optional(),
   /** how many pieces make the whole (absent: 1) */
   parts: count.max(LIMITS.valueBytes / LIMITS.chunkBytes + 1).optional(),
-  /** bytes of the whole */
-  total: count.max(LIMITS.valueBytes).optional(),
+  /** bytes of the whole (over LIMITS.valueBytes: refused, before anything is allocated) */
+  total: count.optional(),
+  /**
+   * which stream of parts this piece belongs to (the coordinator's relay id): a piece of
+   * another stream for the same payload (relayed again, from another holder) replaces
+   * the pieces the old one left
+   */
+  stream: count.optional(),
 }
 
 // ---------------------------------------------------------------- handshake
@@ -396,12 +406,15 @@ export type ToDashboardMessage = z.infer<typeof toDashboardMessage>
  * one event, carrying a frame of messages. What is sent is a msgpack-encoded array.
  */
 export interface FrameEvents {
-  /** a msgpack-encoded array of messages (wire.ts `encodeFrame`) */
-  frame: (frame: Uint8Array) => void
+  /**
+   * a msgpack-encoded array of messages, then the binary attachments its messages point
+   * to (wire.ts `packFrame`)
+   */
+  frame: (frame: Uint8Array, ...attachments: Uint8Array[]) => void
 }
 /** The same event as it arrives: not trusted until `decodeFrame` and the schemas have read it. */
 export interface InboundFrameEvents {
-  frame: (frame: unknown) => void
+  frame: (frame: unknown, ...attachments: unknown[]) => void
 }
 /** What the coordinator keeps on a socket: the hello it accepted. */
 export interface SocketData {

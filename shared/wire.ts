@@ -3,6 +3,12 @@
  * the event loop go out together as one msgpack frame when the turn ends (never on a
  * timer, so a lone message leaves at once). Binary payloads over LIMITS.chunkBytes are
  * split into parts so that no frame grows past a few megabytes and big values stream.
+ *
+ * A big binary `data` field (LIMITS.attachBytes or more) does not go inside the msgpack
+ * frame: it travels beside it as a binary attachment (`packFrame`; a WebSocket message of
+ * its own, see socket-parser.ts), so the sender copies it into no frame and the
+ * coordinator forwards the part it received as it is. In the frame its `data` is the
+ * attachment's index; `decodeFrame` puts the bytes back before anything is validated.
  */
 import { Packr } from 'msgpackr'
 import { LIMITS } from './protocol.js'
@@ -11,29 +17,76 @@ import { TabgridError, TimeoutError, TooLargeError, type WireError, fromWireErro
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, variableMapSize: true })
 
-/** Encodes an array of messages into one frame. */
+/** Encodes an array of messages into one frame, every binary field inside it. */
 export function encodeFrame(messages: readonly object[]): Uint8Array {
   return packr.pack(messages)
 }
 
-/** Decodes a frame; throws a plain Error on anything that is not a msgpack array. */
-export function decodeFrame(frame: unknown): unknown[] {
-  if (!(frame instanceof Uint8Array) && !(frame instanceof ArrayBuffer)) throw new Error('a frame must be binary')
-  const bytes = frame instanceof ArrayBuffer ? new Uint8Array(frame) : frame
+/** A frame and the binary attachments its messages point to (by index, in their `data`). */
+export interface PackedFrame {
+  frame: Uint8Array
+  attachments: Uint8Array[]
+}
+
+/**
+ * Encodes messages into a frame, moving each binary `data` of LIMITS.attachBytes or more
+ * out as an attachment (the messages themselves are not changed).
+ */
+export function packFrame(messages: readonly object[]): PackedFrame {
+  let attachments: Uint8Array[] | undefined
+  let out: object[] | undefined
+  for (let i = 0; i < messages.length; i++) {
+    const data = (messages[i] as { data?: unknown }).data
+    if (!(data instanceof Uint8Array) || data.byteLength < LIMITS.attachBytes) continue
+    out ??= messages.slice()
+    attachments ??= []
+    out[i] = { ...messages[i], data: attachments.length }
+    attachments.push(data)
+  }
+  return { frame: packr.pack(out ?? messages), attachments: attachments ?? [] }
+}
+
+const asBytes = (x: unknown): Uint8Array | undefined => x instanceof Uint8Array ? x : x instanceof ArrayBuffer ? new Uint8Array(x) : undefined
+
+/**
+ * Decodes a frame and puts its attachments back into the messages that point to them;
+ * throws a plain Error on anything that is not a msgpack array, TooLargeError past the
+ * limits. A message whose `data` points to no attachment keeps the number (validation
+ * then refuses that message alone).
+ */
+export function decodeFrame(frame: unknown, attachments: readonly unknown[] = []): unknown[] {
+  const bytes = asBytes(frame)
+  if (!bytes) throw new Error('a frame must be binary')
   if (bytes.byteLength > LIMITS.frameBytes) throw new TooLargeError(`frame of ${bytes.byteLength} bytes is over the ${LIMITS.frameBytes} byte limit`)
+  if (attachments.length > LIMITS.attachmentsPerFrame) throw new TooLargeError(`frame has ${attachments.length} attachments, over the limit of ${LIMITS.attachmentsPerFrame}`)
+  const atts: Uint8Array[] = []
+  for (const a of attachments) {
+    const b = asBytes(a)
+    if (!b) throw new Error('a frame attachment must be binary')
+    if (b.byteLength > LIMITS.chunkBytes) throw new TooLargeError(`frame attachment of ${b.byteLength} bytes is over the ${LIMITS.chunkBytes} byte limit`)
+    atts.push(b)
+  }
   let out: unknown
   try { out = packr.unpack(bytes) } catch (err) { throw new Error(`undecodable frame: ${(err as Error).message}`) }
   if (!Array.isArray(out)) throw new Error('a frame must hold an array of messages')
   if (out.length > LIMITS.messagesPerFrame) throw new TooLargeError(`frame holds ${out.length} messages, over the limit of ${LIMITS.messagesPerFrame}`)
+  if (atts.length) {
+    for (const m of out) {
+      if (typeof m !== 'object' || m === null) continue
+      const i = (m as { data?: unknown }).data
+      if (typeof i === 'number' && Number.isInteger(i) && i >= 0 && i < atts.length) (m as { data: unknown }).data = atts[i]
+    }
+  }
   return out
 }
 
 /** Anything with a binary `data` field may be split into parts. */
-interface WithData { data: Uint8Array; part?: number; parts?: number; total?: number }
+interface WithData { data: Uint8Array; part?: number | undefined; parts?: number | undefined; total?: number | undefined; stream?: number | undefined }
 
 /**
  * Splits a message whose `data` is over the chunk size into parts (same header,
- * `part`/`parts`/`total`). Every part but the last is exactly LIMITS.chunkBytes long.
+ * `part`/`parts`/`total`). Every part but the last is exactly LIMITS.chunkBytes long;
+ * the parts are views of `data`, not copies.
  */
 export function splitParts<M extends WithData>(msg: M): M[] {
   const chunk = LIMITS.chunkBytes
@@ -48,42 +101,168 @@ export function splitParts<M extends WithData>(msg: M): M[] {
 }
 
 /**
+ * Sends bytes that another thread is still filling in (a StreamingBytes of
+ * value-store.ts), part by part as `Atomics.load(ready, 0)` passes each part's end: the
+ * parts are views of `bytes`, shaped as splitParts makes them. Rejects when `ready` stops
+ * growing for `stallMs` or `alive()` turns false (the thread filling it died), so a
+ * stream never hangs.
+ */
+export async function streamParts(
+  s: { bytes: Uint8Array; ready: Int32Array },
+  send: (part: { data: Uint8Array; part: number; parts: number; total: number }) => void,
+  alive: () => boolean = () => true,
+  stallMs = 30_000,
+): Promise<void> {
+  const total = s.bytes.byteLength
+  const chunk = LIMITS.chunkBytes
+  const parts = Math.ceil(total / chunk)
+  const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number, ms: number): { async: boolean; value: Promise<string> | string } }).waitAsync
+  let next = 0
+  let since = Date.now()
+  while (next < parts) {
+    const ready = Atomics.load(s.ready, 0)
+    let sent = false
+    while (next < parts && Math.min(total, (next + 1) * chunk) <= ready) {
+      send({ data: s.bytes.subarray(next * chunk, Math.min(total, (next + 1) * chunk)), part: next, parts, total })
+      next++
+      sent = true
+    }
+    if (next >= parts) return
+    if (sent) since = Date.now()
+    else if (!alive() || Date.now() - since > stallMs) throw new Error(`the value stopped arriving after ${next} of ${parts} parts`)
+    const w = waitAsync(s.ready, 0, ready, 1000)
+    if (w.async) await w.value
+  }
+}
+
+interface Joining {
+  total: number
+  parts: number
+  stream: number | undefined
+  /** parts that arrived before `whole` was made */
+  got: (Uint8Array | undefined)[]
+  /** which parts arrived */
+  seen: Uint8Array
+  left: number
+  /** bytes of the parts that arrived */
+  bytes: number
+  /** the whole payload, made once half of it arrived; parts are copied in as they land */
+  whole: Uint8Array | undefined
+}
+
+/**
+ * The whole of a payload is allocated once this share of it has arrived: a peer must
+ * send half of what it announces before the rest is reserved, and the copy of the first
+ * half happens while the second streams in (not all at the end, when the value is awaited).
+ */
+const ALLOCATE_AT = 0.5
+
+/**
  * Joins parts back into whole payloads. `add` returns the whole bytes once every part has
- * arrived, else undefined. Parts out of shape (wrong sizes, duplicate or unknown index)
- * throw; `drop` forgets a half-joined payload.
+ * arrived, else undefined. Parts may come in any order. An announced `total` reserves
+ * nothing: the parts are kept as they arrive, and the whole is allocated only once half
+ * of it has arrived (then the parts so far are copied in, and later ones as they land),
+ * so memory held is at most twice what the peer actually sent. A total over
+ * LIMITS.valueBytes throws TooLargeError; parts out of shape (a size that does not fit,
+ * a duplicate, a total or count that disagrees with the parts before) throw
+ * TabgridError('bad-message'), and what was half joined is forgotten. A part of another
+ * `stream` (the coordinator relays from another holder) replaces what the old one left.
+ * After one error, the other parts of that payload (same stream) are ignored, up to its
+ * last one: the sender hears of the error once, not once per part.
+ * `drop` forgets one half-joined payload, `clear` all (the connection closed).
  */
 export class PartJoiner {
-  private pending = new Map<string, { buf: Uint8Array; seen: Uint8Array; left: number }>()
+  private pending = new Map<string, Joining>()
+  private held = 0
+  /** payloads refused part way, by id: their stream (their later parts are ignored) */
+  private refused = new Map<string, number | undefined>()
   constructor(private readonly maxPending = 256) {}
 
   add(id: string, msg: WithData): Uint8Array | undefined {
     const parts = msg.parts ?? 1
     if (parts <= 1) return msg.data
     const part = msg.part ?? -1
-    const total = msg.total ?? -1
-    if (!(part >= 0 && part < parts) || total < 0 || total > LIMITS.valueBytes) throw new TabgridError('bad-message', `bad part ${part}/${parts} of ${id}`)
-    let p = this.pending.get(id)
-    if (!p) {
-      if (this.pending.size >= this.maxPending) throw new TooLargeError(`too many values arriving in parts at once (${this.maxPending})`)
-      p = { buf: new Uint8Array(total), seen: new Uint8Array(parts), left: parts }
-      this.pending.set(id, p)
+    if (this.refused.size !== 0 && this.refused.has(id)) {
+      if (this.refused.get(id) === msg.stream) {
+        if (part >= parts - 1) this.refused.delete(id)
+        return undefined
+      }
+      this.refused.delete(id) // another stream: a new start
     }
-    const chunk = LIMITS.chunkBytes
-    const offset = part * chunk
-    const expected = part === parts - 1 ? total - offset : chunk
-    if (p.buf.byteLength !== total || p.seen.length !== parts || p.seen[part] || msg.data.byteLength !== expected || expected <= 0) {
-      this.pending.delete(id)
-      throw new TabgridError('bad-message', `part ${part}/${parts} of ${id} does not fit`)
+    try {
+      return this.join(id, msg, part, parts)
+    } catch (err) {
+      this.drop(id)
+      if (part < parts - 1) {
+        if (this.refused.size >= 64) this.refused.delete(this.refused.keys().next().value!)
+        this.refused.set(id, msg.stream)
+      }
+      throw err
     }
-    p.buf.set(msg.data, offset)
-    p.seen[part] = 1
-    if (--p.left > 0) return undefined
-    this.pending.delete(id)
-    return p.buf
   }
 
-  drop(id: string): void { this.pending.delete(id) }
+  private join(id: string, msg: WithData, part: number, parts: number): Uint8Array | undefined {
+    const total = msg.total ?? -1
+    if (!Number.isInteger(total) || total < 0 || !Number.isInteger(part) || part < 0 || part >= parts) {
+      throw new TabgridError('bad-message', `bad part ${part}/${parts} of ${id}`)
+    }
+    if (total > LIMITS.valueBytes) {
+      throw new TooLargeError(`${id}: a value of ${total} bytes is over the limit of ${LIMITS.valueBytes} bytes`)
+    }
+    const chunk = LIMITS.chunkBytes
+    if (parts !== Math.ceil(total / chunk)) {
+      throw new TabgridError('bad-message', `${id}: ${parts} parts cannot make ${total} bytes in parts of ${chunk}`)
+    }
+    let p = this.pending.get(id)
+    if (p !== undefined && p.stream !== msg.stream) { this.drop(id); p = undefined }
+    if (p === undefined) {
+      if (this.pending.size >= this.maxPending) throw new TooLargeError(`too many values arriving in parts at once (${this.maxPending})`)
+      p = { total, parts, stream: msg.stream, got: [], seen: new Uint8Array(parts), left: parts, bytes: 0, whole: undefined }
+      this.pending.set(id, p)
+    } else if (p.total !== total || p.parts !== parts) {
+      throw new TabgridError('bad-message', `${id}: part ${part} says ${total} bytes in ${parts} parts, the parts before said ${p.total} in ${p.parts}`)
+    }
+    const expected = part === parts - 1 ? total - part * chunk : chunk
+    if (p.seen[part] || msg.data.byteLength !== expected) {
+      throw new TabgridError('bad-message', p.seen[part] ? `${id}: part ${part} arrived twice` : `${id}: part ${part} of ${parts} has ${msg.data.byteLength} bytes, not ${expected}`)
+    }
+    p.seen[part] = 1
+    p.bytes += expected
+    if (p.whole !== undefined) p.whole.set(msg.data, part * chunk)
+    else {
+      p.got[part] = msg.data
+      this.held += expected
+      if (p.bytes >= total * ALLOCATE_AT) {
+        const whole = new Uint8Array(total)
+        p.got.forEach((b, i) => { if (b !== undefined) whole.set(b, i * chunk) })
+        p.got = []
+        p.whole = whole
+        this.held += total - p.bytes
+      }
+    }
+    if (--p.left > 0) return undefined
+    const whole = p.whole!
+    this.drop(id)
+    return whole
+  }
+
+  drop(id: string): void {
+    const p = this.pending.get(id)
+    if (p === undefined) return
+    this.pending.delete(id)
+    this.held -= p.whole !== undefined ? p.total : p.bytes
+  }
+
+  clear(): void {
+    this.pending.clear()
+    this.refused.clear()
+    this.held = 0
+  }
+
+  /** payloads half joined */
   get size(): number { return this.pending.size }
+  /** bytes of the parts they hold (what is allocated for them) */
+  get bytes(): number { return this.held }
 }
 
 /** Messages whose `data` may travel in parts (the protocol gives them part fields). */
@@ -93,22 +272,25 @@ const schedule: (fn: () => void) => void = typeof queueMicrotask === 'function' 
 
 /**
  * Queues messages for one peer and sends them as frames at the end of the current turn.
- * Messages with big `data` are split; a frame is cut when it reaches about a chunk's size,
- * so a 128 MB value leaves as a stream of ~1 MB frames.
+ * Messages with big `data` are split (unless `split` is false: in memory, a whole value
+ * costs nothing to hand over); a frame is cut when it reaches about a chunk's size or
+ * LIMITS.attachmentsPerFrame attachments, so a 128 MB value leaves as a stream of ~1 MB
+ * frames.
  */
 export class Outbox<M extends object> {
   private queue: M[] = []
   private bytes = 0
+  private attachments = 0
   private scheduled = false
   private closed = false
 
   /** `send` gets the messages of one frame (to encode and emit, or to hand over in memory). */
-  constructor(private readonly send: (messages: M[]) => void) {}
+  constructor(private readonly send: (messages: M[]) => void, private readonly split = true) {}
 
   push(msg: M): void {
     if (this.closed) return
     const data = (msg as Partial<WithData>).data
-    if (data instanceof Uint8Array && data.byteLength > LIMITS.chunkBytes && SPLITTABLE.has((msg as { type?: string }).type ?? '')) {
+    if (this.split && data instanceof Uint8Array && data.byteLength > LIMITS.chunkBytes && SPLITTABLE.has((msg as { type?: string }).type ?? '')) {
       for (const part of splitParts(msg as M & WithData)) this.pushOne(part)
     } else this.pushOne(msg)
   }
@@ -116,8 +298,11 @@ export class Outbox<M extends object> {
   private pushOne(msg: M): void {
     this.queue.push(msg)
     const data = (msg as Partial<WithData>).data
-    this.bytes += data instanceof Uint8Array ? data.byteLength + 64 : 64
-    if (this.bytes >= LIMITS.chunkBytes) this.flush()
+    if (data instanceof Uint8Array) {
+      this.bytes += data.byteLength + 64
+      if (data.byteLength >= LIMITS.attachBytes) this.attachments++
+    } else this.bytes += 64
+    if (this.bytes >= LIMITS.chunkBytes || this.attachments >= LIMITS.attachmentsPerFrame) this.flush()
     else if (!this.scheduled) {
       this.scheduled = true
       schedule(this.flushScheduled)
@@ -135,11 +320,12 @@ export class Outbox<M extends object> {
     const batch = this.queue
     this.queue = []
     this.bytes = 0
+    this.attachments = 0
     if (!this.closed) this.send(batch)
   }
 
   /** Drops what is queued and refuses more. */
-  close(): void { this.closed = true; this.queue = []; this.bytes = 0 }
+  close(): void { this.closed = true; this.queue = []; this.bytes = 0; this.attachments = 0 }
   get length(): number { return this.queue.length }
 }
 

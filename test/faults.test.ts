@@ -5,6 +5,7 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { spawn } from 'node:child_process'
 import { io as connect } from 'socket.io-client'
+import { frameParser } from '../shared/socket-parser.js'
 import { Packr } from 'msgpackr'
 import { Client, TaskError } from 'tabgrid'
 import { startGrid, until, type Grid } from './grid.js'
@@ -128,7 +129,7 @@ describe('faults', () => {
     grid = await startGrid({ workers: 0, coordinator: { leaseMs: 600 } })
     client = await Client.connect(grid.url)
     // a "frozen tab": connected (socket.io answers pings) but never runs or reports anything
-    const frozen = connect(grid.url, { transports: ['websocket'], auth: { role: 'worker', kind: 'browser', slots: 4, name: 'frozen' } })
+    const frozen = connect(grid.url, { transports: ['websocket'], auth: { role: 'worker', kind: 'browser', slots: 4, name: 'frozen' }, parser: frameParser })
     const assigned: string[] = []
     const packr = new Packr({ useRecords: false })
     frozen.on('frame', (f: Uint8Array) => { for (const m of packr.unpack(f) as { type: string; key?: string }[]) if (m.type === 'assign') assigned.push(m.key!) })

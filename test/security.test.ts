@@ -7,6 +7,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { io as connect, type Socket } from 'socket.io-client'
 import { Packr } from 'msgpackr'
 import { Client, AuthError } from 'tabgrid'
+import { frameParser } from '../shared/socket-parser.js'
 import { startGrid, spawnWorker, until, type Grid } from './grid.js'
 
 const packr = new Packr({ useRecords: false })
@@ -24,7 +25,7 @@ afterAll(async () => {
 
 /** A raw socket.io connection that collects the coordinator's `error` messages. */
 async function raw(auth: Record<string, unknown>): Promise<{ socket: Socket; errors: string[]; closed: () => boolean }> {
-  const socket = connect(grid.url, { transports: ['websocket'], auth, reconnection: false })
+  const socket = connect(grid.url, { transports: ['websocket'], auth, reconnection: false, parser: frameParser })
   const errors: string[] = []
   let closed = false
   socket.on('frame', (f: Uint8Array) => {
@@ -148,7 +149,7 @@ describe('junk on every event', () => {
   it('a connection that keeps sending junk is cut', async () => {
     const small = await startGrid({ workers: 0, coordinator: { maxBadMessages: 5 } })
     try {
-      const socket = connect(small.url, { transports: ['websocket'], auth: { role: 'client' }, reconnection: false })
+      const socket = connect(small.url, { transports: ['websocket'], auth: { role: 'client' }, reconnection: false, parser: frameParser })
       await new Promise<void>(r => socket.on('connect', () => r()))
       let closed = false
       socket.on('disconnect', () => { closed = true })

@@ -10,7 +10,7 @@ globalThis.gc?.()
 const before = process.memoryUsage().heapUsed
 const script = `
   import { Client } from 'tabgrid'
-  const c = await Client.connect(${JSON.stringify(coord.url)})
+  const c = await Client.connect(${JSON.stringify(coord.url)}, { token: ${JSON.stringify(coord.clientToken)} })
   const fs = c.with({ pure: false }).map(x => x + 1, Array.from({ length: ${n} }, (_, i) => i))
   console.log('submitted', fs.length)
   // the futures must stay reachable: a future that is garbage-collected releases its task

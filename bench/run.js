@@ -71,7 +71,7 @@ async function timed(f) {
 async function main() {
   const dask = runDask()
   const grid = await startGrid()
-  const client = await Client.connect(grid.coord.url)
+  const client = await Client.connect(grid.coord.url, { token: grid.coord.clientToken })
   const c = client.with({ pure: false })
   const inc = x => x + 1
   const rows = []

@@ -36,7 +36,7 @@ async function run(nworkers) {
   await new Promise(r => setTimeout(r, IDLE_S * 1000))
   const idleShare = (cpuMs() - idle0) / (performance.now() - w0)
   // the client in this process too: its CPU is counted (reported as coordinator + client)
-  const client = await Client.connect(coord.url)
+  const client = await Client.connect(coord.url, { token: coord.clientToken })
   const c = client.with({ pure: false })
   await client.gather(c.map(x => x, Array.from({ length: 2000 }, (_, i) => i)))
   const cpu0 = cpuMs(); const t1 = performance.now()

@@ -26,7 +26,7 @@ export async function benchTabs({ tabs = 2, dask = null, anchor = {} } = {}) {
       if (Date.now() - t0 > 30_000) throw new Error('tabs did not join')
       await new Promise(r => setTimeout(r, 20))
     }
-    const client = await Client.connect(coord.url)
+    const client = await Client.connect(coord.url, { token: coord.clientToken })
     const c = client.with({ pure: false })
     const inc = x => x + 1
     await client.gather(c.map(inc, Array.from({ length: 2000 }, (_, i) => i))) // warm-up

@@ -4,14 +4,22 @@
  * runs the very same core in memory. It keeps what the scheduler doesn't: task
  * arguments and function sources, scattered bytes until a worker has them, and the
  * relay of data between workers and to clients (workers never talk to each other).
+ *
+ * Volunteers are untrusted: a worker's message is a claim, checked against what this
+ * core assigned to and sent to that worker (see README, Security). Clients are tenants:
+ * their functions and modules live in namespaces of their own, and what each may hold
+ * here is capped.
  */
 import { Scheduler } from './scheduler.js'
 import type { AssignedTask, Command, SchedulerEvent, TaskSpec, WorkerKind } from './scheduler-types.js'
+import { volunteerOf, type DeadlineOptions } from './trust.js'
 import {
   LIMITS, PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
   type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage,
 } from '../shared/protocol.js'
 import { PartJoiner, ownBytes } from '../shared/wire.js'
+import { hashString } from '../shared/hash.js'
+import { randomId, randomSecret, sha256Digester, type Digester, type DigesterFactory } from '../shared/digest.js'
 import { toWireError, type WireError } from '../shared/errors.js'
 import { withDefaults } from '../shared/defaults.js'
 import { moduleSyntaxError } from '../shared/modules.js'
@@ -23,6 +31,13 @@ export interface Connection {
   readonly id: string
   send(msg: object): void
   close(reason: string): void
+  /** the peer's network address, when it has one: worker connections from one address are one volunteer */
+  readonly address?: string | undefined
+  /** bytes sent to this peer and not yet written out to the network (0 or absent: unknown) */
+  buffered?(): number
+  /** stop reading this peer's messages until `resume` (it feeds a relay whose destination is full) */
+  pause?(): void
+  resume?(): void
 }
 
 /** What observers (the dashboard stream) hear: facts, after they happened. */
@@ -31,9 +46,29 @@ export type Observed =
   | { type: 'erred'; worker: string; key: string; attempt: number; at: number; message: string }
   | { type: 'scheduled'; ms: number; events: number }
 
+/** What one client may hold at the coordinator. */
+export interface ClientLimits {
+  /** tasks it submitted that are still known here. Default 1,000,000 */
+  tasks: number
+  /** bytes of task arguments and scattered values held here for it. Default 1 GiB */
+  bytes: number
+  /** bytes of function and module sources it registered. Default 32 MiB */
+  sources: number
+}
+
+export const DEFAULT_CLIENT_LIMITS: ClientLimits = { tasks: 1_000_000, bytes: 1 << 30, sources: 32 << 20 }
+
 export interface CoordinatorOptions {
   clientToken?: string | undefined
   workerToken?: string | undefined
+  /**
+   * Compares a presented token with the expected one without leaking, through its
+   * timing, how much of it matched. Default: a portable comparison of SHA-256 digests
+   * (the Node edge passes crypto.timingSafeEqual over digests).
+   */
+  tokenEquals?: (given: string, expected: string) => boolean
+  /** incremental SHA-256 for bytes the coordinator checks as it relays them. Default: @noble/hashes */
+  digester?: DigesterFactory
   /** ms a disconnected worker keeps its identity before it is declared gone. Default 5 s. */
   workerGraceMs?: number
   /** ms a disconnected client keeps its futures. Default 30 s. */
@@ -54,6 +89,27 @@ export interface CoordinatorOptions {
   fetchTimeoutMs?: number
   /** malformed messages a connection may send before it is cut. Default 100. */
   maxBadMessages?: number
+  /** what one client may hold here (tasks, bytes, sources) */
+  clientLimits?: Partial<ClientLimits>
+  /** bytes queued to one connection past which it is paused (the relays feeding it wait). Default 64 MiB */
+  outputCapBytes?: number
+  /** ms a connection may stay past its output cap before it is cut. Default 10 s */
+  stallMs?: number
+  /** tasks a new worker may hold at once; one more per result it returns, halved when it lapses. Default 8 */
+  initialWindow?: number
+  /** deadlines the coordinator enforces itself (core/trust.ts). Defaults: factor 10, minMs = leaseMs, slackMs 5 s */
+  deadlines?: Partial<DeadlineOptions>
+  /** ms a steal-request may go unanswered before the coordinator takes the task back anyway. Default 5 s */
+  stealTimeoutMs?: number
+  /** ms a redundant task may lack a volunteer that has not run it yet before it fails. Default 30 s */
+  redundancyWaitMs?: number
+  /** ms a volunteer outvoted by a quorum (or caught serving other bytes than it reported) may not rejoin. Default 1 h */
+  quarantineMs?: number
+  /**
+   * The workers are this process's own (Client.local): no windows, deadlines or steal
+   * timeouts. The checks of what a worker claims stay. Default false.
+   */
+  trustWorkers?: boolean
   /** check scheduler invariants after every event (tests) */
   validate?: boolean
   /** where the coordinator says what happens; `level` is 'info' when left out */
@@ -63,6 +119,8 @@ export interface CoordinatorOptions {
   timer?: () => number
 }
 
+type Assign = ToWorkerMessage & { type: 'assign' }
+
 interface Peer {
   conn: Connection | undefined
   role: 'client' | 'worker' | 'dashboard'
@@ -71,12 +129,19 @@ interface Peer {
   bad: number
   joiner: PartJoiner
   graceTimer: ReturnType<typeof setTimeout> | undefined
+  /** the resume secret handed to its connection alone ('' for dashboards) */
+  secret: string
+  /** since when its connection is past the output cap (−1: it is not) */
+  overSince: number
 }
 interface WorkerPeer extends Peer {
   role: 'worker'
   kind: WorkerKind
   slots: number
+  volunteer: string
   fns: Set<string>
+  /** keys whose bytes the coordinator sent it (puts, copies, fetched inputs), until it says it stored them: the only 'stored' it may report */
+  sent: Set<string>
   memory: number
   spilled: number
   since: number
@@ -85,10 +150,22 @@ interface WorkerPeer extends Peer {
 }
 interface ClientPeer extends Peer {
   role: 'client'
-  fns: Set<string>
+  /** its function hashes → content ids in the shared table */
+  fns: Map<string, string>
+  /** its modules (name → source), sent to workers under its namespace */
+  modules: Map<string, string>
+  /** the namespace its tasks import modules from */
+  ns: string
+  /** bytes of sources it registered */
+  sourceBytes: number
+  /** tasks it owns here, and the bytes of their arguments and of its scattered values held here */
+  tasks: number
+  bytes: number
 }
 
-interface StoredTask { fn: string; args: Uint8Array; redundancy: number; timeout: number | undefined; group: string }
+interface StoredTask { fn: string; args: Uint8Array; redundancy: number; timeout: number | undefined; group: string; owner: ClientPeer }
+/** A function's source, shared by content: `id` is its SHA-256, so no one can change what an id runs. */
+interface StoredFunction { source: string; tasks: number; clients: number }
 
 /** A pending data relay: bytes asked of a holder, for a requester. */
 interface Relay {
@@ -98,18 +175,25 @@ interface Relay {
   /** when it was asked, or last sent a part (coordinator clock) */
   at: number
   to: { kind: 'worker'; worker: string; id: number } | { kind: 'client'; client: string } | { kind: 'move'; worker: string }
+  /** the digest the bytes must have (agreed by redundant runs, or of scattered bytes); the relay is checked before anything is forwarded */
+  expect?: string
+  hasher?: Digester
+  /** parts held back until the digest is checked */
+  held?: Extract<WorkerMessage, { type: 'data' }>[]
 }
 
-let seq = 0
-const newId = (prefix: string): string => `${prefix}-${Date.now().toString(36)}-${(seq++).toString(36)}`
+const encoder = new TextEncoder()
 
 export class Coordinator {
   readonly scheduler: Scheduler
   private readonly peers = new Map<string, Peer>()
-  private readonly functions = new Map<string, string>()
-  private readonly modules = new Map<string, string>()
+  /** resume secrets → peer ids */
+  private readonly secrets = new Map<string, string>()
+  private readonly functions = new Map<string, StoredFunction>()
   private readonly tasks = new Map<string, StoredTask>()
-  private readonly scattered = new Map<string, { data: Uint8Array; replicas: number; stored: number }>()
+  private readonly scattered = new Map<string, { data: Uint8Array; replicas: number; stored: number; owner: ClientPeer }>()
+  /** what a key's bytes must hash to: per holder for redundant results (each reported its digest), or one digest for scattered values */
+  private readonly digests = new Map<string, string | Map<string, string>>()
   private readonly relays = new Map<number, Relay>()
   private readonly datasets = new Datasets()
   private relaySeq = 1
@@ -117,9 +201,26 @@ export class Coordinator {
   private readonly deferredGathers = new Map<string, Set<string>>()
   /** results pushed with `finished` this turn, for send-data */
   private pushed = new Map<string, Uint8Array>()
-  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken'>
+  /** holders paused because a destination of theirs is past its output cap: destination → holders */
+  private readonly pausedFor = new Map<string, Set<string>>()
+  /** volunteers that may not join until then */
+  private readonly quarantined = new Map<string, number>()
+  private readonly limits: ClientLimits
+  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines' | 'clientLimits'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines'>
   /** counters for /metrics and the dashboard */
-  readonly metrics = { badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0 }
+  readonly metrics = {
+    badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0,
+    /** claims and requests refused as outside what a connection was given */
+    refused: 0,
+    /** workers quarantined (outvoted, or caught serving other bytes than they reported) */
+    quarantined: 0,
+    /** attempts taken back past a deadline the coordinator enforces */
+    deadlinesMissed: 0,
+    /** connections cut for reading nothing while past their output cap */
+    connectionsCut: 0,
+    /** most bytes seen queued to one connection */
+    peakOutputBytes: 0,
+  }
   private closed = false
   /** listeners for the dashboard stream; empty costs nothing */
   readonly observers: ((o: Observed) => void)[] = []
@@ -131,42 +232,98 @@ export class Coordinator {
   }
 
   constructor(options: CoordinatorOptions = {}) {
+    const digester = options.digester ?? sha256Digester
     this.opts = {
       ...withDefaults({
-        workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean,
-        log: (_line: string): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
+        workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean, trustWorkers: false as boolean,
+        log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
+        digester, tokenEquals: portableTokenEquals(digester),
+        outputCapBytes: 64 << 20, stallMs: 10_000, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000,
       }, options),
-      clientToken: options.clientToken, workerToken: options.workerToken,
+      clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
     }
-    this.scheduler = new Scheduler({ validate: this.opts.validate, leaseMs: this.opts.leaseMs, sendAhead: this.opts.sendAhead })
-    // leases are the scheduler's: it only needs to be told the time now and then
-    this.tickTimer = setInterval(() => {
-      if (this.closed) return
-      this.handle({ type: 'tick' })
-      this.checkRelays()
-    }, Math.max(50, Math.min(1_000, this.opts.leaseMs / 4, this.opts.fetchTimeoutMs / 4)))
+    this.limits = withDefaults(DEFAULT_CLIENT_LIMITS, options.clientLimits)
+    this.scheduler = new Scheduler({
+      validate: this.opts.validate, leaseMs: this.opts.leaseMs, sendAhead: this.opts.sendAhead, redundancyWaitMs: this.opts.redundancyWaitMs,
+      // volunteers are untrusted: windows, deadlines, unanswered steals
+      ...(this.opts.trustWorkers ? {} : {
+        initialWindow: this.opts.initialWindow, deadlines: { minMs: this.opts.leaseMs, ...options.deadlines }, stealTimeoutMs: this.opts.stealTimeoutMs,
+      }),
+    })
+    // leases and deadlines are the scheduler's: it only needs to be told the time now and then
+    this.tickTimer = setInterval(() => this.checkTime(), Math.max(50, Math.min(1_000, this.opts.leaseMs / 4, this.opts.stallMs / 4, this.opts.fetchTimeoutMs / 4)))
     ;(this.tickTimer as { unref?: () => void }).unref?.()
   }
 
   private readonly tickTimer: ReturnType<typeof setInterval>
 
+  /** Once in a while: connections stuck past their output cap, and the scheduler's clock. */
+  private checkTime(): void {
+    if (this.closed) return
+    const now = this.opts.now()
+    for (const p of [...this.peers.values()]) if (p.conn) this.checkOutput(p, now)
+    this.handle({ type: 'tick' })
+    this.checkRelays()
+  }
+
+  /** A connection that stays past its output cap is cut (reading nothing, it would make us buffer without end). */
+  private checkOutput(p: Peer, now: number): void {
+    const buffered = p.conn?.buffered?.() ?? 0
+    if (buffered > this.metrics.peakOutputBytes) this.metrics.peakOutputBytes = buffered
+    if (buffered <= this.opts.outputCapBytes) {
+      if (p.overSince >= 0) this.drained(p.id)
+      return
+    }
+    if (p.overSince < 0) p.overSince = now
+    else if (now - p.overSince > this.opts.stallMs || buffered > 4 * this.opts.outputCapBytes) {
+      this.cut(p, `it read nothing of the ${buffered} bytes queued for it for ${now - p.overSince} ms`)
+    }
+  }
+
+  private cut(p: Peer, why: string): void {
+    const conn = p.conn
+    if (!conn) return
+    this.opts.log(`cutting ${p.role} ${p.name}: ${why}`, 'warn')
+    this.metrics.connectionsCut++
+    this.disconnected(p.id, 'cut')
+    conn.close(`cut: ${why}`)
+  }
+
+  /** The edge says everything queued for peer `id` went out: relays feeding it go on. */
+  drained(id: string): void {
+    const p = this.peers.get(id)
+    if (p) p.overSince = -1
+    const holders = this.pausedFor.get(id)
+    if (!holders) return
+    this.pausedFor.delete(id)
+    for (const h of holders) {
+      let still = false
+      for (const s of this.pausedFor.values()) if (s.has(h)) { still = true; break }
+      if (!still) this.peers.get(h)?.conn?.resume?.()
+    }
+  }
+
   // ------------------------------------------------------------ connections
 
   /**
-   * Checks a hello (socket.io `auth`): returns an error message to refuse the connection
-   * with, or undefined to accept.
+   * Checks a hello (socket.io `auth`) and, for a worker, that its volunteer is not in
+   * quarantine: returns the error to refuse the connection with, or the parsed hello.
    */
-  authorize(hello: unknown): { ok: true; hello: Hello } | { ok: false; code: 'auth' | 'bad-message'; message: string } {
+  authorize(hello: unknown, address?: string): { ok: true; hello: Hello } | { ok: false; code: 'auth' | 'bad-message' | 'forbidden'; message: string } {
     const parsed = helloSchema.safeParse(hello)
     if (!parsed.success) return { ok: false, code: 'bad-message', message: `bad hello: ${describeIssues(parsed.error)}` }
     const h = parsed.data
-    const want = h.role === 'worker' ? this.opts.workerToken : h.role === 'client' ? this.opts.clientToken : this.opts.clientToken
-    if (h.role === 'dashboard') {
-      // the dashboard is read-only: it needs the client token only when one is set
-      if (want && h.token !== want) return { ok: false, code: 'auth', message: 'this coordinator needs a token to watch it (wrong or missing token)' }
-      return { ok: true, hello: h }
+    const want = h.role === 'worker' ? this.opts.workerToken : this.opts.clientToken
+    if (want && !this.opts.tokenEquals(h.token ?? '', want)) {
+      return { ok: false, code: 'auth', message: h.role === 'dashboard' ? 'this coordinator needs a token to watch it (wrong or missing token)' : `wrong or missing ${h.role} token` }
     }
-    if (want && h.token !== want) return { ok: false, code: 'auth', message: `wrong or missing ${h.role} token` }
+    if (h.role === 'worker' && address !== undefined) {
+      const until = this.quarantined.get(volunteerOf(address, ''))
+      if (until !== undefined) {
+        if (until > this.opts.now()) return { ok: false, code: 'forbidden', message: `workers from ${address} are quarantined until ${new Date(until).toISOString()}: results from this address disagreed with a quorum of other volunteers` }
+        this.quarantined.delete(volunteerOf(address, ''))
+      }
+    }
     return { ok: true, hello: h }
   }
 
@@ -174,67 +331,100 @@ export class Coordinator {
   accept(conn: Connection, hello: Hello): string {
     if (hello.role === 'worker') return this.acceptWorker(conn, hello)
     if (hello.role === 'client') return this.acceptClient(conn, hello)
-    const peer: Peer = { conn, role: 'dashboard', id: conn.id, name: 'dashboard', bad: 0, joiner: new PartJoiner(), graceTimer: undefined }
+    const peer: Peer = { conn, role: 'dashboard', id: conn.id, name: 'dashboard', bad: 0, joiner: new PartJoiner(4), graceTimer: undefined, secret: '', overSince: -1 }
     this.peers.set(peer.id, peer)
     conn.send({ type: 'welcome', id: peer.id, version: PROTOCOL_VERSION, resumed: false } satisfies ToDashboardMessage)
     return peer.id
   }
 
+  /** The peer a resume secret names, if it is in its grace period (disconnected, not gone). */
+  private resumable(secret: string | undefined, role: 'worker' | 'client'): Peer | undefined {
+    if (!secret) return undefined
+    const id = this.secrets.get(secret)
+    const p = id === undefined ? undefined : this.peers.get(id)
+    return p && p.role === role && p.graceTimer !== undefined && p.secret === secret ? p : undefined
+  }
+
+  /** A new secret for the peer's new connection (the old one no longer resumes anything). */
+  private rotateSecret(p: Peer): string {
+    if (p.secret) this.secrets.delete(p.secret)
+    p.secret = randomSecret()
+    this.secrets.set(p.secret, p.id)
+    return p.secret
+  }
+
   private acceptWorker(conn: Connection, hello: Extract<Hello, { role: 'worker' }>): string {
-    const old = hello.resume ? this.peers.get(hello.resume) : undefined
-    if (old && old.role === 'worker' && old.graceTimer !== undefined) {
+    const old = this.resumable(hello.resume, 'worker')
+    if (old) {
       const w = old as WorkerPeer
       clearTimeout(w.graceTimer)
       w.graceTimer = undefined
       w.conn = conn
       w.fns = new Set()
       w.joiner = new PartJoiner()
+      w.overSince = -1
       this.opts.log(`worker ${w.name} is back`)
       this.handle({ type: 'worker-seen', worker: w.id })
-      conn.send({ type: 'welcome', id: w.id, version: PROTOCOL_VERSION, resumed: true } satisfies ToWorkerMessage)
-      for (const [name, source] of this.modules) conn.send({ type: 'module', name, source } satisfies ToWorkerMessage)
-      // what it no longer holds (a reloaded tab keeps only what it spilled)
+      conn.send({ type: 'welcome', id: w.id, version: PROTOCOL_VERSION, resumed: true, resume: this.rotateSecret(w) } satisfies ToWorkerMessage)
+      this.sendModules(conn)
+      // what it no longer holds (a reloaded tab keeps only what it spilled); what it says
+      // it holds beyond what it was given here is not believed
       if (hello.held) {
+        const mine = new Set(this.scheduler.heldBy(w.id))
         const still = new Set(hello.held.map(h => h.key))
-        const gone = this.scheduler.heldBy(w.id).filter(k => !still.has(k))
+        const gone = [...mine].filter(k => !still.has(k))
         if (gone.length) this.handle({ type: 'data-released', worker: w.id, keys: gone })
+        const claimed = [...still].filter(k => !mine.has(k))
+        if (claimed.length) conn.send({ type: 'free', keys: claimed } satisfies ToWorkerMessage)
       }
       // assignments it may have missed: the scheduler's record is the only one
       for (const a of this.scheduler.assignmentsOf(w.id)) this.sendAssign(w, a)
       this.retryDeferredGathers()
       return w.id
     }
-    const id = newId('w')
+    const id = randomId('w')
     const w: WorkerPeer = {
-      conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined,
-      kind: hello.kind, slots: hello.slots, fns: new Set(), memory: 0, spilled: 0, since: this.opts.now(), accepting: true,
+      conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
+      kind: hello.kind, slots: hello.slots, volunteer: volunteerOf(conn.address, id), fns: new Set(), sent: new Set(),
+      memory: 0, spilled: 0, since: this.opts.now(), accepting: true,
     }
     this.peers.set(id, w)
-    conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false } satisfies ToWorkerMessage)
-    for (const [name, source] of this.modules) conn.send({ type: 'module', name, source } satisfies ToWorkerMessage)
+    conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false, resume: this.rotateSecret(w) } satisfies ToWorkerMessage)
+    this.sendModules(conn)
+    // a new identity holds nothing here, whatever it says (a tab back after its grace
+    // period, or a claim to data it never computed): it may drop what it announced
+    if (hello.held?.length) conn.send({ type: 'free', keys: hello.held.map(h => h.key) } satisfies ToWorkerMessage)
     this.opts.log(`worker ${w.name} (${id}) joined (${w.kind}, ${w.slots} slots)`)
-    const ev: SchedulerEvent = { type: 'worker-added', worker: id, name: w.name, kind: w.kind, slots: w.slots }
-    if (hello.held?.length) ev.held = hello.held
-    this.handle(ev)
+    this.handle({ type: 'worker-added', worker: id, name: w.name, kind: w.kind, slots: w.slots, volunteer: w.volunteer })
     return id
   }
 
+  private sendModules(conn: Connection): void {
+    for (const p of this.peers.values()) {
+      if (p.role !== 'client') continue
+      const c = p as ClientPeer
+      for (const [name, source] of c.modules) conn.send({ type: 'module', name, source, ns: c.ns } satisfies ToWorkerMessage)
+    }
+  }
 
   private acceptClient(conn: Connection, hello: Extract<Hello, { role: 'client' }>): string {
-    const old = hello.resume ? this.peers.get(hello.resume) : undefined
-    if (old && old.role === 'client' && old.graceTimer !== undefined) {
+    const old = this.resumable(hello.resume, 'client')
+    if (old) {
       clearTimeout(old.graceTimer)
       old.graceTimer = undefined
       old.conn = conn
-      ;(old as ClientPeer).fns = new Set()
       old.joiner = new PartJoiner()
-      conn.send({ type: 'welcome', id: old.id, version: PROTOCOL_VERSION, resumed: true } satisfies ToClientMessage)
+      old.overSince = -1
+      conn.send({ type: 'welcome', id: old.id, version: PROTOCOL_VERSION, resumed: true, resume: this.rotateSecret(old) } satisfies ToClientMessage)
       return old.id
     }
-    const id = newId('c')
-    const c: ClientPeer = { conn, role: 'client', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, fns: new Set() }
+    const id = randomId('c')
+    const c: ClientPeer = {
+      conn, role: 'client', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
+      fns: new Map(), modules: new Map(), ns: randomId('m'), sourceBytes: 0, tasks: 0, bytes: 0,
+    }
     this.peers.set(id, c)
-    conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false } satisfies ToClientMessage)
+    conn.send({ type: 'welcome', id, version: PROTOCOL_VERSION, resumed: false, resume: this.rotateSecret(c) } satisfies ToClientMessage)
     this.handle({ type: 'client-added', client: id })
     return id
   }
@@ -242,8 +432,9 @@ export class Coordinator {
   /** The connection of peer `id` closed. Its identity is kept for a grace period. */
   disconnected(id: string, reason: string): void {
     const p = this.peers.get(id)
-    if (!p || this.closed) return
+    if (!p || this.closed || !p.conn) return
     p.conn = undefined
+    this.drained(id)
     if (p.role === 'dashboard') { this.peers.delete(id); return }
     // relays from this peer go to another holder now (or fail); relays to it stop (it asks again when back)
     for (const [rid, r] of this.relays) {
@@ -257,11 +448,13 @@ export class Coordinator {
     p.graceTimer = setTimeout(() => this.gone(id, reason === 'left' ? 'left' : 'disconnected'), grace)
   }
 
-  private gone(id: string, reason: 'left' | 'disconnected' | 'kicked'): void {
+  private gone(id: string, reason: 'left' | 'disconnected' | 'kicked' | 'quarantined'): void {
     const p = this.peers.get(id)
     if (!p) return
     if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
     this.peers.delete(id)
+    if (p.secret) this.secrets.delete(p.secret)
+    this.drained(id)
     if (p.conn) p.conn.close(reason)
     if (p.role === 'worker') {
       this.opts.log(`worker ${p.name} is gone (${reason})`)
@@ -269,7 +462,10 @@ export class Coordinator {
       this.handle({ type: 'worker-removed', worker: id, reason })
       this.retryDeferredGathers()
     } else if (p.role === 'client') {
+      const c = p as ClientPeer
+      for (const hash of [...c.fns.keys()]) this.unregister(c, hash)
       this.handle({ type: 'client-removed', client: id })
+      if (c.tasks === 0) c.modules.clear()
     }
   }
 
@@ -311,6 +507,7 @@ export class Coordinator {
         this.opts.log(`error handling ${(parsed.data as { type: string }).type} from ${p.name}: ${(err as Error).stack}`, 'error')
         this.refuse(p, toWireError(err, 'internal'))
       }
+      if (!this.peers.get(id)?.conn) return
     }
   }
 
@@ -342,6 +539,7 @@ export class Coordinator {
   refuse(p: Peer | string, error: WireError): void {
     const peer = typeof p === 'string' ? this.peers.get(p) : p
     this.metrics.badMessages++
+    if (error.code === 'forbidden') this.metrics.refused++
     if (!peer?.conn) return
     peer.bad++
     peer.conn.send({ type: 'error', error })
@@ -355,27 +553,17 @@ export class Coordinator {
 
   private onClient(c: ClientPeer, m: ClientMessage): void {
     switch (m.type) {
-      case 'function':
-        this.functions.set(m.hash, m.source)
-        c.fns.add(m.hash)
-        return
-      case 'submit': {
-        const specs: TaskSpec[] = []
-        for (const t of m.tasks) {
-          if (!this.functions.has(t.fn)) {
-            c.conn?.send({ type: 'key-state', key: t.key, state: 'erred', error: { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first`, key: t.key } } satisfies ToClientMessage)
-            continue
-          }
-          if (!this.tasks.has(t.key)) this.tasks.set(t.key, { fn: t.fn, args: ownBytes(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group })
-          specs.push({
-            key: t.key, fn: t.fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
-            redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
-          })
+      case 'function': {
+        // the hash is the client's name for the source; it must be the source's
+        if (hashString(m.source) !== m.hash) {
+          this.refuse(c, { code: 'bad-message', message: `function hash ${m.hash} is not the hash of the source sent with it (shared/hash.ts hashString)` })
+          return
         }
-        this.metrics.tasksSubmitted += specs.length
-        if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
+        const refused = this.register(c, m.hash, m.source)
+        if (refused) c.conn?.send({ type: 'error', error: refused } satisfies ToClientMessage)
         return
       }
+      case 'submit': return this.onSubmit(c, m.tasks)
       case 'scatter': {
         let data: Uint8Array | undefined
         try { data = c.joiner.add(`scatter:${m.key}`, m) } catch (err) {
@@ -383,8 +571,25 @@ export class Coordinator {
           return
         }
         if (!data) return
-        if (!this.scattered.has(m.key) && this.scheduler.taskStatus(m.key) === undefined) {
-          this.scattered.set(m.key, { data: ownBytes(data), replicas: m.replicas ?? 1, stored: 0 })
+        const digest = this.hashOf(data)
+        const known = this.digests.get(m.key)
+        const status = this.scheduler.taskStatus(m.key)
+        if (status !== undefined) {
+          // the same key must be the same bytes: a scatter can't replace what another client scattered
+          if (typeof known !== 'string' || known !== digest) {
+            c.conn?.send({ type: 'key-state', key: m.key, state: 'erred', error: { code: 'forbidden', message: `${m.key} already names ${typeof known === 'string' ? 'other bytes' : 'a computed result'}: scatter under another key`, key: m.key } } satisfies ToClientMessage)
+            return
+          }
+        } else {
+          if (c.bytes + data.byteLength > this.limits.bytes) {
+            c.conn?.send({ type: 'key-state', key: m.key, state: 'erred', error: { code: 'too-large', message: `this client holds ${c.bytes} bytes at the coordinator; ${data.byteLength} more would pass its limit of ${this.limits.bytes}`, key: m.key } } satisfies ToClientMessage)
+            return
+          }
+          const old = this.scattered.get(m.key)
+          if (old) old.owner.bytes -= old.data.byteLength
+          this.scattered.set(m.key, { data: ownBytes(data), replicas: m.replicas ?? 1, stored: 0, owner: c })
+          c.bytes += data.byteLength
+          this.digests.set(m.key, digest)
         }
         this.handle({ type: 'submit', client: c.id, tasks: [{ key: m.key, fn: null, deps: [], group: 'scatter', priority: 0, retries: 0, redundancy: m.replicas ?? 1, workers: [], nbytes: data.byteLength }] })
         return
@@ -400,6 +605,94 @@ export class Coordinator {
         throw new Error(`unhandled client message ${(never as { type: string }).type}`)
       }
     }
+  }
+
+  private onSubmit(c: ClientPeer, tasks: Extract<ClientMessage, { type: 'submit' }>['tasks']): void {
+    const specs: TaskSpec[] = []
+    const erred = (key: string, error: WireError): void => {
+      c.conn?.send({ type: 'key-state', key, state: 'erred', error: { ...error, key } } satisfies ToClientMessage)
+    }
+    for (const t of tasks) {
+      const fn = c.fns.get(t.fn)
+      if (fn === undefined) {
+        erred(t.key, { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first` })
+        continue
+      }
+      const old = this.tasks.get(t.key)
+      if (old !== undefined) {
+        // a key names one computation: the same function on the same arguments, or nothing
+        if (old.fn !== fn || !sameBytes(old.args, t.args)) {
+          erred(t.key, { code: 'forbidden', message: `${t.key} already names another computation (another function or other arguments): submit it under another key` })
+          continue
+        }
+      } else if (this.scheduler.taskStatus(t.key) !== undefined) {
+        erred(t.key, { code: 'forbidden', message: `${t.key} already names scattered data: submit the task under another key` })
+        continue
+      } else {
+        if (c.tasks >= this.limits.tasks) {
+          erred(t.key, { code: 'too-large', message: `this client has ${c.tasks} tasks at the coordinator, its limit: wait for some to finish or release them` })
+          continue
+        }
+        if (c.bytes + t.args.byteLength > this.limits.bytes) {
+          erred(t.key, { code: 'too-large', message: `this client holds ${c.bytes} bytes of arguments and scattered data at the coordinator; ${t.args.byteLength} more would pass its limit of ${this.limits.bytes}` })
+          continue
+        }
+        this.tasks.set(t.key, { fn, args: ownBytes(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group, owner: c })
+        c.tasks++
+        c.bytes += t.args.byteLength
+        ;(this.functions.get(fn) as StoredFunction).tasks++
+      }
+      const spec: TaskSpec = {
+        key: t.key, fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
+        redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
+      }
+      if (t.timeout !== undefined) spec.timeout = t.timeout
+      specs.push(spec)
+    }
+    this.metrics.tasksSubmitted += specs.length
+    if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
+  }
+
+  /**
+   * Registers a client's function. Sources live once, under their SHA-256 (what workers
+   * see as the function's id), so one client's source can never change what another's
+   * tasks run; each client's hashes map into that table through its own namespace.
+   * Returns an error when the client's sources would pass its limit.
+   */
+  private register(c: ClientPeer, hash: string, source: string): WireError | undefined {
+    const id = this.hashOf(encoder.encode(source))
+    const had = c.fns.get(hash)
+    if (had === id) return undefined
+    if (had !== undefined) this.unregister(c, hash)
+    if (!this.makeRoom(c, source.length)) return { code: 'too-large', message: `this client's function and module sources would pass its limit of ${this.limits.sources} bytes; release tasks that use old functions` }
+    let f = this.functions.get(id)
+    if (!f) this.functions.set(id, f = { source, tasks: 0, clients: 0 })
+    f.clients++
+    c.fns.set(hash, id)
+    c.sourceBytes += source.length
+    return undefined
+  }
+
+  private unregister(c: ClientPeer, hash: string): void {
+    const id = c.fns.get(hash)
+    if (id === undefined) return
+    c.fns.delete(hash)
+    const f = this.functions.get(id)
+    if (!f) return
+    c.sourceBytes -= f.source.length
+    f.clients--
+    if (f.clients <= 0 && f.tasks <= 0) this.functions.delete(id)
+  }
+
+  /** Frees the client's oldest registrations no task uses until `more` bytes fit its limit. */
+  private makeRoom(c: ClientPeer, more: number): boolean {
+    if (c.sourceBytes + more <= this.limits.sources) return true
+    for (const [hash, id] of [...c.fns]) {
+      if ((this.functions.get(id)?.tasks ?? 0) > 0) continue
+      this.unregister(c, hash)
+      if (c.sourceBytes + more <= this.limits.sources) return true
+    }
+    return c.sourceBytes + more <= this.limits.sources
   }
 
   /** What the scheduler was told earlier in this frame must count before it is asked (a publish after its submit). */
@@ -419,8 +712,13 @@ export class Coordinator {
         // the client checked too, but a client is not trusted to have
         const syntax = moduleSyntaxError(op.source)
         if (syntax !== undefined) return fail({ code: 'serialization', message: `module ${op.name} does not parse as an ES module: ${syntax}; nothing was uploaded` })
-        this.modules.set(op.name, op.source)
-        for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source } satisfies ToWorkerMessage)
+        // modules are per client: its tasks import them, no one else's
+        const old = c.modules.get(op.name)
+        const more = op.source.length - (old?.length ?? 0)
+        if (more > 0 && !this.makeRoom(c, more)) return fail({ code: 'too-large', message: `this client's function and module sources would pass its limit of ${this.limits.sources} bytes` })
+        c.modules.set(op.name, op.source)
+        c.sourceBytes += more
+        for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source, ns: c.ns } satisfies ToWorkerMessage)
         return reply(true)
       }
       case 'story': return reply(this.scheduler.story(op.key))
@@ -500,10 +798,8 @@ export class Coordinator {
 
   /** The client said goodbye: everything it sent before is handled; it wants nothing more, so no grace period. */
   private clientClosed(c: ClientPeer): void {
-    this.peers.delete(c.id)
-    c.conn = undefined
     this.opts.log(`client ${c.name} closed`)
-    this.handle({ type: 'client-removed', client: c.id })
+    this.gone(c.id, 'left')
   }
 
   /** What `client.workers()` returns. */
@@ -514,17 +810,32 @@ export class Coordinator {
     })
   }
 
+  // ------------------------------------------------------------ workers' claims
+
+  /** A claim outside what this worker was given: refused, counted, and it changes nothing. */
+  private forbid(w: WorkerPeer, message: string, key?: string): void {
+    const error: WireError = { code: 'forbidden', message }
+    if (key !== undefined) error.key = key
+    this.refuse(w, error)
+  }
+
   private onWorker(w: WorkerPeer, m: WorkerMessage): void {
     switch (m.type) {
       case 'finished': {
         this.metrics.tasksFinished++
+        const t = this.tasks.get(m.key)
+        if (t && t.redundancy > 1) {
+          // its bytes are checked against its digest wherever they go, starting with these
+          if (m.digest === undefined) return this.distrust(w, `reported ${m.key} without the digest its redundant run needs`)
+          if (m.data && this.hashOf(m.data) !== m.digest) return this.distrust(w, `pushed bytes of ${m.key} that are not what its digest says`)
+          this.claimDigest(m.key, w.id, m.digest)
+        }
         if (m.data) this.pushed.set(m.key, m.data)
         const ev: SchedulerEvent = { type: 'task-finished', worker: w.id, key: m.key, attempt: m.attempt, nbytes: m.nbytes, ms: m.ms }
         if (m.digest) ev.digest = m.digest
         if (this.observers.length) {
           const o: Observed = { type: 'finished', worker: w.id, key: m.key, attempt: m.attempt, ms: m.ms, nbytes: m.nbytes, at: this.opts.now() }
-          const group = this.tasks.get(m.key)?.group
-          if (group !== undefined) o.group = group
+          if (t !== undefined) o.group = t.group
           this.observe(o)
         }
         this.handle(ev)
@@ -537,17 +848,34 @@ export class Coordinator {
         if (m.crashed) ev.crashed = true
         return this.handle(ev)
       }
-      case 'missing':
-        return this.handle({ type: 'missing-data', worker: w.id, key: m.key, attempt: m.attempt, missing: m.missing })
+      case 'missing': {
+        // A worker speaks for itself only: that it lacks a key it was said to hold. That
+        // another holder failed to serve it, the coordinator saw itself (it relayed the fetch).
+        const self = m.missing.filter(x => x.holder === w.id)
+        if (self.length !== m.missing.length && m.missing.some(x => x.holder !== '' && x.holder !== w.id)) {
+          this.forbid(w, `'missing' names other workers (${m.missing.filter(x => x.holder !== w.id).map(x => x.holder).slice(0, 3).join(', ')}): a worker reports only on itself`, m.key)
+        }
+        return this.handle({ type: 'missing-data', worker: w.id, key: m.key, attempt: m.attempt, missing: self })
+      }
       case 'steal-response':
         return this.handle({ type: 'steal-response', worker: w.id, key: m.key, attempt: m.attempt, ok: m.ok })
       case 'stored': {
+        // a worker stores only bytes it was sent: a copy it claims otherwise is not believed
+        if (!w.sent.delete(m.key)) {
+          this.forbid(w, `'stored' for ${m.key}, whose bytes this worker was never sent`, m.key)
+          return
+        }
         const s = this.scattered.get(m.key)
-        if (s && ++s.stored >= s.replicas) this.scattered.delete(m.key)
+        if (s && ++s.stored >= s.replicas) this.dropScattered(m.key)
         return this.handle({ type: 'data-added', worker: w.id, key: m.key, nbytes: m.nbytes })
       }
       case 'fetch': {
-        // a worker needs a dependency: relay it from a holder
+        // a worker reads only the inputs of tasks it was given
+        if (!this.scheduler.isInputOf(m.key, w.id)) {
+          w.conn?.send({ type: 'data-error', id: m.id, key: m.key, error: { code: 'forbidden', message: `${m.key} is not an input of a task assigned to this worker`, key: m.key } } satisfies ToWorkerMessage)
+          this.forbid(w, `fetch of ${m.key}, which is not an input of a task assigned to this worker`, m.key)
+          return
+        }
         const holders = this.scheduler.whoHas(m.key).filter(h => h !== w.id && this.peers.get(h)?.conn)
         if (!holders.length) {
           w.conn?.send({ type: 'data-error', id: m.id, key: m.key, error: { code: 'lost-data', message: `no worker holds ${m.key}`, key: m.key } } satisfies ToWorkerMessage)
@@ -587,38 +915,125 @@ export class Coordinator {
     }
   }
 
+  /**
+   * A worker proved false (outvoted by a quorum, or caught serving other bytes than it
+   * reported): it is cut, its volunteer may not rejoin for `quarantineMs`, and what it
+   * held is recomputed elsewhere when still wanted (BOINC's adaptive replication: its
+   * other results are not believed either).
+   */
+  private distrust(w: WorkerPeer, why: string): void {
+    if (!this.peers.has(w.id)) return
+    this.metrics.quarantined++
+    const until = this.opts.now() + this.opts.quarantineMs
+    if (w.volunteer !== w.id) this.quarantined.set(w.volunteer, until)
+    this.opts.log(`quarantining worker ${w.name} (${w.volunteer}): it ${why}`, 'warn')
+    w.conn?.send({ type: 'error', error: { code: 'forbidden', message: `quarantined: this worker ${why}` } } satisfies ToWorkerMessage)
+    w.conn?.send({ type: 'goodbye', reason: `quarantined: this worker ${why}` } satisfies ToWorkerMessage)
+    for (const p of [...this.peers.values()]) {
+      if (p.role === 'worker' && (p as WorkerPeer).volunteer === w.volunteer) this.gone(p.id, 'quarantined')
+    }
+  }
+
+  private claimDigest(key: string, worker: string, digest: string): void {
+    let d = this.digests.get(key)
+    if (typeof d === 'string') return
+    if (!d) this.digests.set(key, d = new Map())
+    d.set(worker, digest)
+  }
+
+  /** The digest a holder's bytes of `key` must have, if one was agreed or scattered. */
+  private expected(key: string, holder: string): string | undefined {
+    const d = this.digests.get(key)
+    return typeof d === 'string' ? d : d?.get(holder)
+  }
+
+  private hashOf(bytes: Uint8Array): string {
+    const h = this.opts.digester()
+    h.update(bytes)
+    return h.digest()
+  }
+
   // ------------------------------------------------------------ relay
 
   private startRelay(key: string, holders: string[], to: Relay['to'], tried = new Set<string>()): void {
     const holder = holders[0]!
     const rid = this.relaySeq++
     tried.add(holder)
-    this.relays.set(rid, { key, holder, tried, to, at: this.opts.now() })
+    const r: Relay = { key, holder, tried, to, at: this.opts.now() }
+    const expect = this.expected(key, holder)
+    if (expect !== undefined) { r.expect = expect; r.hasher = this.opts.digester(); r.held = [] }
+    this.relays.set(rid, r)
     ;(this.peers.get(holder) as WorkerPeer).conn!.send({ type: 'fetch', id: rid, key } satisfies ToWorkerMessage)
   }
 
-  /** Data from a holder: forward each part as it arrives (a stream, not a store-and-forward). */
+  /**
+   * Data from a holder: each part is forwarded as it arrives (a stream, not a
+   * store-and-forward), unless its bytes must match a digest: then the parts are held
+   * until the last one proves them, and a holder that fails is distrusted.
+   */
   private onRelayData(w: WorkerPeer, m: Extract<WorkerMessage, { type: 'data' }>): void {
     const r = this.relays.get(m.id)
     if (!r || r.holder !== w.id) return
     const last = (m.parts ?? 1) <= 1 || m.part === (m.parts ?? 1) - 1
     r.at = this.opts.now()
     this.metrics.bytesRelayed += m.data.byteLength
+    if (r.hasher) {
+      const held = r.held as Extract<WorkerMessage, { type: 'data' }>[]
+      held.push(m)
+      if (held.length < (m.parts ?? 1)) return
+      this.relays.delete(m.id)
+      // parts may come in any order: the bytes are hashed in theirs
+      held.sort((a, b) => (a.part ?? 0) - (b.part ?? 0))
+      for (const p of held) r.hasher.update(p.data)
+      const got = r.hasher.digest()
+      if (got !== r.expect) {
+        this.distrust(w, `served bytes of ${r.key} whose SHA-256 (${got.slice(0, 12)}…) is not the one agreed (${(r.expect as string).slice(0, 12)}…)`)
+        const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
+        if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
+        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r)
+        return
+      }
+      if (r.to.kind !== 'client') this.claimDigest(r.key, r.to.worker, got)
+      for (const part of r.held as Extract<WorkerMessage, { type: 'data' }>[]) this.forward(r, w, part)
+      this.delivered(r)
+      return
+    }
+    this.forward(r, w, m)
+    if (last) { this.relays.delete(m.id); this.delivered(r) }
+  }
+
+  /** A relay's last part went to a worker: it may now say it stored the key. */
+  private delivered(r: Relay): void {
+    if (r.to.kind === 'client') return
+    const dest = this.peers.get(r.to.worker) as WorkerPeer | undefined
+    if (dest) this.sentTo(dest, r.key)
+  }
+
+  private sentTo(w: WorkerPeer, key: string): void {
+    // bounded: a worker that never acknowledges what it was sent forgets the oldest first
+    if (w.sent.size >= 100_000) for (const k of w.sent) { w.sent.delete(k); if (w.sent.size < 90_000) break }
+    w.sent.add(key)
+  }
+
+  private forward(r: Relay, from: WorkerPeer, m: Extract<WorkerMessage, { type: 'data' }>): void {
     // the part goes on as it came (an attachment is forwarded, not copied); `stream` tells
     // the receiver a relay from another holder apart from what an earlier one left
     const parts: { part?: number; parts?: number; total?: number; stream?: number } = {}
     if (m.parts !== undefined) { parts.part = m.part ?? 0; parts.parts = m.parts; parts.total = m.total ?? 0; parts.stream = m.id }
-    if (r.to.kind === 'worker') {
-      const dest = this.peers.get(r.to.worker)
-      dest?.conn?.send({ type: 'data', id: r.to.id, key: r.key, data: m.data, ...parts } satisfies ToWorkerMessage)
-    } else if (r.to.kind === 'client') {
-      const dest = this.peers.get(r.to.client)
-      dest?.conn?.send({ type: 'data', key: r.key, data: m.data, ...parts } satisfies ToClientMessage)
-    } else {
-      const dest = this.peers.get(r.to.worker)
-      dest?.conn?.send({ type: 'put', key: r.key, data: m.data, ...parts } satisfies ToWorkerMessage)
+    const dest = this.peers.get(r.to.kind === 'client' ? r.to.client : r.to.worker)
+    if (!dest?.conn) return
+    if (r.to.kind === 'worker') dest.conn.send({ type: 'data', id: r.to.id, key: r.key, data: m.data, ...parts } satisfies ToWorkerMessage)
+    else if (r.to.kind === 'client') dest.conn.send({ type: 'data', key: r.key, data: m.data, ...parts } satisfies ToClientMessage)
+    else dest.conn.send({ type: 'put', key: r.key, data: m.data, ...parts } satisfies ToWorkerMessage)
+    // backpressure: past its cap, the destination's feeders stop being read until it drains
+    const buffered = dest.conn.buffered?.() ?? 0
+    if (buffered > this.metrics.peakOutputBytes) this.metrics.peakOutputBytes = buffered
+    if (buffered > this.opts.outputCapBytes && from.conn?.pause) {
+      if (dest.overSince < 0) dest.overSince = this.opts.now()
+      let s = this.pausedFor.get(dest.id)
+      if (!s) this.pausedFor.set(dest.id, s = new Set())
+      if (!s.has(from.id)) { s.add(from.id); from.conn.pause() }
     }
-    if (last) this.relays.delete(m.id)
   }
 
   /**
@@ -727,10 +1142,16 @@ export class Coordinator {
     const ms = this.opts.timer() - t0
     this.metrics.schedulerMs += ms
     if (this.observers.length) this.observe({ type: 'scheduled', ms, events: events.length })
+    // commands may lead to more events (a distrusted worker leaves): they go in a batch of their own
+    const outer = this.batch
+    this.batch = []
     // work for workers leaves first: a client's key-state must not delay the next assignment
     for (const c of commands) if (c.type === 'assign') this.applySafely(c)
     for (const c of commands) if (c.type !== 'assign') this.applySafely(c)
     if (this.pushed.size) this.pushed = new Map()
+    const more = this.batch
+    this.batch = outer
+    if (more.length) this.feed(more)
   }
 
   private applySafely(c: Command): void {
@@ -749,6 +1170,15 @@ export class Coordinator {
         this.opts.log(`worker ${w?.name ?? c.worker} went quiet for ${Math.round(c.quietMs)} ms with ${c.tasks} tasks: its leases ran out`, 'warn')
         return
       }
+      case 'deadline-missed': {
+        this.metrics.deadlinesMissed++
+        const w = this.peers.get(c.worker)
+        // a put taken back: its late 'stored' is not believed (the value went elsewhere)
+        if (c.why === 'put' && w?.role === 'worker') (w as WorkerPeer).sent.delete(c.key)
+        const what = c.why === 'put' ? `did not store ${c.key}` : c.why === 'steal' ? `did not answer a steal-request for ${c.key}` : `held ${c.key} past its deadline`
+        this.opts.log(`worker ${w?.name ?? c.worker} ${what} (${Math.round(c.heldMs)} ms): it goes elsewhere`, 'warn')
+        return
+      }
       case 'cancel-task':
       case 'steal-request': {
         const w = this.peers.get(c.worker) as WorkerPeer | undefined
@@ -760,8 +1190,11 @@ export class Coordinator {
         return
       case 'put-data': {
         const s = this.scattered.get(c.key)
-        const w = this.peers.get(c.worker)
-        if (s && w?.conn) w.conn.send({ type: 'put', key: c.key, data: s.data } satisfies ToWorkerMessage)
+        const w = this.peers.get(c.worker) as WorkerPeer | undefined
+        if (s && w?.conn) {
+          this.sentTo(w, c.key)
+          w.conn.send({ type: 'put', key: c.key, data: s.data } satisfies ToWorkerMessage)
+        }
         return
       }
       case 'move-data': {
@@ -797,13 +1230,17 @@ export class Coordinator {
         return
       }
       case 'forget':
-        this.tasks.delete(c.key)
-        this.scattered.delete(c.key)
+        this.forget(c.key)
         return
       case 'retire-done': {
         const w = this.peers.get(c.worker)
         w?.conn?.send({ type: 'goodbye', reason: 'retired: your data was handed to other workers' } satisfies ToWorkerMessage)
         this.gone(c.worker, 'left')
+        return
+      }
+      case 'outvoted': {
+        const w = this.peers.get(c.worker)
+        if (w?.role === 'worker') this.distrust(w as WorkerPeer, `was outvoted on ${c.key}: a quorum agreed on ${c.agreed.slice(0, 12)}…, it reported ${c.digest.slice(0, 12) || '(nothing)'}`)
         return
       }
       default: {
@@ -813,20 +1250,45 @@ export class Coordinator {
     }
   }
 
+  /** The scheduler forgot the key: what was kept for it goes, and its owner's share of the limits with it. */
+  private forget(key: string): void {
+    const t = this.tasks.get(key)
+    if (t) {
+      this.tasks.delete(key)
+      const c = t.owner
+      c.tasks--
+      c.bytes -= t.args.byteLength
+      const f = this.functions.get(t.fn)
+      if (f && --f.tasks <= 0 && f.clients <= 0) this.functions.delete(t.fn)
+      if (c.tasks === 0 && !this.peers.has(c.id)) c.modules.clear()
+    }
+    this.dropScattered(key)
+    this.digests.delete(key)
+  }
+
+  private dropScattered(key: string): void {
+    const s = this.scattered.get(key)
+    if (!s) return
+    this.scattered.delete(key)
+    s.owner.bytes -= s.data.byteLength
+  }
+
   /** Sends an assignment (with its function's source the first time this connection needs it). */
   private sendAssign(w: WorkerPeer, a: AssignedTask): void {
     const t = a.fn !== null ? this.tasks.get(a.key) : undefined
     if (!w.conn || !t) return
-    const msg: ToWorkerMessage & { type: 'assign' } = {
+    const msg: Assign = {
       type: 'assign', key: a.key, attempt: a.attempt, fn: t.fn, args: t.args, deps: a.deps, push: a.push, priority: a.priority, seq: a.seq,
     }
     if (t.redundancy > 1) msg.digest = true
     if (t.timeout !== undefined) msg.timeout = t.timeout
+    // its client's modules, not anyone else's
+    if (t.owner.modules.size) msg.ns = t.owner.ns
     if (!w.fns.has(msg.fn)) {
-      const source = this.functions.get(msg.fn)
-      if (source !== undefined) {
+      const f = this.functions.get(msg.fn)
+      if (f !== undefined) {
         w.fns.add(msg.fn)
-        w.conn.send({ type: 'function', hash: msg.fn, source } satisfies ToWorkerMessage)
+        w.conn.send({ type: 'function', hash: msg.fn, source: f.source } satisfies ToWorkerMessage)
       }
     }
     w.conn.send(msg)
@@ -836,8 +1298,9 @@ export class Coordinator {
 
   /** A bounded summary for /health, /metrics and the dashboard. */
   status(): Record<string, unknown> {
-    let clients = 0, workers = 0, dashboards = 0
+    let clients = 0, workers = 0, dashboards = 0, modules = 0
     for (const p of this.peers.values()) {
+      if (p.role === 'client') modules += (p as ClientPeer).modules.size
       if (!p.conn) continue
       if (p.role === 'client') clients++
       else if (p.role === 'worker') workers++
@@ -846,7 +1309,7 @@ export class Coordinator {
     return {
       clients, workers, dashboards,
       tasks: this.scheduler.counts(),
-      functions: this.functions.size, modules: this.modules.size,
+      functions: this.functions.size, modules,
       ...this.metrics,
     }
   }
@@ -867,5 +1330,26 @@ export class Coordinator {
       p.conn?.close('coordinator closed')
     }
     this.peers.clear()
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/**
+ * Token comparison whose time doesn't depend on how much of the token matched: both are
+ * hashed (so lengths don't show either) and the digests compared in full.
+ */
+function portableTokenEquals(digester: DigesterFactory): (given: string, expected: string) => boolean {
+  const hex = (s: string): string => { const h = digester(); h.update(encoder.encode(s)); return h.digest() }
+  return (given, expected) => {
+    const a = hex(given)
+    const b = hex(expected)
+    let diff = a.length ^ b.length
+    for (let i = 0; i < a.length && i < b.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i)
+    return diff === 0
   }
 }

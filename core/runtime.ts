@@ -73,7 +73,7 @@ interface ThreadIO {
   started: Promise<void>
 }
 
-type StatusChange = LinkStatus | { state: 'welcome'; id: string; resumed: boolean } | { state: 'goodbye'; reason: string }
+type StatusChange = LinkStatus | { state: 'welcome'; id: string; resumed: boolean; /** the secret that resumes this identity (keep it to resume after a reload) */ resume?: string } | { state: 'goodbye'; reason: string }
 
 const now = (): number => performance.now()
 
@@ -262,9 +262,12 @@ export class WorkerRuntime {
       try {
         switch (m.type) {
           case 'welcome':
-            // later reconnects resume this identity; what it held then is what the threads hold then
+            // later reconnects resume this identity (with the secret only this connection got);
+            // what it held then is what the threads hold then
             if (this.link) {
-              const hello = { ...this.link.hello, resume: m.id } as typeof this.link.hello & { held?: unknown }
+              const hello = { ...this.link.hello } as typeof this.link.hello & { held?: unknown; resume?: string }
+              if (m.resume) hello.resume = m.resume
+              else delete hello.resume
               delete hello.held
               this.link.hello = hello
             }
@@ -279,11 +282,15 @@ export class WorkerRuntime {
             for (let i = 0; i < deps.length; i++) { const d = m.deps[i]!; deps[i] = { key: d.key, nbytes: d.nbytes } }
             events.push({
               type: 'assign', key: m.key, attempt: m.attempt, fn: m.fn, args: ownBytes(m.args), deps, push: m.push,
-              digest: m.digest, timeout: m.timeout, priority: m.priority, seq: m.seq, now: t,
+              digest: m.digest, timeout: m.timeout, priority: m.priority, seq: m.seq, ns: m.ns, now: t,
             })
             break
           }
-          case 'function': case 'module': case 'cancel-task': case 'steal': case 'free': case 'fetch':
+          case 'module':
+            // each client's modules live in its own namespace; its tasks carry the same `ns`
+            events.push({ type: 'module', name: m.ns ? `${m.ns}/${m.name}` : m.name, source: m.source, now: t })
+            break
+          case 'function': case 'cancel-task': case 'steal': case 'free': case 'fetch':
             events.push({ ...m, now: t })
             break
           case 'put': {
@@ -321,7 +328,7 @@ export class WorkerRuntime {
       } catch (err) { this.log(`error handling ${m.type}: ${(err as Error).stack}`) }
     }
     if (events.length !== 0) this.feed(...events)
-    if (welcome) this.onStatusChange({ state: 'welcome', id: welcome.id, resumed: welcome.resumed })
+    if (welcome) this.onStatusChange(welcome.resume ? { state: 'welcome', id: welcome.id, resumed: welcome.resumed, resume: welcome.resume } : { state: 'welcome', id: welcome.id, resumed: welcome.resumed })
   }
 
   private onExecEvents(t: ThreadIO, events: ExecEvent[]): void {

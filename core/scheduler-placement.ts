@@ -50,7 +50,8 @@ export function dispatch(sched: Scheduler): void {
 export function place(sched: Scheduler, t: TaskState): boolean {
   const r = t.redundant
   if (r === null) {
-    const w = chooseWorker(sched, t, null)
+    // a task that lapsed or died on a volunteer goes elsewhere, unless only that one has room
+    const w = (t.avoid !== null ? chooseWorker(sched, t, t.avoid) : null) ?? chooseWorker(sched, t, null)
     if (w === null) return false
     run(sched, t, w)
     return true
@@ -79,9 +80,10 @@ export function run(sched: Scheduler, t: TaskState, w: WorkerState): void {
     record(sched, t, 'processing', 'processing', w.id, undefined, id)
   }
   const a = new Attempt(id, t, w, false)
+  a.at = sched.now
   if (t.attempts === null) t.attempts = [a]
   else t.attempts.push(a)
-  t.redundant?.tried.push(w.id)
+  t.redundant?.tried.push(w.volunteer)
   w.attempts.add(a)
   w.order.push(a)
   if (t.waitingOn > 0) { a.ahead = true; w.ahead++ }
@@ -102,8 +104,8 @@ export function chooseWorker(sched: Scheduler, t: TaskState, exclude: readonly s
     const pool: WorkerState[] = []
     for (const r of t.restrict) {
       const byId = sched.byId.get(r)
-      if (byId !== undefined && byId.freeIndex >= 0 && !pool.includes(byId) && !(exclude?.includes(byId.id))) pool.push(byId)
-      for (const w of sched.byName.get(r) ?? []) if (w.freeIndex >= 0 && !pool.includes(w) && !(exclude?.includes(w.id))) pool.push(w)
+      if (byId !== undefined && byId.freeIndex >= 0 && !pool.includes(byId) && !(exclude?.includes(byId.volunteer))) pool.push(byId)
+      for (const w of sched.byName.get(r) ?? []) if (w.freeIndex >= 0 && !pool.includes(w) && !(exclude?.includes(w.volunteer))) pool.push(w)
     }
     if (pool.length === 0) return null
     if (t.deps.length === 0) return leastOccupiedOf(sched, pool)
@@ -138,13 +140,13 @@ export function leastOccupied(sched: Scheduler, exclude: readonly string[] | nul
   let bestOcc = Infinity
   for (let i = 0; i < count; i++) {
     const w = free[(start + i) % n] as WorkerState
-    if (exclude !== null && exclude.includes(w.id)) continue
+    if (exclude !== null && exclude.includes(w.volunteer)) continue
     const occ = w.attempts.size / w.slots
     if (occ < bestOcc || (occ === bestOcc && best !== null && w.seq < best.seq)) { best = w; bestOcc = occ }
   }
   if (!all) {
     sched.cursor = start + count
-    if (best === null) return leastOccupiedOf(sched, free.filter(w => !(exclude?.includes(w.id))))
+    if (best === null) return leastOccupiedOf(sched, free.filter(w => !(exclude?.includes(w.volunteer))))
   }
   return best
 }
@@ -180,7 +182,7 @@ export function cheapest(sched: Scheduler, t: TaskState, pool: readonly WorkerSt
   if (fallback !== null) consider(fallback)
   for (const d of t.deps) {
     for (const h of d.holders ?? []) {
-      if (h.freeIndex >= 0 && !(exclude?.includes(h.id))) consider(h)
+      if (h.freeIndex >= 0 && !(exclude?.includes(h.volunteer))) consider(h)
     }
   }
   return best

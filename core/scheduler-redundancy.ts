@@ -1,5 +1,5 @@
 /**
- * Redundancy: a task with redundancy k runs on k distinct workers and is accepted only when
+ * Redundancy: a task with redundancy k runs on k distinct volunteers and is accepted only when
  * k reports agree on the digest of the result; disagreement asks for more runs, up to
  * 2k+1, then fails with redundancy-mismatch.
  *
@@ -64,7 +64,12 @@ export function syncRedundant(sched: Scheduler, t: TaskState): void {
 export function accept(sched: Scheduler, t: TaskState, digest: string): void {
   const r = t.redundant as Redundancy
   const agree = r.results.filter(x => x.digest === digest)
-  for (const x of r.results) if (x.digest !== digest) sched.freeKey(x.worker, t.key)
+  for (const x of r.results) {
+    if (x.digest === digest) continue
+    sched.freeKey(x.worker, t.key)
+    // outvoted by a quorum: the coordinator stops trusting it
+    sched.out.push({ type: 'outvoted', worker: x.worker.id, key: t.key, digest: x.digest, agreed: digest })
+  }
   dropResults(sched, t, true)
   t.nbytes = (agree[0] as { nbytes: number }).nbytes
   for (const x of agree) sched.addHolder(t, x.worker)

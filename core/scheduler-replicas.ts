@@ -20,7 +20,7 @@ export function dataTargets(sched: Scheduler, t: TaskState, k: number, allowPaus
       let best: WorkerState | null = null
       let bestLoad = Infinity
       for (const w of sched.byId.values()) {
-        if (w.retiring || (pass === 0 && !w.accepting) || chosen.includes(w) || pending.has(w) || t.holders?.includes(w)) continue
+        if (w.retiring || (pass === 0 && !w.accepting) || chosen.includes(w) || pending.has(w) || t.holders?.includes(w) || t.avoid?.includes(w.volunteer)) continue
         const load = w.nbytes + w.pendingBytes
         if (load < bestLoad || (load === bestLoad && best !== null && w.seq < best.seq)) { best = w; bestLoad = load }
       }
@@ -37,6 +37,7 @@ export function startPut(sched: Scheduler, t: TaskState, w: WorkerState): void {
   if (t.attempts === null) t.attempts = [a]
   else t.attempts.push(a)
   ;(w.puts ??= new Set()).add(a)
+  a.at = sched.now
   w.pendingBytes += t.nbytes
   sched.out.push({ type: 'put-data', worker: w.id, key: t.key })
 }

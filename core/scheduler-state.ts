@@ -47,6 +47,12 @@ export class Attempt {
   denied = false
   /** Sent ahead: assigned while inputs are still running on the same worker (not started, not stealable). */
   ahead = false
+  /** when it was assigned (scheduler clock) */
+  at = 0
+  /** when it became one of the first `slots` its worker holds, so most likely running (−1: not yet) */
+  started = -1
+  /** when the pending steal-request was sent */
+  stealAt = 0
   constructor(readonly id: number, readonly task: TaskState, readonly worker: WorkerState, readonly put: boolean) {}
 }
 
@@ -56,10 +62,12 @@ export interface Report { readonly worker: WorkerState; readonly digest: string;
 /** Per-task bookkeeping for redundancy > 1, allocated only for such tasks. */
 export class Redundancy {
   results: Report[] = []
-  /** ids of workers that ran or run an attempt (k runs must be on distinct workers) */
+  /** volunteers that ran or run an attempt (k runs must be on distinct volunteers, not connections) */
   tried: string[] = []
   /** finished reports counted towards the 2k+1 limit */
   reports = 0
+  /** since when no open worker of an untried volunteer exists while runs are still needed (−1: one does) */
+  starvedSince = -1
 }
 
 export class TaskState {
@@ -81,6 +89,10 @@ export class TaskState {
   redundant: Redundancy | null = null
   /** runs lost with a worker that died or crashed (the killed-worker rule) */
   failures = 0
+  /** volunteers an attempt of it lapsed, crashed or died on: it goes elsewhere if it can */
+  avoid: string[] | null = null
+  /** ms a run may take (0: no limit of its own) */
+  timeout = 0
   turn = -1
   seq = -1
   heapIndex = -1
@@ -141,16 +153,28 @@ export class WorkerState {
   /** scratch space for placement (bytes of a task's deps held here), valid when scratchMark matches */
   scratch = 0
   scratchMark = 0
+  /** slots it says it has; `slots` is what it has earned of them (see core/trust.ts) */
+  claimed: number
+  /** tasks it may hold at once: small for a new worker, grows as it returns results, shrinks when it lapses */
+  window: number
 
   constructor(
     readonly id: string,
     readonly name: string,
     readonly kind: WorkerKind,
+    /** slots the scheduler counts on: min(claimed, window) */
     public slots: number,
     readonly since: number,
     /** join order, the tie-breaker that makes placement deterministic */
     readonly seq: number,
-  ) {}
+    /** who runs it: two connections of one volunteer count once for redundancy */
+    readonly volunteer: string,
+    window: number,
+  ) {
+    this.claimed = slots
+    this.window = window
+    this.slots = Math.max(1, Math.min(slots, window))
+  }
 }
 
 // Wanters are a string for one client and an array beyond: most tasks have one.
@@ -220,6 +244,11 @@ export interface ResolvedOptions {
   allowedFailures: number
   leaseMs: number
   sendAhead: boolean
+  initialWindow: number
+  /** null: no deadlines */
+  deadlines: { factor: number; minMs: number; slackMs: number } | null
+  stealTimeoutMs: number
+  redundancyWaitMs: number
 }
 
 export interface Info { worker?: WorkerState; note?: string; error?: WireError; /** shown as 'attempt N' in the story */ attempt?: number }

@@ -31,6 +31,7 @@ export function stealWork(sched: Scheduler): void {
         excess--
         if (a.thief !== null || a.denied || !canSteal(sched, a, victim, thief)) continue
         a.thief = thief
+        a.stealAt = sched.now
         thief.incoming++
         victim.stealing++
         want--
@@ -52,7 +53,8 @@ export function canSteal(sched: Scheduler, a: Attempt, victim: WorkerState, thie
   if (a.ahead) return false
   if (t.activeDependents > 0) for (const d of t.dependents as Set<TaskState>) if (d.status === 'processing' && d.waitingOn > 0) return false
   if (t.restrict !== null && !t.restrict.includes(thief.id) && !t.restrict.includes(thief.name)) return false
-  if (t.redundant !== null && t.redundant.tried.includes(thief.id)) return false
+  if (t.redundant !== null && t.redundant.tried.includes(thief.volunteer)) return false
+  if (t.avoid !== null && t.avoid.includes(thief.volunteer)) return false
   if (t.deps.length > 0) {
     let bytes = 0
     for (const d of t.deps) {

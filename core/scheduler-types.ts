@@ -31,6 +31,8 @@ export interface TaskSpec {
   workers: string[]
   /** Size of the encoded arguments/data in bytes. */
   nbytes: number
+  /** ms a run may take (the worker stops it then); the scheduler takes it back past this plus `deadlines.slackMs` */
+  timeout?: number
 }
 
 export type SchedulerEvent =
@@ -40,13 +42,18 @@ export type SchedulerEvent =
   | { type: 'submit'; client: string; tasks: TaskSpec[] }
   /** The client no longer holds futures to these keys. */
   | { type: 'release'; client: string; keys: string[] }
-  /** The client cancels these keys (and their not-yet-done dependents that it submitted): every client wanting them gets state 'cancelled'. */
+  /** The client drops its interest in these keys (and in their not-yet-done dependents it wants), and hears 'cancelled' for them; other clients' futures for the same keys stay as they were (as in Dask). Work nobody wants any more stops. */
   | { type: 'cancel'; client: string; keys: string[] }
   /** The client wants the data of these keys sent to it once they are in memory. */
   | { type: 'gather'; client: string; keys: string[] }
-  | { type: 'worker-added'; worker: string; name: string; kind: WorkerKind; slots: number; /** keys it already holds (a tab that reloaded, with spilled data) */ held?: { key: string; nbytes: number }[] }
-  /** The worker is gone for good (after the grace period, or it left): reschedule, recompute or fail. */
-  | { type: 'worker-removed'; worker: string; reason: 'disconnected' | 'left' | 'kicked' }
+  | { type: 'worker-added'; worker: string; name: string; kind: WorkerKind; slots: number; /** keys it already holds (a tab that reloaded, with spilled data) */ held?: { key: string; nbytes: number }[]; /** who runs it (core/trust.ts volunteerOf); default: its own id */ volunteer?: string }
+  /**
+   * The worker is gone for good (after the grace period, or it left): reschedule, recompute or fail.
+   * Its running tasks count a death towards 'killed-worker' only if it had returned a result
+   * before (a new connection that vanishes proves nothing about the task), and never when it
+   * left or was quarantined.
+   */
+  | { type: 'worker-removed'; worker: string; reason: 'disconnected' | 'left' | 'kicked' | 'quarantined' }
   /** Paused by the volunteer, or past its memory high-water mark: gets no new tasks. */
   | { type: 'worker-status'; worker: string; accepting: boolean; /** the pool was resized */ slots?: number }
   /** Graceful leave: stop assigning, hand off data still wanted to other workers, then emit 'retire-done'. */
@@ -67,7 +74,9 @@ export type SchedulerEvent =
   /**
    * Time passes (`now` on the event). Workers silent for `leaseMs` with tasks in hand lose
    * them: their attempts go elsewhere (late reports are dropped by attempt id) and they
-   * get no new tasks until they speak again.
+   * get no new tasks until they speak again. With the trust options set, deadlines are
+   * enforced whatever the heartbeats say (`deadlines`, `stealTimeoutMs`), and redundant
+   * tasks no volunteer is left for fail (`redundancyWaitMs`).
    */
   | { type: 'tick' }
   /** The client now holds futures to these existing keys (a dataset it got, say): it wants them and hears their state; unknown keys are 'lost' to it. */
@@ -125,6 +134,10 @@ export type Command =
   | { type: 'retire-done'; worker: string }
   /** The worker went quiet for `leaseMs` with `tasks` in hand: they were taken back (for the log). */
   | { type: 'worker-lapsed'; worker: string; tasks: number; quietMs: number }
+  /** The worker held a run (or a put, attempt 0) past its deadline, or left a steal-request unanswered: taken back (for the log). */
+  | { type: 'deadline-missed'; worker: string; key: string; attempt: number; heldMs: number; why: 'deadline' | 'put' | 'steal' }
+  /** A quorum of redundant runs agreed on another digest than this worker's: it is not to be trusted. */
+  | { type: 'outvoted'; worker: string; key: string; digest: string; agreed: string }
 
 export interface SchedulerOptions {
   /** Check every invariant after each event and throw on a broken one (tests). */
@@ -150,6 +163,14 @@ export interface SchedulerOptions {
    * with no round trip through the coordinator. Default true.
    */
   sendAhead?: boolean
+  /** Tasks a new worker may hold at once; one more per result it returns, halved when it lapses (core/trust.ts). Default Infinity (no window). */
+  initialWindow?: number
+  /** Deadlines enforced on `tick` whatever the heartbeats say (core/trust.ts Deadlines). Default: none. */
+  deadlines?: { factor?: number; minMs?: number; slackMs?: number }
+  /** ms a steal-request may go unanswered before the task is taken back anyway. Default Infinity. */
+  stealTimeoutMs?: number
+  /** ms a redundant task may lack a volunteer that has not run it yet before it fails, checked on `tick`. Default Infinity. */
+  redundancyWaitMs?: number
 }
 
 export interface StoryEntry { key: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; worker?: string; now: number; note?: string }

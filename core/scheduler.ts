@@ -35,6 +35,8 @@ import { dropResults, syncRedundant } from './scheduler-redundancy.js'
 import { dropMoves, handoff, handoffIfSole, removeMove, replicate, replicateAll } from './scheduler-replicas.js'
 import { broken, record, storyOf } from './scheduler-story.js'
 import { validate } from './scheduler-validate.js'
+import { Deadlines, narrow, widen } from './trust.js'
+import { checkTrust } from './scheduler-trust.js'
 
 type TransitionFn = (this: Scheduler, t: TaskState, to: TaskStatus, info: Info) => void
 
@@ -55,6 +57,14 @@ function resolveOptions(o: SchedulerOptions): ResolvedOptions {
     allowedFailures: positive('allowedFailures', o.allowedFailures, 3, true, 1),
     leaseMs: positive('leaseMs', o.leaseMs, 15_000, false, 1),
     sendAhead: o.sendAhead !== false,
+    initialWindow: o.initialWindow === undefined || o.initialWindow === Infinity ? Infinity : positive('initialWindow', o.initialWindow, Infinity, true, 1),
+    deadlines: o.deadlines === undefined ? null : {
+      factor: o.deadlines.factor ?? 10,
+      minMs: o.deadlines.minMs ?? positive('leaseMs', o.leaseMs, 15_000, false, 1),
+      slackMs: o.deadlines.slackMs ?? 5_000,
+    },
+    stealTimeoutMs: o.stealTimeoutMs === undefined || o.stealTimeoutMs === Infinity ? Infinity : positive('stealTimeoutMs', o.stealTimeoutMs, Infinity, false, 0),
+    redundancyWaitMs: o.redundancyWaitMs === undefined || o.redundancyWaitMs === Infinity ? Infinity : positive('redundancyWaitMs', o.redundancyWaitMs, Infinity, false, 0),
   }
 }
 
@@ -107,8 +117,12 @@ export class Scheduler {
   /** the average capacities are computed with; follows avgMs with hysteresis */
   capMs = 1
 
+  /** run times per group, for the deadlines enforced on tick (null: none) */
+  readonly deadlines: Deadlines | null
+
   constructor(options: SchedulerOptions = {}) {
     this.opts = resolveOptions(options)
+    this.deadlines = this.opts.deadlines === null ? null : new Deadlines(this.opts.deadlines)
   }
 
   // ───────────────────────────── the mutator ─────────────────────────────
@@ -215,7 +229,7 @@ export class Scheduler {
     const out: WorkerInfo[] = []
     for (const w of this.byId.values()) {
       out.push({
-        id: w.id, name: w.name, kind: w.kind, slots: w.slots, accepting: w.accepting, retiring: w.retiring,
+        id: w.id, name: w.name, kind: w.kind, slots: w.claimed, accepting: w.accepting, retiring: w.retiring,
         processing: w.attempts.size, held: w.holds.size, nbytes: w.nbytes, done: w.done, since: w.since,
       })
     }
@@ -304,6 +318,7 @@ export class Scheduler {
         int(s.retries, 0, 0), int(s.redundancy, 1, 1), restrict, int(s.nbytes, 0, 0), c,
       )
       if (fn !== null && t.redundancy > 1) t.redundant = new Redundancy()
+      if (typeof s.timeout === 'number' && s.timeout > 0) t.timeout = s.timeout
       this.tasks.set(s.key, t)
       this.want(t, c)
       // heapIndex is unused while 'new': it carries the task's index in this batch.
@@ -382,15 +397,15 @@ export class Scheduler {
   }
 
   /**
-   * Every wanter of the keys, and of their unfinished dependents that this client
-   * wants, gets 'cancelled'; then the tasks are released, which cancels running
-   * attempts and forgets what nothing else needs. Work another client's tasks still
-   * depend on goes on for them.
+   * The client drops its interest in the keys, and in their unfinished dependents that
+   * it wants too, and hears 'cancelled' for each. Only its own interest: another
+   * client's future for the same key stays as it was (pure keys are shared by unrelated
+   * users), as in Dask. What nobody wants any more is released, which cancels its runs.
    */
   onCancel(client: string, keys: readonly string[]): void {
     for (const k of keys) {
       const t = this.tasks.get(k)
-      if (t === undefined) continue
+      if (t === undefined || !hasWanter(t, client)) continue
       const set: TaskState[] = [t]
       const seen = new Set<TaskState>(set)
       for (let i = 0; i < set.length; i++) {
@@ -401,11 +416,8 @@ export class Scheduler {
         }
       }
       for (const x of set) {
-        const clients = wanterList(x)
-        if (clients.length > 0) {
-          this.out.push({ type: 'key-state', clients, key: x.key, state: 'cancelled', error: { code: 'cancelled', message: `${x.key} was cancelled by client ${client}`, key: x.key } })
-        }
-        this.unwantAll(x)
+        this.out.push({ type: 'key-state', clients: [client], key: x.key, state: 'cancelled', error: { code: 'cancelled', message: `${x.key} was cancelled by this client`, key: x.key } })
+        this.unwant(x, client)
         record(this, x, x.status, x.status as TaskStatus, undefined, `cancelled by ${client}`)
         this.todo.push(x)
       }
@@ -512,7 +524,7 @@ export class Scheduler {
 
   onWorkerAdded(e: Extract<SchedulerEvent, { type: 'worker-added' }>): void {
     if (this.byId.has(e.worker)) return
-    const w = new WorkerState(e.worker, e.name, e.kind, int(e.slots, 1, 1), this.now, ++this.workerSeq)
+    const w = new WorkerState(e.worker, e.name, e.kind, int(e.slots, 1, 1), this.now, ++this.workerSeq, typeof e.volunteer === 'string' ? e.volunteer : e.worker, this.opts.initialWindow)
     w.lastSeen = this.now
     this.byId.set(w.id, w)
     const named = this.byName.get(w.name)
@@ -531,7 +543,7 @@ export class Scheduler {
     replicateAll(this)
   }
 
-  onWorkerRemoved(id: string, reason: 'disconnected' | 'left' | 'kicked'): void {
+  onWorkerRemoved(id: string, reason: 'disconnected' | 'left' | 'kicked' | 'quarantined'): void {
     const w = this.byId.get(id)
     if (w === undefined) return
     w.alive = false
@@ -546,14 +558,15 @@ export class Scheduler {
     this.aheadLater.delete(w)
     this.frees.delete(w)
     this.touch(w)
-    const counts = reason !== 'left'
+    // a worker that never returned a result proves nothing about a task by vanishing with it
+    const counts = reason !== 'left' && reason !== 'quarantined' && w.done > 0
     const why = `worker ${w.name} removed (${reason})`
     for (const a of [...w.order]) {
       if (!a.live) continue
       const ahead = a.ahead
       this.endAttempt(a)
       record(this, a.task, a.task.status, a.task.status as TaskStatus, w.id, `lost: ${why}`, a.id)
-      this.attemptFailed(a.task, counts && !ahead)
+      this.attemptFailed(a.task, counts && !ahead, w)
     }
     if (w.puts !== null) {
       for (const a of [...w.puts]) {
@@ -592,9 +605,9 @@ export class Scheduler {
   onWorkerStatus(id: string, accepting: boolean, slots?: number): void {
     const w = this.byId.get(id)
     if (w === undefined) return
-    if (slots !== undefined && slots !== w.slots) {
-      w.slots = int(slots, w.slots, 1)
-      this.touch(w)
+    if (slots !== undefined && slots !== w.claimed) {
+      w.claimed = int(slots, w.claimed, 1)
+      this.setWindow(w, w.window)
     }
     if (w.accepting === accepting) return
     w.accepting = accepting
@@ -671,6 +684,9 @@ export class Scheduler {
     }
     this.endAttempt(a)
     w.done++
+    if (w.window < w.claimed + this.opts.maxAhead) this.setWindow(w, widen(w.window, w.claimed + this.opts.maxAhead))
+    // run times clamped to what the scheduler saw elapse: no stretching a group's deadline
+    this.deadlines?.observe(t.group, Math.min(e.ms, this.now - a.at))
     this.updateAvg(e.ms)
     const nbytes = int(e.nbytes, 0, 0)
     if (t.redundant !== null) {
@@ -706,7 +722,7 @@ export class Scheduler {
     this.endAttempt(a)
     if (e.crashed === true) {
       record(this, t, 'processing', 'processing', w.id, 'crashed its worker', a.id)
-      this.attemptFailed(t, true)
+      this.attemptFailed(t, true, w)
     } else if (t.retries > 0) {
       t.retries--
       record(this, t, 'processing', 'processing', w.id, `erred (${e.error?.message ?? ''}); retrying, ${t.retries} retries left`, a.id)
@@ -742,10 +758,29 @@ export class Scheduler {
         this.out.push({ type: 'cancel-task', worker: w.id, key: t.key, attempt: a.id })
         this.endAttempt(a)
         record(this, t, 'processing', 'processing', w.id, 'lease expired', a.id)
-        // a task sent ahead never started: its loss does not count against it
-        this.attemptFailed(t, !ahead)
+        // a task sent ahead never started, and a worker that never returned a result proves
+        // nothing by stalling on it: neither counts against the task
+        this.attemptFailed(t, !ahead && w.done > 0, w)
       }
+      this.setWindow(w, narrow(w.window))
     }
+    checkTrust(this)
+  }
+
+  /** A worker's window changed (core/trust.ts): it counts on min(claimed, window) slots. */
+  setWindow(w: WorkerState, window: number): void {
+    w.window = window
+    w.slots = Math.max(1, Math.min(w.claimed, window))
+    this.touch(w)
+  }
+
+  /** Whether `key` is an input of a run assigned to `worker` now (the only keys a worker may fetch). */
+  isInputOf(key: string, worker: string): boolean {
+    const w = this.byId.get(worker)
+    const d = this.tasks.get(key)
+    if (w === undefined || d === undefined || d.dependents === null) return false
+    for (const t of d.dependents) if (t.attempts?.some(a => a.worker === w && !a.put)) return true
+    return false
   }
 
   onMissingData(e: Extract<SchedulerEvent, { type: 'missing-data' }>): void {
@@ -837,9 +872,13 @@ export class Scheduler {
     if (t.fn === null) replicate(this, t)
   }
 
-  /** A run was lost with its worker (counts) or given up (does not count). */
-  attemptFailed(t: TaskState, counts: boolean): void {
+  /**
+   * A run was lost with its worker (counts) or given up (does not count). Either way the
+   * task goes to another volunteer next, if one has room.
+   */
+  attemptFailed(t: TaskState, counts: boolean, w: WorkerState): void {
     if (t.status !== 'processing') return
+    if (!(t.avoid ??= []).includes(w.volunteer)) t.avoid.push(w.volunteer)
     if (counts && ++t.failures >= this.opts.allowedFailures) {
       this.err(t, {
         code: 'killed-worker',
@@ -1410,7 +1449,7 @@ export class Scheduler {
 
   capacity(w: WorkerState): number {
     const ahead = Math.min(Math.max(Math.ceil((w.slots * this.opts.pipelineMs) / this.capMs), w.slots), this.opts.maxAhead)
-    return w.slots + ahead
+    return Math.min(w.slots + ahead, w.window)
   }
 
   /** Re-files a worker in the free list, the thieves and the victims after any change. */

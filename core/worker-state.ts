@@ -81,6 +81,7 @@ export type WorkerEvent = (
   | { type: 'steal'; key: string; attempt: number }
   | { type: 'free'; keys: string[] }
   | { type: 'function'; hash: string; source: string }
+  /** `name` is namespaced (`ns/name`) when the module belongs to a client that uploaded it */
   | { type: 'module'; name: string; source: string }
   /** Store this value here (scattered data, a hand-off); its parts are already joined. */
   | { type: 'put'; key: string; data: Uint8Array }
@@ -1153,6 +1154,7 @@ export class WorkerState {
     for (let j = 0; j < a.deps.length; j++) deps[j] = a.deps[j]!.key
     const task: ExecTask = { key: a.key, attempt: a.attempt, fn: a.fn, args: a.args, deps, push: a.push, digest: a.digest ?? false }
     if (a.timeout !== undefined) task.timeout = a.timeout
+    if (a.ns !== undefined) task.ns = a.ns
     batch.tasks.push(task)
     if (this.nthreads === 1) {
       const ws = this.waiters.get(t.key)

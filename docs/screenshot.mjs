@@ -25,22 +25,27 @@ const until = async (check, what, ms = 120_000) => {
 
 function startCoordinator() {
   const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--log-format', 'json', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const url = new Promise((resolve, reject) => {
+  // its first record has its address and the dashboard's, which carries the client token it made
+  const banner = new Promise((resolve, reject) => {
     let out = ''
-    coordinator.stdout.on('data', d => { out += d; const m = /"url":"([^"]+)"/.exec(out); if (m) resolve(m[1]) })
+    coordinator.stdout.on('data', d => {
+      out += d
+      const m = /"url":"([^"]+)".*"dashboard":"([^"]+)"/.exec(out)
+      if (m) resolve({ url: m[1], dashboard: m[2], token: new URL(m[2]).searchParams.get('token') ?? undefined })
+    })
     coordinator.once('exit', code => reject(new Error(`coordinator exited with ${code}`)))
   })
-  return { coordinator, url }
+  return { coordinator, banner }
 }
 
 const browser = await chromium.launch({ executablePath: process.env.TABGRID_CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] })
 const first = startCoordinator()
 try {
   // a newcomer's first look: no worker yet, then this very tab donated
-  const url = await first.url
+  const { dashboard } = await first.banner
   const page = await (await browser.newContext({ viewport: { width: 1360, height: 1010 } })).newPage()
   page.on('pageerror', err => console.error(`dashboard: ${err.message}`))
-  await page.goto(url)
+  await page.goto(dashboard)
   await until(() => page.locator('#invite').isVisible(), 'the no-worker banner')
   await page.waitForTimeout(1200)
   await page.screenshot({ path: `${here}dashboard-no-worker.png` })
@@ -59,8 +64,8 @@ try {
   first.coordinator.kill('SIGINT')
 }
 
-const { coordinator, url: busyUrl } = startCoordinator()
-const url = await busyUrl
+const { coordinator, banner } = startCoordinator()
+const { url, dashboard, token } = await banner
 try {
   for (let i = 1; i <= 3; i++) {
     const tab = await (await browser.newContext()).newPage()
@@ -68,9 +73,9 @@ try {
   }
   const page = await (await browser.newContext({ viewport: { width: 1360, height: 1010 } })).newPage()
   page.on('pageerror', err => console.error(`dashboard: ${err.message}`))
-  await page.goto(url)
+  await page.goto(dashboard)
   await until(() => page.evaluate(() => window.tabgridDashboard.model.workers.size === 3), 'three tabs')
-  const client = await Client.connect(url)
+  const client = await Client.connect(url, { token })
 
   const spin = i => {
     const end = performance.now() + 15 + (i % 21)

@@ -38,7 +38,8 @@ async function openDashboard(g: BrowserGrid, opts: { path?: string; width?: numb
   const page = await context.newPage()
   await page.setViewportSize({ width: opts.width ?? 1440, height: opts.height ?? 1000 })
   g.watch(page)
-  await page.goto(`${g.url}${opts.path ?? '/'}`)
+  // by default the address the coordinator printed, with its client token
+  await page.goto(opts.path !== undefined ? `${g.url}${opts.path}` : g.coord.dashboardUrl)
   return page
 }
 
@@ -281,7 +282,9 @@ describe('dashboard', () => {
 
   it('asks for a token when the coordinator has one, and refuses a bad one clearly', async () => {
     grid = await suite.start({ clientToken: 's3cret' } satisfies StartOptions)
-    const page = await openDashboard(grid)
+    const page = await openDashboard(grid, { path: '/' })
+    // the gate's text is in the page from the start: wait for the page to show it
+    await until(() => page.locator('#gate').isVisible(), 'the token gate')
     await untilText(page, '#gate-title', /This grid needs a token/)
     expect(await page.locator('#board').isVisible()).toBe(false)
     await page.locator('#gate-token').fill('wrong')

@@ -34,7 +34,7 @@ describe('the client embedded in a web app', () => {
     const context = await grid.newContext()
     const page = await context.newPage()
     grid.watch(page)
-    await page.goto(`${grid.url}/examples/embed.html`)
+    await page.goto(`${grid.url}/examples/embed.html?token=${encodeURIComponent(grid.coord.clientToken ?? '')}`)
     await untilText(page, '#log', /connected; 2 workers on the grid/)
     await until(() => page.locator('#count').isEnabled(), 'the button')
     await page.locator('#count').click()

@@ -61,9 +61,11 @@ describe('first run', () => {
     let out = ''
     started.stdout!.on('data', d => { out += String(d) })
     started.stderr!.on('data', d => { out += String(d) })
-    const url = await until(() => /"url":"(http:\/\/[^"]+)"/.exec(out)?.[1], 'npm start to listen', 240_000)
+    // the address it prints for the dashboard carries the client token it made
+    const dashboard = await until(() => /"dashboard":"(http:\/\/[^"]+)"/.exec(out)?.[1], 'npm start to listen', 240_000)
+    expect(dashboard).toMatch(/\/\?token=[0-9a-f]{32}$/)
     await until(() => (out.match(/"msg":"joined /g) ?? []).length === 2, 'the two local workers')
-    const page = await openDashboard(undefined, `${url}/`)
+    const page = await openDashboard(undefined, dashboard)
     await until(() => page.evaluate(() => (window as unknown as { tabgridDashboard: Dashboard }).tabgridDashboard.model.grid?.workers === 2), 'two workers on the dashboard')
     expect(await page.locator('#invite').isHidden()).toBe(true)
     await runExample(page, 'Shape vs pull', /send a => a\.shape to the data: +1000×1000/)
@@ -75,7 +77,7 @@ describe('first run', () => {
 
   it('with no worker: says so, a run says why it waits, one click donates this tab, and a stopped run leaves no empty row', { timeout: 180_000 }, async () => {
     const grid = await suite.start()
-    const page = await openDashboard(grid, `${grid.url}/`)
+    const page = await openDashboard(grid, grid.coord.dashboardUrl)
     await until(() => page.locator('#invite').isVisible(), 'the no-worker banner')
     expect(await page.locator('#invite').textContent()).toMatch(/No worker has joined yet, so tasks wait in the queue\..*Web Worker.* of this tab.*npx tabgrid worker http:\/\/127\.0\.0\.1:\d+/s)
     await screenshot(page, 'dashboard-no-worker')

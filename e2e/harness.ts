@@ -161,7 +161,7 @@ export async function startBrowserGrid(browser: Browser, coordinator: StartOptio
       return tab
     },
     async client() {
-      const c = await Client.connect(coord.url)
+      const c = await Client.connect(coord.url, { token: coord.clientToken })
       clients.push(c)
       return c
     },

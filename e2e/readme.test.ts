@@ -20,11 +20,13 @@ describe('README html blocks', () => {
 
   html.forEach((block, i) => {
     it(`block ${i + 1} runs in a page of another origin and logs what its comments say`, async () => {
-      const grid = await suite.start()
-      await grid.openTab({ workers: 1 })
-      const page = block.code.replaceAll('127.0.0.1:8786', grid.url.replace('http://', ''))
+      let page = ''
       const app = createServer((_, res) => { res.writeHead(200, { 'content-type': 'text/html' }); res.end(`<!doctype html><title>app</title>${page}`) })
       await new Promise<void>(r => app.listen(0, '127.0.0.1', r))
+      // the app's origin is allowed to connect, as the README says to start the coordinator for it
+      const grid = await suite.start({ allowOrigin: [`http://127.0.0.1:${(app.address() as AddressInfo).port}`] })
+      await grid.openTab({ workers: 1 })
+      page = block.code.replaceAll('127.0.0.1:8786', grid.url.replace('http://', '')).replaceAll('THE-CLIENT-TOKEN', grid.coord.clientToken ?? '')
       try {
         const context = await grid.newContext()
         const tab = await context.newPage()

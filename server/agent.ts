@@ -36,6 +36,10 @@ export interface WorkerOptions {
   deathTimeout?: number
   /** ms after joining when the agent retires gracefully (hands its data off, then leaves), as Dask's `--lifetime`. */
   lifetime?: number
+  /** folder to spill to (kept: its owner removes it). Default: a new temporary folder, removed when the agent closes */
+  spillDir?: string
+  /** the local address to connect from, on a machine with several (each address is a volunteer of its own) */
+  localAddress?: string
   log?: (line: string, level?: 'info' | 'warn' | 'error') => void
 }
 
@@ -85,15 +89,15 @@ export async function startWorker(address: string, options: WorkerOptions = {}):
     if (v !== undefined && !(Number.isFinite(v) && v > 0 && v <= 2 ** 31 - 1)) throw new RangeError(`${k} must be a positive number of ms (got ${v})`)
   }
   const log = options.log ?? (() => {})
-  const spillDir = await mkdtemp(join(tmpdir(), 'tabgrid-spill-'))
+  const spillDir = options.spillDir ?? await mkdtemp(join(tmpdir(), 'tabgrid-spill-'))
   const runtime = new WorkerRuntime({
     nprocs, nthreads, spawn: spawnThread, log: line => log(line),
     threadInit: i => ({ memoryLimit: Math.floor(memoryLimit / nprocs), spill: join(spillDir, `thread-${i}`) }),
   })
-  const cleanup = (): Promise<void> => rm(spillDir, { recursive: true, force: true })
+  const cleanup = (): Promise<void> => options.spillDir !== undefined ? Promise.resolve() : rm(spillDir, { recursive: true, force: true })
   let link: Link<WorkerMessage, ToWorkerMessage>
   try {
-    link = await connectLink(url, hello, { timeout: options.timeout ?? options.deathTimeout ?? 10_000 })
+    link = await connectLink(url, hello, { timeout: options.timeout ?? options.deathTimeout ?? 10_000, ...(options.localAddress ? { localAddress: options.localAddress } : {}) })
   } catch (err) {
     await runtime.close()
     await cleanup()

@@ -2,6 +2,7 @@
  * The `tabgrid` command: `tabgrid coordinator` and `tabgrid worker URL`.
  */
 import { cac } from 'cac'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Level, Logger } from 'pino'
@@ -10,6 +11,7 @@ import { startWorker, type RunningWorker, type WorkerOptions } from './agent.js'
 import { makeLogger, lineLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './log.js'
 import { machineMemory, parseDuration, parseMemoryLimit } from './flags.js'
 import { coordinatorUrl } from '../shared/address.js'
+import { runSandboxed, inSandbox, exitWithParent, sandboxSpillDir, EXIT_WITH_PARENT } from './sandbox.js'
 
 const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version
 const cli = cac('tabgrid')
@@ -48,43 +50,53 @@ const logOptions = <T extends ReturnType<typeof cli.command>>(c: T): T => c
 logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto browser tabs and Node workers')
   .option('--port <port>', 'port to listen on (0 picks a free one)', { default: 8786 })
   .option('--host <host>', 'address to listen on (0.0.0.0 for every interface)', { default: '127.0.0.1' })
-  .option('--client-token <token>', 'token clients and the dashboard\'s code panel must present')
+  .option('--client-token <token>', 'token clients and the dashboard must present (default: one made for this run, printed below)')
   .option('--worker-token <token>', 'token workers must present to join')
+  .option('--allow-origin <origin>', 'a web app\'s origin (https://app.example.org) whose pages may connect; repeat for more, \'*\' for any')
   .option('--local-workers <n>', 'also start n Node workers (one thread each) in this process, so the grid computes at once', { default: 0 }))
   .example('tabgrid coordinator --port 8786 --client-token s3cret')
   .example('tabgrid coordinator --local-workers 2')
-  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; localWorkers: unknown } & LogFlags) => {
+  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; allowOrigin?: unknown; localWorkers: unknown } & LogFlags) => {
     const { log, format } = logger('coordinator', o)
     const local = int(o.localWorkers, '--local-workers', 0, 64)
     const port = int(o.port, '--port', 0, 65535)
+    const allowOrigin = (o.allowOrigin === undefined ? [] : Array.isArray(o.allowOrigin) ? o.allowOrigin : [o.allowOrigin]).map(String)
     const running = await startCoordinator({
       port, host: String(o.host),
       clientToken: o.clientToken === undefined ? undefined : String(o.clientToken),
       workerToken: o.workerToken === undefined ? undefined : String(o.workerToken),
+      allowOrigin,
       log: lineLogger(log),
     }).catch((err: Error & { code?: string }) => {
       log.error(err.code === 'EADDRINUSE' ? `port ${port} is in use: stop what listens there, or pick another with --port` : `cannot start: ${err.message}`)
       process.exit(1)
     })
+    // the dashboard's address carries the client token (as Jupyter prints its URL)
+    const workerPage = o.workerToken === undefined ? running.workerPageUrl : `${running.workerPageUrl}?token=${encodeURIComponent(String(o.workerToken))}`
     const banner = {
-      url: running.url, workerPage: running.workerPageUrl, dashboard: running.dashboardUrl,
+      url: running.url, workerPage, dashboard: running.dashboardUrl,
     }
     if (format === 'json') log.info(banner, `tabgrid coordinator ${version} listening on ${running.url}`)
     else if (!o.quiet) {
       console.log(`tabgrid coordinator ${version} listening on ${running.url}`)
       console.log(`  dashboard: ${running.dashboardUrl}`)
-      console.log(`  worker page (open it in a browser tab to donate compute): ${running.workerPageUrl}`)
-      console.log(`  Node worker: npx tabgrid worker ${running.url}`)
-      console.log(`  client: await Client.connect('${running.url}')`)
+      console.log(`  worker page (open it in a browser tab to donate compute): ${workerPage}`)
+      console.log(`  Node worker: npx tabgrid worker ${running.url}${o.workerToken === undefined ? '' : ` --token ${String(o.workerToken)}`}`)
+      console.log(running.clientToken
+        ? `  client: TABGRID_URL=${running.url} TABGRID_TOKEN=${running.clientToken}, then await Client.connect()`
+        : `  client: await Client.connect('${running.url}')`)
     }
-    const agents: RunningWorker[] = []
+    // local workers are Node agents like any other, in processes of their own: their
+    // tasks are clients' code, so they run under Node's permission model too
+    const agents: ChildProcess[] = []
     for (let i = 1; i <= local; i++) {
-      const name = `local-${i}`
-      agents.push(await startWorker(running.url, {
-        nprocs: 1, nthreads: 1, name, memoryLimit: Math.floor(machineMemory() / 2 / local),
-        ...(o.workerToken === undefined ? {} : { token: String(o.workerToken) }),
-        log: lineLogger(log.child({ name })),
-      }))
+      const args = [
+        join(packageRoot, 'bin', 'tabgrid.js'), 'worker', running.url, '--nworkers', '1', '--nthreads', '1', '--name', `local-${i}`,
+        '--memory-limit', String(Math.floor(machineMemory() / 2 / local)), '--log-format', format,
+        ...(o.logLevel !== undefined ? ['--log-level', String(o.logLevel)] : o.quiet ? ['--quiet'] : []),
+        ...(o.workerToken === undefined ? [] : ['--token', String(o.workerToken)]),
+      ]
+      agents.push(spawn(process.execPath, args, { stdio: ['pipe', 'inherit', 'inherit'], env: { ...process.env, [EXIT_WITH_PARENT]: '1' } }))
     }
     let stopping = false
     const stop = async (sig: string): Promise<void> => {
@@ -93,7 +105,7 @@ logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto
       log.info(`${sig}: shutting down`)
       // the coordinator says goodbye to its workers, the local ones included, then they close
       await running.close()
-      await Promise.all(agents.map(a => a.close()))
+      await Promise.all(agents.map(a => a.exitCode !== null ? undefined : new Promise(r => { a.once('exit', r); setTimeout(() => { a.kill('SIGKILL'); r(undefined) }, 5_000).unref() })))
       process.exit(0)
     }
     process.on('SIGINT', () => void stop('SIGINT'))
@@ -107,10 +119,19 @@ logOptions(cli.command('worker [url]', 'Join a coordinator as a Node worker (URL
   .option('--name <name>', 'a name shown on the dashboard')
   .option('--memory-limit <limit>', 'results kept in memory before spilling to disk: auto (the machine\'s memory), a fraction like 0.5, or a size like 4GB (default: 0.5)')
   .option('--death-timeout <duration>', 'give up when the coordinator has been gone this long, e.g. 60 (seconds), 5m (default: keep trying)')
-  .option('--lifetime <duration>', 'retire gracefully after this long: hand data off, then leave, e.g. 1h'))
+  .option('--lifetime <duration>', 'retire gracefully after this long: hand data off, then leave, e.g. 1h')
+  .option('--trust-tasks', 'run tasks without Node\'s permission model (they may then read files and start processes)')
+  .option('--local-address <address>', 'the local address to connect from, on a machine with several'))
   .example('tabgrid worker http://localhost:8786 --nworkers 2 --nthreads 1')
   .example('tabgrid worker 127.0.0.1:8786 --memory-limit 4GB --lifetime 1h')
-  .action(async (address: string | undefined, o: { nworkers?: unknown; nthreads: unknown; token?: string; name?: string; memoryLimit?: unknown; deathTimeout?: unknown; lifetime?: unknown } & LogFlags) => {
+  .action(async (address: string | undefined, o: { nworkers?: unknown; nthreads: unknown; token?: string; name?: string; memoryLimit?: unknown; deathTimeout?: unknown; lifetime?: unknown; trustTasks?: boolean; localAddress?: unknown } & LogFlags) => {
+    // started by a coordinator's --local-workers: go when it goes
+    if (process.env[EXIT_WITH_PARENT] === '1') exitWithParent()
+    if (!o.trustTasks && !inSandbox()) {
+      // tasks are other people's code: run the agent again under Node's permission model
+      process.exit(await runSandboxed(process.argv.slice(2)))
+    }
+    if (inSandbox()) exitWithParent()
     const { log: logger_ } = logger('worker', o)
     const log = lineLogger(logger_)
     const given = address ?? process.env.TABGRID_URL
@@ -124,6 +145,9 @@ logOptions(cli.command('worker [url]', 'Join a coordinator as a Node worker (URL
     if (o.name !== undefined) opts.name = String(o.name)
     if (o.deathTimeout !== undefined) opts.deathTimeout = flag(() => parseDuration(o.deathTimeout, '--death-timeout'))
     if (o.lifetime !== undefined) opts.lifetime = flag(() => parseDuration(o.lifetime, '--lifetime'))
+    const spill = sandboxSpillDir()
+    if (spill !== undefined) opts.spillDir = spill
+    if (o.localAddress !== undefined) opts.localAddress = String(o.localAddress)
     let worker: RunningWorker
     try {
       worker = await startWorker(url, opts)

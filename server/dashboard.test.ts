@@ -9,6 +9,7 @@ import { Coordinator, type Connection, type Observed } from '../core/coordinator
 import { attachDashboard, groupOfKey, type DashboardOptions, type DashboardStream } from './dashboard.js'
 import { dashboardUpdate, type DashboardUpdate, type ToWorkerMessage } from '../shared/protocol.js'
 import { encodeFrame } from '../shared/wire.js'
+import { hashString } from '../shared/hash.js'
 
 class FakeConn implements Connection {
   static seq = 0
@@ -302,9 +303,10 @@ describe('dashboard stream', () => {
     const client = new FakeConn()
     const cid = g.coordinator.accept(client, { role: 'client' })
     const args = new Uint8Array([0x90])
+    const source = 'x => x + 1'
     g.coordinator.receive(cid, [
-      { type: 'function', hash: 'h1', source: 'x => x + 1' },
-      { type: 'submit', tasks: Array.from({ length: 200 }, (_, i) => ({ key: `inc-${i}`, fn: 'h1', args, deps: [], group: 'inc' })) },
+      { type: 'function', hash: hashString(source), source },
+      { type: 'submit', tasks: Array.from({ length: 200 }, (_, i) => ({ key: `inc-${i}`, fn: hashString(source), args, deps: [], group: 'inc' })) },
     ])
     const u1 = g.dash.tick()!
     const inc = u1.groups.find(r => r[0] === 'inc')!
@@ -350,9 +352,10 @@ describe('dashboard stream', () => {
     const cid = g.coordinator.accept(client, { role: 'client' })
     const args = new Uint8Array([0x90])
     const keys = Array.from({ length: 50 }, (_, i) => `work-${i}`)
+    const source = 'x => x'
     g.coordinator.receive(cid, [
-      { type: 'function', hash: 'h1', source: 'x => x' },
-      { type: 'submit', tasks: keys.map(key => ({ key, fn: 'h1', args, deps: [], group: 'work' })) },
+      { type: 'function', hash: hashString(source), source },
+      { type: 'submit', tasks: keys.map(key => ({ key, fn: hashString(source), args, deps: [], group: 'work' })) },
     ])
     g.advance(500)
     expect(g.dash.tick()!.groups.find(r => r[0] === 'work')).toEqual(['work', 0, 0, 50, 0])

@@ -3,6 +3,7 @@
  * and a socket.io server whose sockets become Connections of the core (coordinator.ts).
  */
 import { createServer, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { extname, join, normalize, resolve, dirname, relative, isAbsolute } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,6 +15,7 @@ import { coordinatorMetrics } from './metrics.js'
 import { LIMITS, type FrameEvents, type InboundFrameEvents, type SocketData } from '../shared/protocol.js'
 import { Outbox, packFrame, decodeFrame } from '../shared/wire.js'
 import { frameParser } from '../shared/socket-parser.js'
+import { randomSecret, type DigesterFactory } from '../shared/digest.js'
 
 export interface StartOptions extends CoordinatorOptions {
   /** Default 8786; 0 picks a free port. */
@@ -24,16 +26,32 @@ export interface StartOptions extends CoordinatorOptions {
   webRoot?: string
   /** ms between dashboard snapshots. Default 500. */
   dashboardMs?: number
+  /**
+   * Origins of web apps that embed the client (`https://app.example.org`), besides the
+   * coordinator's own; `'*'` lets any page connect. Socket.io connections from other
+   * browser origins are refused. Node programs send no Origin and are not affected.
+   */
+  allowOrigin?: string[]
+  /** failed token checks one address may make within `authWindowMs` before it is refused outright. Default 10 */
+  maxAuthFailures?: number
+  /** Default 60 s */
+  authWindowMs?: number
 }
 
 export interface RunningCoordinator {
   coordinator: Coordinator
+  /**
+   * The token clients and the dashboard present: the one given, or one made for this run
+   * when none was (pass `clientToken: ''` to run without, behind auth of your own).
+   */
+  clientToken: string | undefined
   /** the socket.io server (for tests and embedding) */
   io: IOServer<InboundFrameEvents, FrameEvents, Record<string, never>, SocketData>
   /** http://host:port */
   url: string
   port: number
   workerPageUrl: string
+  /** the dashboard, with the client token in it (`/?token=…`), as Jupyter prints its URL */
   dashboardUrl: string
   close(): Promise<void>
 }
@@ -50,7 +68,11 @@ const TYPES: Record<string, string> = {
 
 /** Starts a coordinator; resolves when it listens. */
 export async function startCoordinator(options: StartOptions = {}): Promise<RunningCoordinator> {
-  const coordinator = new Coordinator(options)
+  // safe by default: a grid started without a client token gets one
+  const clientToken = options.clientToken === undefined ? randomSecret(16) : options.clientToken || undefined
+  const coordinator = new Coordinator({ tokenEquals, digester: nodeDigester, ...options, clientToken })
+  const allowed = new Set(options.allowOrigin ?? [])
+  const failures = new AuthFailures(options.maxAuthFailures ?? 10, options.authWindowMs ?? 60_000)
   const metrics = coordinatorMetrics(coordinator)
   const log = options.log ?? (() => {})
   const webRoot = options.webRoot ?? join(packageRoot, 'dist', 'web')
@@ -101,6 +123,14 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       // Tasks run only in Web Workers and may reach nothing but this coordinator. A Web
       // Worker gets its CSP from its own script's response, so assets carry it too.
       headers['content-security-policy'] = WORKER_CSP
+    } else if (page.endsWith('.html')) {
+      // the dashboard reaches only this coordinator, and no other site may frame it
+      headers['content-security-policy'] = DASHBOARD_CSP
+    }
+    if (page.endsWith('.html')) {
+      headers['x-frame-options'] = 'DENY'
+      // its address may carry the client token: never send it on to another site
+      headers['referrer-policy'] = 'no-referrer'
     }
     await serveFile(res, webRoot, page, headers)
   }
@@ -112,19 +142,39 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     transports: ['websocket', 'polling'],
     pingInterval: 5_000,
     pingTimeout: 10_000,
-    cors: { origin: true },
+    // browsers say where a page comes from: this coordinator's own pages, and the web apps allowed
+    allowRequest: (req, cb) => {
+      const origin = req.headers.origin
+      if (origin === undefined || allowed.has('*') || allowed.has(origin) || sameOrigin(origin, req.headers.host)) cb(null, true)
+      else {
+        coordinator.metrics.badMessages++
+        log(`refused a connection from ${req.socket.remoteAddress ?? '?'}: its origin ${origin.slice(0, 100)} may not connect (tabgrid coordinator --allow-origin)`, 'warn')
+        cb(`the origin ${origin.slice(0, 100)} may not connect (tabgrid coordinator --allow-origin)`, false)
+      }
+    },
+    cors: { origin: (origin, cb) => cb(null, origin === undefined || allowed.has('*') || allowed.has(origin)) },
   })
 
   io.use((socket, next) => {
-    const verdict = coordinator.authorize(socket.handshake.auth)
+    const address = socket.handshake.address
+    const now = Date.now()
+    const locked = failures.lockedFor(address, now)
+    const verdict = locked > 0
+      ? { ok: false as const, code: 'auth' as const, message: `too many failed token checks from ${address}: try again in ${Math.ceil(locked / 1000)} s` }
+      : coordinator.authorize(socket.handshake.auth, address)
     if (verdict.ok) {
       socket.data.hello = verdict.hello
       next()
-    } else {
-      coordinator.metrics.badMessages++
-      const role = (socket.handshake.auth as { role?: unknown } | undefined)?.role
-      log(`refused a ${typeof role === 'string' ? role.slice(0, 20) : 'connection'} from ${socket.handshake.address}: ${verdict.message}`, 'warn')
-      next(Object.assign(new Error(verdict.message), { data: { code: verdict.code } }))
+      return
+    }
+    coordinator.metrics.badMessages++
+    const role = (socket.handshake.auth as { role?: unknown } | undefined)?.role
+    log(`refused a ${typeof role === 'string' ? role.slice(0, 20) : 'connection'} from ${address}: ${verdict.message}`, 'warn')
+    next(Object.assign(new Error(verdict.message), { data: { code: verdict.code } }))
+    if (verdict.code === 'auth') {
+      if (locked === 0) failures.add(address, now)
+      // one connection gets one try: the refusal goes out, then the connection is cut
+      setTimeout(() => socket.conn.close(), 50)
     }
   })
 
@@ -133,16 +183,40 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       const { frame, attachments } = packFrame(msgs)
       socket.emit('frame', frame, ...attachments)
     })
+    const engine = socket.conn as unknown as EngineSocket
+    const ws = (): WsLike | undefined => engine.transport?.name === 'websocket' ? engine.transport.socket : undefined
+    const buffered = (): number => {
+      let n = ws()?.bufferedAmount ?? 0
+      for (const p of engine.writeBuffer ?? []) n += typeof p.data === 'string' ? p.data.length : p.data?.byteLength ?? 0
+      return n
+    }
+    const cap = options.outputCapBytes ?? 64 << 20
     const conn: Connection = {
       id: socket.id,
+      address: socket.handshake.address,
       send: msg => outbox.push(msg),
-      close: () => { outbox.flush(); setImmediate(() => socket.disconnect(true)) },
+      close: reason => {
+        outbox.flush()
+        setImmediate(() => {
+          const transport = ws()
+          socket.disconnect(true)
+          // a peer cut for reading nothing would never read the closing handshake either
+          if (reason.startsWith('cut')) transport?.terminate?.()
+        })
+      },
+      buffered,
+      pause: () => ws()?.pause?.(),
+      resume: () => ws()?.resume?.(),
     }
     const hello = socket.data.hello as Parameters<Coordinator['accept']>[1]
     const peerId = coordinator.accept(conn, hello)
+    // what was queued for the peer went out: relays waiting for room may go on
+    const onDrain = (): void => { if (buffered() <= cap) coordinator.drained(peerId) }
+    engine.transport?.on('drain', onDrain)
+    socket.conn.on('upgrade', () => engine.transport?.on('drain', onDrain))
     if (hello.role === 'client') {
       const name = hello.name ?? peerId
-      log(`client ${name}${name === peerId ? '' : ` (${peerId})`} connected from ${socket.handshake.address}${hello.resume === peerId ? ' (resumed)' : ''}`)
+      log(`client ${name}${name === peerId ? '' : ` (${peerId})`} connected from ${socket.handshake.address}${hello.resume !== undefined ? ' (resuming)' : ''}`)
     }
     // Frames are read in a catch-all listener, which socket.io calls as the packet
     // arrives: `socket.on(event)` listeners run a tick later and only if the socket is
@@ -177,9 +251,9 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
   const url = `http://${shownHost}:${port}`
   let closing: Promise<void> | undefined
   return {
-    coordinator, io, url, port,
+    coordinator, io, url, port, clientToken,
     workerPageUrl: `${url}/worker`,
-    dashboardUrl: `${url}/`,
+    dashboardUrl: clientToken ? `${url}/?token=${encodeURIComponent(clientToken)}` : `${url}/`,
     close: () => closing ??= (async () => {
       dashboard.stop()
       metrics.stop()
@@ -211,6 +285,72 @@ export const WORKER_CSP = [
   "frame-ancestors 'none'",
   "form-action 'none'",
 ].join('; ')
+
+/**
+ * The dashboard's policy: it talks to this coordinator only, runs the Drive panel's code
+ * (compiled with AsyncFunction: 'unsafe-eval'), and no other site may frame it.
+ */
+export const DASHBOARD_CSP = [
+  "default-src 'self'",
+  "script-src 'self' 'unsafe-eval'",
+  "worker-src 'self' blob:",
+  "connect-src 'self'",
+  "img-src 'self' data: blob:",
+  "style-src 'self' 'unsafe-inline'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "frame-ancestors 'none'",
+  "form-action 'none'",
+].join('; ')
+
+/** What of engine.io's socket the output cap reads (not in its public typings). */
+interface WsLike { bufferedAmount?: number; pause?(): void; resume?(): void; terminate?(): void }
+interface EngineSocket {
+  transport?: { name: string; socket?: WsLike; on(event: 'drain', f: () => void): void }
+  writeBuffer?: { data?: string | Uint8Array }[]
+}
+
+/** Whether a browser Origin is this coordinator's own (same host and port as the request). */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  if (!host) return false
+  try { return new URL(origin).host === host } catch { return false }
+}
+
+/** Token checks in constant time: SHA-256 both (so lengths don't show), compare with timingSafeEqual. */
+function tokenEquals(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest()
+  const b = createHash('sha256').update(expected).digest()
+  return timingSafeEqual(a, b)
+}
+
+/** node:crypto's native SHA-256, for the bytes the coordinator checks as it relays them. */
+const nodeDigester: DigesterFactory = () => {
+  const h = createHash('sha256')
+  return { update: part => { h.update(part) }, digest: () => h.digest('hex') }
+}
+
+/** Failed token checks per address in a sliding window: past `max`, the address is refused until the window passes. */
+class AuthFailures {
+  private readonly byAddress = new Map<string, number[]>()
+  constructor(private readonly max: number, private readonly windowMs: number) {}
+
+  add(address: string, now: number): void {
+    if (this.byAddress.size > 10_000) this.byAddress.clear()
+    const list = (this.byAddress.get(address) ?? []).filter(t => now - t < this.windowMs)
+    list.push(now)
+    this.byAddress.set(address, list)
+  }
+
+  /** ms until the address may try again (0: it may now). */
+  lockedFor(address: string, now: number): number {
+    const list = this.byAddress.get(address)
+    if (!list) return 0
+    const recent = list.filter(t => now - t < this.windowMs)
+    if (recent.length === 0) { this.byAddress.delete(address); return 0 }
+    if (recent.length < this.max) return 0
+    return Math.max(1, this.windowMs - (now - (recent[recent.length - this.max] as number)))
+  }
+}
 
 async function serveFile(res: ServerResponse, root: string, rel: string, headers: Record<string, string>): Promise<void> {
   let name: string

@@ -57,6 +57,11 @@ export function coordinatorMetrics(coordinator: Coordinator): CoordinatorMetrics
   counter('tabgrid_relayed_bytes_total', 'Bytes of task data relayed through the coordinator (between workers, and to clients).', () => m.bytesRelayed)
   counter('tabgrid_scheduler_seconds_total', 'Time the scheduler spent handling events.', () => m.schedulerMs / 1000)
   counter('tabgrid_scheduler_events_total', 'Events the scheduler handled.', () => m.events)
+  // what untrusted peers tried (README, Security)
+  counter('tabgrid_refused_total', 'Claims and requests refused as outside what a connection was given.', () => m.refused)
+  counter('tabgrid_quarantined_total', 'Workers quarantined: outvoted by a quorum, or caught serving other bytes than they reported.', () => m.quarantined)
+  counter('tabgrid_deadlines_missed_total', 'Runs, puts and steal-requests taken back past a deadline the coordinator enforces.', () => m.deadlinesMissed)
+  counter('tabgrid_connections_cut_total', 'Connections cut for reading nothing while past their output cap.', () => m.connectionsCut)
 
   const status = (): Record<string, unknown> => coordinator.status()
   new Gauge({

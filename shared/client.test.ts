@@ -506,7 +506,7 @@ describe('with()', () => {
 
 describe('reconnect', () => {
   function welcome(resumed: boolean, id = 'c1'): ToClientMessage {
-    return { type: 'welcome', id, version: PROTOCOL_VERSION, resumed }
+    return { type: 'welcome', id, version: PROTOCOL_VERSION, resumed, resume: `secret-of-${id}` }
   }
 
   it('resumes: asks again for awaited values, resyncs states, and sends what was held', async () => {
@@ -514,7 +514,7 @@ describe('reconnect', () => {
     h.send(welcome(false))
     await tick()
     expect(h.client.id).toBe('c1')
-    expect(h.clientSide.hello).toMatchObject({ resume: 'c1' })
+    expect(h.clientSide.hello).toMatchObject({ resume: 'secret-of-c1' })
     const f = h.client.submit((x: number) => x, 1)
     const g = h.client.submit((x: number) => x, 2)
     const p = f.result()
@@ -562,7 +562,7 @@ describe('reconnect', () => {
     expect(done.status).toBe('lost')
     expect(whileAway.status).toBe('lost')
     expect(h.client.id).toBe('c2')
-    expect(h.clientSide.hello).toMatchObject({ resume: 'c2' })
+    expect(h.clientSide.hello).toMatchObject({ resume: 'secret-of-c2' })
     // the same work can be submitted again
     h.clear()
     const again = h.client.submit((x: number) => x, 1)

@@ -10,7 +10,7 @@
  * A task function's source goes out once per connection, always before the tasks that
  * use it.
  *
- * Reconnects. After a lost connection the client says `resume: <its id>` in its hello;
+ * Reconnects. After a lost connection the client says `resume: <the secret of its welcome>` in its hello;
  * within the coordinator's grace period it gets its futures back (`resumed: true`) and
  * asks again for the values it was still waiting for. Otherwise every future fails with
  * a LostDataError. While disconnected, messages wait here; requests fail at once.
@@ -1210,7 +1210,8 @@ export class Client {
     if (this.state === 'closed') return
     const first = this.clientId === undefined
     this.clientId = m.id
-    if (this.link.hello.role === 'client') this.link.hello.resume = m.id
+    // a reconnect resumes with the secret only this connection was given (the id is public)
+    if (this.link.hello.role === 'client') { if (m.resume) this.link.hello.resume = m.resume; else delete this.link.hello.resume }
     const reconnected = this.state === 'awaiting-welcome' && !first
     this.state = 'connected'
     const held = this.held

@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   timeout: 'no answer in time',
   disconnected: 'the connection closed',
   'redundancy-mismatch': 'redundant runs disagreed',
+  forbidden: 'a claim or request outside what the coordinator gave this connection',
   internal: 'a bug in tabgrid',
 } as const
 
@@ -147,6 +148,7 @@ export function fromWireError(w: WireError): TabgridError {
     case 'timeout':
     case 'disconnected': return new TimeoutError(w.message)
     case 'bad-message':
+    case 'forbidden':
     case 'not-found':
     case 'internal':
       return new TabgridError(w.code, w.message)

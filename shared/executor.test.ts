@@ -3,7 +3,8 @@ import { Executor, createExecutorApi, type ExecEvent, type ExecMemoryEvent, type
 import { MemorySpillStore, type SpillStore } from './spill.js'
 import { DiskSpillStore } from '../server/spill-disk.js'
 import { FutureRef, collectRefs, decodeValue, encodeValue } from './codec.js'
-import { hashBytes, hashString } from './hash.js'
+import { hashString } from './hash.js'
+import { sha256Hex } from './digest.js'
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -110,7 +111,7 @@ describe('Executor: running tasks', () => {
     expect(b.type).toBe('finished')
     if (b.type !== 'finished') return
     expect(b.data).toBeUndefined()
-    expect(b.digest).toBe(hashBytes(encodeValue('HI')))
+    expect(b.digest).toBe(sha256Hex(encodeValue('HI')))
     expect(ex.has('a') && ex.has('b')).toBe(true)
     expect(decodeValue(ex.get('b') as Uint8Array)).toBe('HI')
     expect(ex.stats()).toMatchObject({ held: 2, running: 0, queued: 0, spilled: 0 })

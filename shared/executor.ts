@@ -13,7 +13,7 @@
  */
 import { decodeValue, sizeOf } from './codec.js'
 import { FunctionCache } from './compile-function.js'
-import { hashBytes } from './hash.js'
+import { sha256Hex } from './digest.js'
 import { capWireError, toWireError, type WireError } from './errors.js'
 import type { SpillStore } from './spill.js'
 import { attemptId } from './attempt.js'
@@ -46,6 +46,8 @@ export interface ExecTask {
   digest: boolean
   /** ms the run may take (the main side stops the thread past it) */
   timeout?: number
+  /** module namespace: `importModule(name)` finds `${ns}/${name}` (each client's modules are its own) */
+  ns?: string
 }
 
 /** What the main side posts on the task port: definitions first, then the tasks that use them (one channel, so in order). */
@@ -101,6 +103,8 @@ export class Executor {
   private readonly modules = new Map<string, string>()
   private readonly moduleCache = new Map<string, Promise<unknown>>()
   private readonly functions: FunctionCache
+  /** one cache per module namespace, so importModule resolves in the task's own */
+  private readonly nsFunctions = new Map<string, FunctionCache>()
   private readonly queue: ExecTask[] = []
   private queueHead = 0
   private running = 0
@@ -132,14 +136,25 @@ export class Executor {
     this.moduleCache.delete(name)
   }
 
-  private importModule(name: unknown): Promise<unknown> {
+  private functionsOf(ns: string): FunctionCache {
+    let c = this.nsFunctions.get(ns)
+    if (!c) {
+      if (this.nsFunctions.size >= 64) this.nsFunctions.clear()
+      c = new FunctionCache({ importModule: (name: unknown) => this.importModule(name, ns) })
+      this.nsFunctions.set(ns, c)
+    }
+    return c
+  }
+
+  private importModule(name: unknown, ns?: string): Promise<unknown> {
     if (typeof name !== 'string') return Promise.reject(new TypeError('importModule(name) takes the name given to client.uploadModule'))
-    let p = this.moduleCache.get(name)
+    const full = ns ? `${ns}/${name}` : name
+    let p = this.moduleCache.get(full)
     if (!p) {
-      const source = this.modules.get(name)
-      if (source === undefined) return Promise.reject(new Error(`no module named "${name}" was uploaded (client.uploadModule('${name}', source))`))
+      const source = this.modules.get(full)
+      if (source === undefined) return Promise.reject(new Error(`no module named "${name}" was uploaded by this task's client (client.uploadModule('${name}', source))`))
       p = this.host.importSource(source)
-      this.moduleCache.set(name, p)
+      this.moduleCache.set(full, p)
     }
     return p
   }
@@ -267,7 +282,7 @@ export class Executor {
       }
       const source = this.sources.get(task.fn)
       if (source === undefined) throw new Error(`function ${task.fn} was never sent to this worker`)
-      const fn = this.functions.compile(task.fn, source)
+      const fn = (task.ns ? this.functionsOf(task.ns) : this.functions).compile(task.fn, source)
       const args = decodeValue(task.args, k => this.values.value(k))
       if (!Array.isArray(args)) throw new Error('task arguments must be an array')
       result = fn(...args)
@@ -313,7 +328,7 @@ export class Executor {
       let enc: Uint8Array | undefined
       if (push || task.digest) {
         enc = this.values.encode(value)
-        if (task.digest) digest = hashBytes(enc)
+        if (task.digest) digest = sha256Hex(enc)
         if (push && enc.byteLength <= PUSH_LIMIT) data = enc
       }
       nbytes = this.values.keep(task.key, value, enc, size)

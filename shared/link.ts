@@ -41,6 +41,8 @@ export interface ConnectOptions {
    * alive. Default false.
    */
   unref?: boolean
+  /** Node only: the local address to connect from */
+  localAddress?: string
 }
 
 /**
@@ -59,6 +61,7 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     // Node only: in a browser socket.io-client would call unref() on timers that have none
     autoUnref: (opts.unref ?? false) && IN_NODE,
     auth: cb => cb(link.hello as unknown as Record<string, unknown>),
+    ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
   })
   const outbox = new Outbox<Out>(msgs => {
     const { frame, attachments } = packFrame(msgs)

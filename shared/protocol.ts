@@ -85,6 +85,8 @@ export const welcomeMessage = z.object({
   version: z.number(),
   /** true when this connection picked up an identity kept during its grace period */
   resumed: z.boolean(),
+  /** a secret for this connection alone (clients and workers): present it in a later hello's `resume` to pick up this identity; the public id resumes nothing */
+  resume: z.string().optional(),
 })
 
 /** What a connecting socket says about itself (socket.io `auth`). */
@@ -92,14 +94,14 @@ export const hello = z.discriminatedUnion('role', [
   z.object({
     role: z.literal('client'),
     token: z.string().max(1024).optional(),
-    /** a previous clientId, to pick up its futures after a reconnect within the grace period */
+    /** the `resume` secret of an earlier welcome, to pick up its futures after a reconnect within the grace period (a public id resumes nothing) */
     resume: z.string().max(64).optional(),
     name: name.optional(),
   }),
   z.object({
     role: z.literal('worker'),
     token: z.string().max(1024).optional(),
-    /** a previous workerId, kept across a reload within the grace period */
+    /** the `resume` secret of an earlier welcome: keeps the identity (and its data) across a reload within the grace period */
     resume: z.string().max(64).optional(),
     name: name.optional(),
     kind: z.enum(['browser', 'node']),
@@ -200,8 +202,10 @@ export type ToClientMessage = z.infer<typeof toClientMessage>
 
 export const toWorkerMessage = z.discriminatedUnion('type', [
   welcomeMessage,
+  /** a task function's source; `hash` is its id (the SHA-256 of the source) */
   z.object({ type: z.literal('function'), hash: z.string(), source: z.string() }),
-  z.object({ type: z.literal('module'), name, source: z.string() }),
+  /** a client's module; tasks of that client (assignments with the same `ns`) import it by name */
+  z.object({ type: z.literal('module'), name, source: z.string(), ns: z.string().optional() }),
   z.object({
     type: z.literal('assign'), key, attempt: count,
     /** function hash; its source came earlier in a `function` message */
@@ -219,6 +223,8 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
     priority: z.number().finite().optional(),
     /** submission order: among equal priorities, lower runs first */
     seq: z.number().int().optional(),
+    /** the module namespace of the client that submitted it (absent: it uploaded none) */
+    ns: z.string().optional(),
   }),
   z.object({ type: z.literal('cancel-task'), key, attempt: count }),
   z.object({ type: z.literal('steal'), key, attempt: count }),
@@ -243,7 +249,7 @@ export const workerMessage = z.discriminatedUnion('type', [
     type: z.literal('finished'), key, attempt: count, nbytes: count,
     /** run time in ms */
     ms: z.number().nonnegative().finite(),
-    /** hash of the encoded result, when the task asks for redundancy */
+    /** SHA-256 of the encoded result (hex), when the task asks for redundancy: the coordinator checks the bytes it relays against it */
     digest: z.string().max(64).optional(),
     /** the encoded result, when the assignment said `push` (small values only) */
     data: bytes.optional(),

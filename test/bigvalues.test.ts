@@ -58,7 +58,7 @@ async function midStream(g: Grid, key: string, bytes: number): Promise<string> {
 describe('big values', () => {
   it('a 24 MB result pulled to the client arrives byte for byte, again on a second pull, and moves to another worker exactly', async () => {
     grid = await startGrid({ workers: 2 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const [a, b] = grid.coord.coordinator.scheduler.workers().map(w => w.name)
     const n = 24 * MB + 12_345
     const bytes = client.with({ workers: a!, pure: false }).submit(pattern, n, 7)
@@ -88,7 +88,7 @@ describe('big values', () => {
 
   it('a big scattered value comes back exactly', async () => {
     grid = await startGrid({ workers: 1 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const value = { data: pattern(9 * MB + 3, 11), n: 42 }
     const f = await client.scatter(value)
     const back = await f.result() as typeof value
@@ -98,7 +98,7 @@ describe('big values', () => {
 
   it('a holder that dies mid-stream: the client gets the value from the other holder, exactly', async () => {
     grid = await startGrid({ workers: 2, coordinator: { workerGraceMs: 60_000 } })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const value = pattern(48 * MB, 5)
     const f = await client.scatter(value, { replicas: 2 })
     await until(() => grid!.coord.coordinator.scheduler.whoHas(f.key).length === 2, 'both replicas')
@@ -115,7 +115,7 @@ describe('big values', () => {
 
   it('the only holder dies mid-stream: the value is recomputed and arrives, never a hang', async () => {
     grid = await startGrid({ workers: 2 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const n = 48 * MB
     const x = client.with({ pure: false }).submit(pattern, n, 3) as Future<Uint8Array>
     await wait([x])
@@ -135,7 +135,7 @@ describe('big values', () => {
   it('a client whose connection is cut mid-stream gets the value after it reconnects; nothing half received stays', async () => {
     // a grace period long enough for socket.io's reconnect on a loaded machine
     grid = await startGrid({ workers: 1, coordinator: { clientGraceMs: 20_000 } })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const value = pattern(48 * MB, 9)
     const f = await client.scatter(value)
     const pulled = f.result() as Promise<Uint8Array>

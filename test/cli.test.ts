@@ -20,8 +20,8 @@ afterEach(async () => {
 
 const joinedLine = /INFO \(worker\): joined (http:\/\/\S+) as (\S+) \((w-[\w-]+)\): (\d+) threads? × (\d+) tasks?, (.+) memory limit/
 
-async function summaries(url: string): Promise<Array<{ name: string; slots: number }>> {
-  const c = await Client.connect(url)
+async function summaries(url: string, token = grid?.token): Promise<Array<{ name: string; slots: number }>> {
+  const c = await Client.connect(url, { token })
   try { return (await c.workers()) as Array<{ name: string; slots: number }> } finally { await c.close() }
 }
 
@@ -70,7 +70,7 @@ describe('tabgrid worker', () => {
     const short = spawnWorker(grid.url, ['--nworkers', '1', '--lifetime', '2s'], 'short')
     extra.push(short)
     await grid.waitForWorkers(2)
-    const client = await Client.connect(grid.url)
+    const client = await Client.connect(grid.url, { token: grid.token })
     try {
       const x = client.with({ workers: 'short' }).submit(() => new Float64Array(1000).fill(7))
       await x.result()
@@ -139,8 +139,9 @@ describe('tabgrid coordinator --local-workers', () => {
     let out = ''
     p.stdout!.on('data', d => { out += String(d) })
     const url = await until(() => /"url":"(http:\/\/[^"]+)"/.exec(out)?.[1], 'the banner')
+    const token = /"dashboard":"[^"]*\?token=([0-9a-f]+)"/.exec(out)?.[1]
     await until(() => (out.match(/"msg":"joined /g) ?? []).length === 2, 'both local workers')
-    const client = await Client.connect(url)
+    const client = await Client.connect(url, { token })
     try {
       expect((await client.workers()).map(w => `${w.name} ${w.kind} ${w.slots}`).sort()).toEqual(['local-1 node 1', 'local-2 node 1'])
       expect(await client.gather(client.map(x => x * 2, [1, 2, 3]))).toEqual([2, 4, 6])

@@ -27,7 +27,7 @@ afterEach(async () => {
 describe('addresses', () => {
   it('connects to host:port without http://, and has the dashboard link', async () => {
     coord = await startCoordinator({ port: 0 })
-    const client = await Client.connect(coord.url.replace('http://', ''))
+    const client = await Client.connect(coord.url.replace('http://', ''), { token: coord.clientToken })
     try {
       expect(client.connected).toBe(true)
       expect(client.dashboardLink).toBe(`${coord.url}/`)
@@ -72,7 +72,7 @@ describe('Client.connect() with no address', () => {
 describe('String(client) and util.inspect', () => {
   it('show the address, the workers and slots, memory and the futures held, like Dask\'s repr', async () => {
     grid = await startGrid({ workers: 2, workerArgs: ['--nworkers', '2'] })
-    const client = await Client.connect(grid.url)
+    const client = await Client.connect(grid.url, { token: grid.token })
     try {
       expect(String(client)).toBe(`<Client: '${grid.url}' workers=2 slots=4 memory=0 B futures=0>`)
       const fs = client.map(n => new Float64Array(n), [1000, 2000])

@@ -11,7 +11,7 @@ let client: Client
 
 beforeAll(async () => {
   grid = await startGrid({ workers: 2 })
-  client = await Client.connect(grid.url)
+  client = await Client.connect(grid.url, { token: grid.token })
 })
 afterAll(async () => {
   await client?.close()
@@ -198,7 +198,9 @@ describe('the seed examples on a real grid', () => {
     await until(() => grid.coord.coordinator.scheduler.taskStatus(key) === undefined, 'the key to be forgotten')
   })
 
-  it('redundancy runs a task on two workers and accepts agreeing results', async () => {
+  it('redundancy runs a task on two volunteers and accepts agreeing results', async () => {
+    // every worker here comes from 127.0.0.1, one volunteer: a second address makes a second
+    await grid.addWorker(['--nprocs', '1', '--local-address', '127.0.0.2'], 'second-volunteer')
     const f = client.with({ redundancy: 2, pure: false }).submit((x: number) => x * 2, 21)
     expect(await f.result()).toBe(42)
     const story = await client.story(f.key) as { worker?: string }[]

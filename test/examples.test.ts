@@ -32,7 +32,7 @@ describe('examples', () => {
   it('nprocs.mjs against TABGRID_URL: one run on that grid, labelled as what it is', async () => {
     const grid = await startGrid({ workers: 1, workerArgs: ['--nworkers', '2', '--nthreads', '2'] })
     try {
-      const { stdout } = await promisify(execFile)(process.execPath, ['examples/nprocs.mjs'], { timeout: 60_000, env: { ...process.env, TABGRID_URL: grid.url } })
+      const { stdout } = await promisify(execFile)(process.execPath, ['examples/nprocs.mjs'], { timeout: 60_000, env: { ...process.env, TABGRID_URL: grid.url, TABGRID_TOKEN: grid.token ?? '' } })
       expect(stdout).toMatch(new RegExp(`^your grid at ${grid.url} \\(1 workers, 4 slots\\): 8 CPU-bound tasks in \\d+ ms, 16 waiting tasks \\(100 ms each\\) in \\d+ ms\n`))
       expect(stdout).not.toMatch(/^--nworkers/m)
     } finally {

@@ -24,7 +24,7 @@ const nameOf = async (c: Client, id: string): Promise<string> => (await c.worker
 describe('faults', () => {
   it('a worker process killed mid-run loses nothing', async () => {
     grid = await startGrid({ workers: 3 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const n = 90
     const fs = client.map(async (i: number) => { await new Promise(r => setTimeout(r, 40)); return i * i }, Array.from({ length: n }, (_, i) => i))
     const coord = grid.coord.coordinator
@@ -37,7 +37,7 @@ describe('faults', () => {
 
   it('a result held only by a killed worker is recomputed from its lineage', async () => {
     grid = await startGrid({ workers: 2 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const base = client.submit((n: number) => Array.from({ length: n }, (_, i) => i), 1000)
     const x = client.submit((a: number[]) => a.map(v => v * 2), base)
     await x.result()
@@ -53,7 +53,7 @@ describe('faults', () => {
 
   it('a worker that dies while a task waits to fetch its data: the task still completes', async () => {
     grid = await startGrid({ workers: 2 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const xs = client.map((i: number) => new Float64Array(50_000).fill(i), [1, 2, 3, 4, 5, 6])
     await client.gather(xs.map(x => client!.submit((a: Float64Array) => a.length, x)))
     const total = client.submit((...arrs: Float64Array[]) => arrs.reduce((s, a) => s + a[0]!, 0), ...xs)
@@ -63,7 +63,7 @@ describe('faults', () => {
 
   it('a task that kills its thread three times is failed instead of killing more', async () => {
     grid = await startGrid({ workers: 2 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const killer = client.submit(() => { (globalThis as unknown as { process: { exit(c: number): void } }).process.exit(3); return 1 })
     const err = await killer.result().catch(e => e)
     expect(err).toBeInstanceOf(TaskError)
@@ -78,7 +78,7 @@ describe('faults', () => {
     grid = await startGrid({ workers: 1 })
     const script = `
       import { Client } from 'tabgrid'
-      const c = await Client.connect(${JSON.stringify(grid.url)})
+      const c = await Client.connect(${JSON.stringify(grid.url)}, { token: ${JSON.stringify(grid.token)} })
       const fs = c.map(async i => { await new Promise(r => setTimeout(r, 20)); return i }, Array.from({ length: 50 }, (_, i) => i))
       await fs[0].result()
       console.log('ready')
@@ -97,7 +97,7 @@ describe('faults', () => {
 
   it('a worker that reconnects within the grace period keeps its identity and data', async () => {
     grid = await startGrid({ workers: 1, coordinator: { workerGraceMs: 5_000 } })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const x = client.submit(() => 'kept')
     await x.result()
     const before = (await client.workers())[0]!.id
@@ -115,7 +115,7 @@ describe('faults', () => {
 
   it('a task past its time limit is stopped and fails alone; its thread is replaced', async () => {
     grid = await startGrid({ workers: 1, workerArgs: ['--nprocs', '2'] })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const others = client.map(async (i: number) => { await new Promise(r => setTimeout(r, 50)); return i }, [1, 2, 3, 4])
     const hung = client.with({ timeout: 500, pure: false }).submit(() => { for (;;) { /* spin */ } })
     const err = await hung.result().catch(e => e)
@@ -127,7 +127,7 @@ describe('faults', () => {
 
   it('a worker that goes quiet without disconnecting loses its leases; its tasks run elsewhere', async () => {
     grid = await startGrid({ workers: 0, coordinator: { leaseMs: 600 } })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     // a "frozen tab": connected (socket.io answers pings) but never runs or reports anything
     const frozen = connect(grid.url, { transports: ['websocket'], auth: { role: 'worker', kind: 'browser', slots: 4, name: 'frozen' }, parser: frameParser })
     const assigned: string[] = []

@@ -40,7 +40,7 @@ describe('on a grid of two workers', () => {
   beforeAll(async () => {
     // a long client grace: what close() releases must go at once, not after it
     grid = await startGrid({ workers: 2, coordinator: { clientGraceMs: 60_000 } })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
   })
   afterAll(async () => {
     await client?.close()
@@ -50,7 +50,7 @@ describe('on a grid of two workers', () => {
   it('close() flushes its last frame and is acknowledged: nothing of the client is left running (10 of 10)', async () => {
     const scheduler = grid.coord.coordinator.scheduler
     for (let round = 0; round < 10; round++) {
-      const c = await Client.connect(grid.url)
+      const c = await Client.connect(grid.url, { token: grid.token })
       // short: a Node worker cannot stop a running task, so a cancelled one still holds its thread until it ends
       const keep = c.with({ pure: false }).submit(async () => { await new Promise(r => setTimeout(r, 300)); return 'late' })
       await until(() => scheduler.taskStatus(keep.key) === 'processing', 'the long task to start')
@@ -71,10 +71,10 @@ describe('on a grid of two workers', () => {
   it('a script that never calls close() exits once it has its result', async () => {
     const { code, out } = await runScript(`
       import { Client } from ${JSON.stringify(ENTRY)}
-      const client = await Client.connect(process.argv[2])
+      const client = await Client.connect(process.argv[2], { token: process.argv[3] })
       console.log('sum', await client.submit((a, b) => a + b, 1, 2).result())
       client.submit(() => 'nobody waits for this')
-    `, [grid.url])
+    `, [grid.url, grid.token ?? ''])
     expect(out).toContain('sum 3')
     expect(code).toBe(0)
   })
@@ -113,11 +113,11 @@ describe('on a grid of two workers', () => {
   })
 
   it('a published dataset outlives the client that made it', async () => {
-    const a = await Client.connect(grid.url)
+    const a = await Client.connect(grid.url, { token: grid.token })
     const f = a.submit((n: number) => Array.from({ length: n }, (_, i) => i * i), 5)
     await a.publishDataset('squares', f)
     await a.close()
-    const b = await Client.connect(grid.url)
+    const b = await Client.connect(grid.url, { token: grid.token })
     try {
       expect(await b.listDatasets()).toEqual(['squares'])
       const got = await b.getDataset<number[]>('squares')
@@ -137,7 +137,7 @@ describe('on a grid of two workers', () => {
     const listen = (o: { type: string; key?: string }): void => { if (o.type === 'finished' && o.key) finished.push(o.key) }
     coordinator.observers.push(listen)
     try {
-      const c = await Client.connect(grid.url)
+      const c = await Client.connect(grid.url, { token: grid.token })
       const f = c.with({ pure: false }).submit(async () => { await new Promise(r => setTimeout(r, 500)); return 'done' })
       fireAndForget(f)
       await c.close()
@@ -161,7 +161,7 @@ describe('faults around held data', () => {
 
   it('a replicas-2 scatter survives both workers it was put on dying: the copies tasks fetched count', async () => {
     grid = await startGrid({ workers: 4 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const c = client
     const scheduler = grid.coord.coordinator.scheduler
     const s = await c.scatter(new Float64Array(1000).fill(7), { replicas: 2 })
@@ -181,8 +181,9 @@ describe('faults around held data', () => {
   })
 
   it('a holder that never answers a fetch (a stopped process): result() still comes, from a recomputation', async () => {
-    grid = await startGrid({ workers: 2, coordinator: { fetchTimeoutMs: 1_000, leaseMs: 2_000, workerGraceMs: 60_000 } })
-    client = await Client.connect(grid.url)
+    // --trust-tasks: one process per worker, so SIGSTOP stops the agent itself (sandboxed, it would stop only the parent that started it)
+    grid = await startGrid({ workers: 2, workerArgs: ['--nprocs', '1', '--nthreads', '1', '--trust-tasks'], coordinator: { fetchTimeoutMs: 1_000, leaseMs: 2_000, workerGraceMs: 60_000 } })
+    client = await Client.connect(grid.url, { token: grid.token })
     const c = client
     const scheduler = grid.coord.coordinator.scheduler
     const x = c.submit((n: number) => new Float64Array(n).fill(3), 300_000) // 2.4 MB: fetched when asked, not pushed

@@ -28,6 +28,8 @@ export function spawnWorker(url: string, args: string[] = [], name = `w${Math.ra
 export interface Grid {
   coord: RunningCoordinator
   url: string
+  /** the client token (the coordinator makes one when the test gives none) */
+  token: string | undefined
   workers: WorkerProcess[]
   addWorker(args?: string[], name?: string): Promise<WorkerProcess>
   waitForWorkers(n: number, timeoutMs?: number): Promise<void>
@@ -50,6 +52,7 @@ export async function startGrid(opts: { workers?: number; workerArgs?: string[];
   const grid: Grid = {
     coord,
     url: coord.url,
+    token: coord.clientToken,
     workers: [],
     async addWorker(args = opts.workerArgs ?? ['--nprocs', '1', '--nthreads', '1'], name) {
       const before = coord.coordinator.scheduler.workers().length

@@ -13,7 +13,7 @@ afterAll(async () => { await client?.close(); await grid?.close() })
 describe('memory budget', () => {
   it('spills results past the budget to disk and reads them back', async () => {
     grid = await startGrid({ workers: 1, workerArgs: ['--nprocs', '1', '--memory-limit', '8MB'] })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const parts = client.map((i: number) => new Float64Array(131_072).fill(i), Array.from({ length: 12 }, (_, i) => i))
     const firsts = await client.gather(parts.map(p => client!.submit((a: Float64Array) => a[0], p)))
     expect(firsts).toEqual(Array.from({ length: 12 }, (_, i) => i))

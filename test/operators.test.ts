@@ -51,7 +51,7 @@ function run(args: string[], env: NodeJS.ProcessEnv = process.env): Proc {
 describe('/metrics', () => {
   it('is Prometheus text that promtool accepts, with counters, a task-duration histogram, per-worker gauges and process metrics', async () => {
     grid = await startGrid({ workers: 1 })
-    const client = await Client.connect(grid.url)
+    const client = await Client.connect(grid.url, { token: grid.token })
     await client.gather(client.map(x => x + 1, [1, 2, 3, 4, 5]))
     await expect(client.submit(() => { throw new Error('no') }).result()).rejects.toThrow('no')
     await client.close()
@@ -78,7 +78,7 @@ describe('/metrics', () => {
     expect(value('tabgrid_task_duration_seconds_bucket{le="+Inf"}')).toBe(5)
     expect(value('tabgrid_scheduler_seconds_total')).toBeGreaterThan(0)
     const w = grid.workers[0]!
-    const id = (await (async () => { const c = await Client.connect(grid!.url); try { return (await c.workers())[0]!.id } finally { await c.close() } })())
+    const id = (await (async () => { const c = await Client.connect(grid!.url, { token: grid!.token }); try { return (await c.workers())[0]!.id } finally { await c.close() } })())
     expect(value(`tabgrid_worker_slots{worker="${id}",name="${w.name}",kind="node"}`)).toBe(1)
     expect(value(`tabgrid_worker_tasks_done_total{worker="${id}",name="${w.name}",kind="node"}`)).toBe(5)
     expect(value('tabgrid_connections{role="worker"}')).toBe(1)
@@ -97,10 +97,12 @@ describe('logs', () => {
     const banner = await until(() => records().find(r => typeof r.url === 'string'), 'the listening record')
     expect(banner).toMatchObject({ level: 30, name: 'coordinator', msg: expect.stringMatching(/^tabgrid coordinator .* listening on http:\/\/127\.0\.0\.1:\d+$/) })
     expect(typeof banner.time).toBe('number')
-    expect(banner.dashboard).toBe(`${String(banner.url)}/`)
+    // the dashboard's address carries the client token the coordinator made
+    expect(banner.dashboard).toMatch(new RegExp(`^${String(banner.url)}/\\?token=[0-9a-f]{32}$`))
     const url = String(banner.url)
+    const token = new URL(String(banner.dashboard)).searchParams.get('token')!
 
-    const client = await Client.connect(url, { name: 'alice' })
+    const client = await Client.connect(url, { name: 'alice', token })
     const connected = await until(() => records().find(r => /client alice \(c-[\w-]+\) connected from/.test(String(r.msg))), 'the client connect record')
     expect(connected.level).toBe(30)
 
@@ -136,9 +138,9 @@ describe('logs', () => {
   it('text logs read as lines with a time, a level and who says it', async () => {
     const port = await freePort()
     const c = run(['coordinator', '--port', String(port)])
-    await until(() => c.out().includes('listening on'), 'the banner')
+    const token = await until(() => /TABGRID_TOKEN=([0-9a-f]+)/.exec(c.out())?.[1], 'the banner, with the client token it made')
     const url = `http://127.0.0.1:${port}`
-    const client = await Client.connect(url, { name: 'bob' })
+    const client = await Client.connect(url, { name: 'bob', token })
     const line = await until(() => c.lines().find(l => l.includes('client bob')), 'the connect line')
     expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(coordinator\): client bob \(c-[\w-]+\) connected from /)
     await client.close()

@@ -6,7 +6,8 @@
  *   this checkout; a coordinator gets `--port 0` when it names no port, and the address it
  *   prints replaces 127.0.0.1:8786 in everything after it), except the few this suite
  *   cannot run inside itself, each checked to be run elsewhere (see COVERED);
- * - `js`: an ES module run with Node against that coordinator;
+ * - `js`: an ES module run with Node against that coordinator (with TABGRID_URL and the
+ *   TABGRID_TOKEN it printed in the environment, as the README says to set them);
  * - `ts`: type-checked with strict tsc against the package's typings (an expected error is
  *   marked `// @ts-expect-error`), then run with tsx;
  * - `text`: the command-line synopsis, compared flag for flag with `tabgrid --help`;
@@ -53,8 +54,10 @@ afterAll(async () => {
   for (const p of procs) if (p.exitCode === null && p.signalCode === null) { p.kill('SIGKILL'); await new Promise(r => p.once('exit', r)) }
 })
 
-/** What earlier blocks set up: the address of the coordinator they started. */
+/** What earlier blocks set up: the address of the coordinator they started, and the client token it printed. */
 let address: string | undefined
+let token: string | undefined
+const env = (): NodeJS.ProcessEnv => ({ ...process.env, TABGRID_URL: `http://${address}`, ...(token ? { TABGRID_TOKEN: token } : {}) })
 const substitute = (code: string): string => (address ? code.replaceAll('127.0.0.1:8786', address) : code)
 
 function expectPrints(code: string, output: string, where: string): void {
@@ -94,6 +97,7 @@ async function runSh(block: Block): Promise<void> {
       const url = await until(() => /listening on (http:\/\/\S+)/.exec(out)?.[1] ?? (p.exitCode !== null ? `exited: ${out}` : undefined), `\`${line}\` to listen`)
       expect(url).toMatch(/^http:/)
       address = url.replace('http://', '')
+      token = /TABGRID_TOKEN=([0-9a-f]+)/.exec(out)?.[1]
     } else if (args[0] === 'worker') {
       const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
       procs.push(p)
@@ -115,7 +119,7 @@ async function runJs(block: Block, index: number): Promise<void> {
   const code = substitute(block.code)
   const file = join(scratch, `block-${index}.mjs`)
   writeFileSync(file, code)
-  const { stdout } = await exec(process.execPath, [file], { cwd: root, timeout: 120_000, env: { ...process.env, TABGRID_URL: `http://${address}` } })
+  const { stdout } = await exec(process.execPath, [file], { cwd: root, timeout: 120_000, env: env() })
   expectPrints(code, stdout, `README line ${block.line}`)
 }
 
@@ -132,7 +136,7 @@ async function runTs(block: Block, index: number): Promise<void> {
   const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
   const typed = await exec(process.execPath, [tsc, '-p', scratch]).then(() => '', (err: { stdout: string }) => err.stdout)
   expect(typed, `README line ${block.line} type-checks`).toBe('')
-  const { stdout } = await exec(process.execPath, ['--import', 'tsx', file], { cwd: root, timeout: 120_000 })
+  const { stdout } = await exec(process.execPath, ['--import', 'tsx', file], { cwd: root, timeout: 120_000, env: env() })
   expectPrints(code, stdout, `README line ${block.line}`)
 }
 

@@ -149,7 +149,7 @@ describe('junk on every event', () => {
   it('a connection that keeps sending junk is cut', async () => {
     const small = await startGrid({ workers: 0, coordinator: { maxBadMessages: 5 } })
     try {
-      const socket = connect(small.url, { transports: ['websocket'], auth: { role: 'client' }, reconnection: false, parser: frameParser })
+      const socket = connect(small.url, { transports: ['websocket'], auth: { role: 'client', token: small.token }, reconnection: false, parser: frameParser })
       await new Promise<void>(r => socket.on('connect', () => r()))
       let closed = false
       socket.on('disconnect', () => { closed = true })

@@ -45,7 +45,7 @@ describe('leases in Client.local', () => {
 describe('priorities on a saturated worker', () => {
   it('a high-priority task submitted after low-priority ones already sent to the worker runs before them', async () => {
     grid = await startGrid({ workers: 1 })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const c = client.with({ pure: false })
     // warm up on tiny tasks: the scheduler then keeps many tasks ahead on the worker
     await client.gather(c.map((x: number) => x + 1, Array.from({ length: 50 }, (_, i) => i)))
@@ -65,7 +65,7 @@ describe('priorities on a saturated worker', () => {
 describe('dependents sent ahead, on a real grid', () => {
   it('a chain runs on the worker holding its head, each task sent before its input is done', async () => {
     grid = await startGrid({ workers: 2, workerArgs: ['--nprocs', '1', '--nthreads', '1'] })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const c = client.with({ pure: false })
     let f = c.submit((x: number) => x + 1, 0)
     const keys = [f.key]
@@ -79,7 +79,7 @@ describe('dependents sent ahead, on a real grid', () => {
 
   it('a worker killed in the middle of a chain sent ahead to it: the rest is rescheduled, the answer is right', async () => {
     grid = await startGrid({ workers: 2, workerArgs: ['--nprocs', '1', '--nthreads', '1'] })
-    client = await Client.connect(grid.url)
+    client = await Client.connect(grid.url, { token: grid.token })
     const c = client.with({ pure: false })
     const slow = (x: number): number => { const end = Date.now() + 20; while (Date.now() < end) { /* busy */ } return x + 1 }
     let f = c.submit(slow, 0)

@@ -249,8 +249,8 @@ function askForToken(refused: boolean, message: string): void {
   gate.hidden = false
   setText(must('#gate-title'), refused ? 'That token was refused' : 'This grid needs a token')
   setText(must('#gate-message'), refused
-    ? `The coordinator said: “${message}”. Check the token and try again: it is the --client-token the coordinator was started with.`
-    : 'Its coordinator was started with --client-token: enter that token to watch and drive it.')
+    ? `The coordinator said: “${message}”. Check the token and try again: it is the one the coordinator printed when it started (its --client-token, if it was given one).`
+    : 'Open the dashboard address the coordinator printed (it carries the token), or enter its client token to watch and drive it.')
   const input = must<HTMLInputElement>('#gate-token')
   input.value = ''
   input.focus()

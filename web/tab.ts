@@ -2,7 +2,8 @@
  * A volunteer tab's identity, kept in sessionStorage so that it survives a reload (and
  * only a reload: another tab, or this one reopened later, is a new worker). It names the
  * IndexedDB databases the tab's Web Workers spill to, and remembers the worker id the
- * coordinator gave it, so a reload within the grace period resumes as the same worker.
+ * coordinator gave it and the secret that resumes it, so a reload within the grace
+ * period resumes as the same worker.
  *
  * Spill databases outlive a tab that was closed; each live tab marks itself alive in
  * localStorage, and a tab that starts deletes the databases of tabs gone for long.
@@ -13,6 +14,8 @@ export interface TabIdentity {
   tab: string
   /** the coordinator's id for this tab, once welcomed */
   worker?: string
+  /** the secret that resumes that identity (only this tab's connection was given it) */
+  resume?: string
   /** the most Web Workers this tab has had (every one of them may have a spill database) */
   maxThreads: number
 }
@@ -34,6 +37,7 @@ export function loadIdentity(): TabIdentity {
       if (typeof v.tab === 'string' && /^[a-z0-9]{6,32}$/.test(v.tab)) {
         const id: TabIdentity = { tab: v.tab, maxThreads: typeof v.maxThreads === 'number' ? v.maxThreads : 0 }
         if (typeof v.worker === 'string' && v.worker.length <= 64) id.worker = v.worker
+        if (typeof v.resume === 'string' && v.resume.length <= 64) id.resume = v.resume
         return id
       }
     }

@@ -146,7 +146,7 @@ export class Volunteer {
 
     const hello: Hello = { role: 'worker', kind: 'browser', slots: runtime.slots, name: this.opts.name ?? `browser tab ${this.identity.tab.slice(0, 6)}` }
     if (this.opts.token) hello.token = this.opts.token
-    if (this.identity.worker) hello.resume = this.identity.worker
+    if (this.identity.resume) hello.resume = this.identity.resume
     if (held.length) hello.held = held
 
     let link: Link<WorkerMessage, ToWorkerMessage> | undefined
@@ -172,6 +172,8 @@ export class Volunteer {
       switch (s.state) {
         case 'welcome':
           this.identity.worker = s.id
+          if (s.resume) this.identity.resume = s.resume
+          else delete this.identity.resume
           saveIdentity(this.identity)
           // a retire sent while disconnected waits in socket.io's buffer and goes out now
           this.setState(this.state.state === 'leaving' ? { state: 'leaving' } : { state: 'connected', id: s.id, resumed: s.resumed })

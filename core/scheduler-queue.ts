@@ -23,11 +23,14 @@ export function runsBefore(a: Queueable, b: Queueable): boolean {
  * A binary heap of tasks.
  *
  * @example
- * const q = new TaskQueue<TaskState>()
+ * const q = new TaskQueue<TaskState>(runsBefore)
  * q.push(t); q.peek() === t; q.pop() === t
  */
-export class TaskQueue<T extends Queueable> {
+export class TaskQueue<T extends { heapIndex: number }> {
   private readonly items: T[] = []
+
+  /** `before(a, b)`: `a` must come out first (the scheduler's is `runsBefore`). */
+  constructor(private readonly before: (a: T, b: T) => boolean) {}
 
   get size(): number { return this.items.length }
 
@@ -80,7 +83,7 @@ export class TaskQueue<T extends Queueable> {
     for (let i = 0; i < items.length; i++) {
       const x = items[i] as T
       if (x.heapIndex !== i) throw new Error(`queue index broken at ${i}`)
-      if (i > 0 && runsBefore(x, items[(i - 1) >> 1] as T)) throw new Error(`heap order broken at ${i}`)
+      if (i > 0 && this.before(x, items[(i - 1) >> 1] as T)) throw new Error(`heap order broken at ${i}`)
     }
   }
 
@@ -90,7 +93,7 @@ export class TaskQueue<T extends Queueable> {
     while (i > 0) {
       const p = (i - 1) >> 1
       const parent = items[p] as T
-      if (!runsBefore(x, parent)) break
+      if (!this.before(x, parent)) break
       items[i] = parent
       parent.heapIndex = i
       i = p
@@ -108,9 +111,9 @@ export class TaskQueue<T extends Queueable> {
       if (l >= n) break
       const r = l + 1
       let c = l
-      if (r < n && runsBefore(items[r] as T, items[l] as T)) c = r
+      if (r < n && this.before(items[r] as T, items[l] as T)) c = r
       const child = items[c] as T
-      if (!runsBefore(child, x)) break
+      if (!this.before(child, x)) break
       items[i] = child
       child.heapIndex = i
       i = c

@@ -28,7 +28,7 @@
 import { FIRE_AND_FORGET, type AssignedTask, type Command, type EventMeta, type GroupCounts, type SchedulerEvent, type SchedulerOptions, type StoryEntry, type TaskSpec, type TaskStatus, type WorkerInfo } from './scheduler-types.js'
 import type { WireError } from '../shared/errors.js'
 import { ClientState, NO_TASKS, Redundancy, TaskState, WorkerState, addWanter, hasWanter, isActive, removeWanter, wanterList, EMA_WEIGHT, CAPACITY_HYSTERESIS, MIN_AVG_MS, NO_INFO, NO_KEYS, int, type Attempt, type Entry, type Status, type ResolvedOptions, type Info, type Move } from './scheduler-state.js'
-import { TaskQueue } from './scheduler-queue.js'
+import { TaskQueue, runsBefore } from './scheduler-queue.js'
 import { clearAhead, recallAhead } from './scheduler-ahead.js'
 import { assigned, dispatch } from './scheduler-placement.js'
 import { dropResults, syncRedundant } from './scheduler-redundancy.js'
@@ -75,9 +75,9 @@ export class Scheduler {
   readonly byName = new Map<string, WorkerState[]>()
   readonly clients = new Map<string, ClientState>()
   /** ready tasks any worker may run */
-  readonly mainQ = new TaskQueue<TaskState>()
+  readonly mainQ = new TaskQueue<TaskState>(runsBefore)
   /** ready tasks with restrictions, and redundant tasks that still need runs */
-  readonly constrainedQ = new TaskQueue<TaskState>()
+  readonly constrainedQ = new TaskQueue<TaskState>(runsBefore)
   /** scattered values waiting for a worker to put them on */
   readonly scatterQ = new Set<TaskState>()
   /** open workers below capacity */

@@ -45,6 +45,7 @@ import type { ToWorkerMessage, WorkerMessage } from '../shared/protocol.js'
 import type { WireError } from '../shared/errors.js'
 import type { ExecTask, TaskBatch } from '../shared/executor.js'
 import { attemptId } from '../shared/attempt.js'
+import { TaskQueue } from './scheduler-queue.js'
 
 /** An assignment as the coordinator sends it. */
 export type Assign = Extract<ToWorkerMessage, { type: 'assign' }>
@@ -218,7 +219,7 @@ interface TaskState {
   /** a cancel-in-thread is in flight, for a steal or a cancel */
   asking: 'steal' | 'cancel' | null
   /** index in the ready queue, -1 when not in it */
-  hi: number
+  heapIndex: number
 }
 
 interface ThreadState {
@@ -286,69 +287,9 @@ const NEXT: Record<TaskStatus, readonly TaskStatus[]> = {
   released: [],
 }
 
-/** Ready tasks, highest priority first, then lowest seq: a binary heap whose tasks know their index (O(log n) removal). */
-class ReadyQueue {
-  private readonly heap: TaskState[] = []
-  get size(): number { return this.heap.length }
-  peek(): TaskState | undefined { return this.heap[0] }
-  values(): readonly TaskState[] { return this.heap }
-  at(i: number): TaskState | undefined { return this.heap[i] }
-
-  push(t: TaskState): void {
-    t.hi = this.heap.length
-    this.heap.push(t)
-    this.up(t.hi)
-  }
-
-  remove(t: TaskState): void {
-    const i = t.hi
-    if (i < 0) return
-    t.hi = -1
-    const last = this.heap.pop()!
-    if (last === t) return
-    this.heap[i] = last
-    last.hi = i
-    this.up(i)
-    this.down(last.hi)
-  }
-
-  private static before(a: TaskState, b: TaskState): boolean {
-    return a.priority > b.priority || (a.priority === b.priority && a.seq < b.seq)
-  }
-
-  private up(i: number): void {
-    const h = this.heap
-    const t = h[i]!
-    while (i > 0) {
-      const p = (i - 1) >> 1
-      const parent = h[p]!
-      if (!ReadyQueue.before(t, parent)) break
-      h[i] = parent
-      parent.hi = i
-      i = p
-    }
-    h[i] = t
-    t.hi = i
-  }
-
-  private down(i: number): void {
-    const h = this.heap
-    const n = h.length
-    const t = h[i]!
-    for (;;) {
-      const l = 2 * i + 1
-      if (l >= n) break
-      const r = l + 1
-      const c = r < n && ReadyQueue.before(h[r]!, h[l]!) ? r : l
-      const child = h[c]!
-      if (!ReadyQueue.before(child, t)) break
-      h[i] = child
-      child.hi = i
-      i = c
-    }
-    h[i] = t
-    t.hi = i
-  }
+/** The ready queue's order: highest priority first, then lowest seq (submission order). */
+function readyBefore(a: TaskState, b: TaskState): boolean {
+  return a.priority > b.priority || (a.priority === b.priority && a.seq < b.seq)
 }
 
 type Death = { cause: 'crash'; reason: string } | { cause: StopReason; culprit?: TaskState }
@@ -358,7 +299,8 @@ export class WorkerState {
   private readonly nthreads: number
   /** live tasks by key@attempt */
   private readonly tasks = new Map<string, TaskState>()
-  private readonly ready = new ReadyQueue()
+  /** ready tasks: the scheduler's heap (tasks know their index, O(log n) removal) */
+  private readonly ready = new TaskQueue<TaskState>(readyBefore)
   /** live tasks computing each key here (not cancelled): a dependent waits for them instead of fetching */
   private readonly producers = new Map<string, TaskState | Set<TaskState>>()
   /** waiting tasks, by the input they wait for */
@@ -562,7 +504,7 @@ export class WorkerState {
     const a: Assign = m
     const t: TaskState = {
       id, key: m.key, attempt: m.attempt, a, priority: m.priority ?? 0, seq: m.seq ?? this.arrivals,
-      status: 'waiting', need: null, thread: null, deadline: 0, asking: null, hi: -1,
+      status: 'waiting', need: null, thread: null, deadline: 0, asking: null, heapIndex: -1,
     }
     this.arrivals++
     this.tasks.set(id, t)
@@ -1340,7 +1282,7 @@ export class WorkerState {
     const from = t.status
     this.transition(t, to, note)
     this.tasks.delete(t.id)
-    if (t.hi >= 0) this.ready.remove(t)
+    if (t.heapIndex >= 0) this.ready.remove(t)
     if (from === 'waiting' && t.need !== null) {
       for (const k of t.need) {
         const ws = this.waiters.get(k)
@@ -1461,7 +1403,7 @@ export class WorkerState {
     const heap = this.ready.values()
     for (let i = 0; i < heap.length; i++) {
       const t = heap[i]!
-      if (t.hi !== i) fail(`ready queue index ${t.hi} ≠ ${i}`, t)
+      if (t.heapIndex !== i) fail(`ready queue index ${t.heapIndex} ≠ ${i}`, t)
       if (t.status !== 'ready') fail(`in the ready queue with status ${t.status}`, t)
       if (i > 0) {
         const p = heap[(i - 1) >> 1]!
@@ -1480,10 +1422,10 @@ export class WorkerState {
             if (!this.waiters.get(k)?.has(t)) fail(`not among the waiters of ${k}`, t)
             if (this.isHeld(k)) fail(`waits for ${k}, which is held`, t)
           }
-          if (t.thread !== null || t.hi >= 0) fail('waiting, yet bound or queued', t)
+          if (t.thread !== null || t.heapIndex >= 0) fail('waiting, yet bound or queued', t)
           break
         case 'ready':
-          if (t.hi < 0 || this.ready.at(t.hi) !== t) fail('ready, not in the ready queue', t)
+          if (t.heapIndex < 0 || this.ready.values()[t.heapIndex] !== t) fail('ready, not in the ready queue', t)
           if (t.thread !== null || t.need !== null) fail('ready, yet bound or needing', t)
           for (const d of t.a.deps) if (!this.isHeld(d.key)) fail(`ready without ${d.key}`, t)
           break

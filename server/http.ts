@@ -267,41 +267,27 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
   }
 }
 
+/** A Content-Security-Policy: what both pages share (only this origin, never framed), plus `script` and `img` sources. */
+function policy(script: string, img: string): string {
+  return [
+    "default-src 'self'", `script-src ${script}`, "worker-src 'self' blob:", "connect-src 'self'", `img-src ${img}`,
+    "style-src 'self' 'unsafe-inline'", "object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'", "form-action 'none'",
+  ].join('; ')
+}
+
 /**
  * The volunteer page's policy. `connect-src 'self'` lets tasks reach this coordinator
  * and nothing else (CSP 3's 'self' also matches ws:/wss: to this host and port, which
  * socket.io uses); 'unsafe-eval' because task functions travel as source and are
  * compiled with `new Function`; `blob:` for uploaded modules, imported from Blob URLs.
  */
-export const WORKER_CSP = [
-  "default-src 'self'",
-  "script-src 'self' 'unsafe-eval' blob:",
-  "worker-src 'self' blob:",
-  "connect-src 'self'",
-  "img-src 'self' data:",
-  "style-src 'self' 'unsafe-inline'",
-  "object-src 'none'",
-  "base-uri 'none'",
-  "frame-ancestors 'none'",
-  "form-action 'none'",
-].join('; ')
+export const WORKER_CSP = policy("'self' 'unsafe-eval' blob:", "'self' data:")
 
 /**
  * The dashboard's policy: it talks to this coordinator only, runs the Drive panel's code
  * (compiled with AsyncFunction: 'unsafe-eval'), and no other site may frame it.
  */
-export const DASHBOARD_CSP = [
-  "default-src 'self'",
-  "script-src 'self' 'unsafe-eval'",
-  "worker-src 'self' blob:",
-  "connect-src 'self'",
-  "img-src 'self' data: blob:",
-  "style-src 'self' 'unsafe-inline'",
-  "object-src 'none'",
-  "base-uri 'none'",
-  "frame-ancestors 'none'",
-  "form-action 'none'",
-].join('; ')
+export const DASHBOARD_CSP = policy("'self' 'unsafe-eval'", "'self' data: blob:")
 
 /** What of engine.io's socket the output cap reads (not in its public typings). */
 interface WsLike { bufferedAmount?: number; pause?(): void; resume?(): void; terminate?(): void }

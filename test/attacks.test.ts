@@ -90,8 +90,9 @@ describe('hostile volunteers', () => {
   it('hoard scattered data: a put the worker never acknowledges goes to another worker', async () => {
     const w = await rawPeer(grid.url, workerHello('hoarder'), { localAddress: '127.0.0.16' })
     try {
-      // it holds nothing, so it is the first choice for a new value
-      const s = await client.scatter({ hoarded: 'no' })
+      // one copy on every worker, so the hoarder is surely sent one, whatever the others hold
+      await until(async () => (await client.workers()).some(x => x.name === 'hoarder'), 'the hoarder to join')
+      const s = await client.scatter({ hoarded: 'no' }, { replicas: (await client.workers()).length })
       await w.waitFor(m => m.type === 'put', 'the put')
       expect(await s.result()).toEqual({ hoarded: 'no' })
       expect(grid.coord.coordinator.scheduler.whoHas(s.key)).not.toContain(w.of('welcome')[0]!.id)

@@ -15,7 +15,7 @@ import type { AssignedTask, Command, SchedulerEvent, TaskSpec, WorkerKind } from
 import { volunteerOf, type DeadlineOptions } from './trust.js'
 import {
   LIMITS, PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
-  type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage,
+  type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage, type ClientRequest, type ReplyValue,
 } from '../shared/protocol.js'
 import { PartJoiner, ownBytes } from '../shared/wire.js'
 import { hashString } from '../shared/hash.js'
@@ -704,10 +704,11 @@ export class Coordinator {
 
   private onRequest(c: ClientPeer, id: number, op: Extract<ClientMessage, { type: 'request' }>['op']): void {
     this.catchUp()
-    const reply = (value: unknown): void => c.conn?.send({ type: 'reply', id, ok: true, value } satisfies ToClientMessage)
+    // typed by the request's kind: the client checks the value against replyValues[kind]
+    const reply = <K extends ClientRequest['op']>(_kind: K, value: ReplyValue<K>): void => c.conn?.send({ type: 'reply', id, ok: true, value } satisfies ToClientMessage)
     const fail = (error: WireError): void => c.conn?.send({ type: 'reply', id, ok: false, error } satisfies ToClientMessage)
     switch (op.op) {
-      case 'workers': return reply(this.workerSummaries())
+      case 'workers': return reply(op.op, this.workerSummaries())
       case 'upload-module': {
         // the client checked too, but a client is not trusted to have
         const syntax = moduleSyntaxError(op.source)
@@ -719,13 +720,13 @@ export class Coordinator {
         c.modules.set(op.name, op.source)
         c.sourceBytes += more
         for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source, ns: c.ns } satisfies ToWorkerMessage)
-        return reply(true)
+        return reply(op.op, true)
       }
-      case 'story': return reply(this.scheduler.story(op.key))
-      case 'who-has': return reply(Object.fromEntries(op.keys.map(k => [k, this.scheduler.whoHas(k)])))
-      case 'status': return reply(Object.fromEntries(op.keys.map(k => [k, this.scheduler.taskStatus(k) ?? 'forgotten'])))
+      case 'story': return reply(op.op, this.scheduler.story(op.key))
+      case 'who-has': return reply(op.op, Object.fromEntries(op.keys.map(k => [k, this.scheduler.whoHas(k)])))
+      case 'status': return reply(op.op, Object.fromEntries(op.keys.map(k => [k, this.scheduler.taskStatus(k) ?? 'forgotten'])))
       case 'close':
-        reply(true)
+        reply(op.op, true)
         return this.clientClosed(c)
       case 'publish-dataset': {
         if (!this.scheduler.wantedBy(op.key).includes(c.id)) {
@@ -734,21 +735,21 @@ export class Coordinator {
         const r = this.datasets.publish(op.name, op.key, op.override === true)
         if ('error' in r) return fail(r.error)
         for (const e of r.events) this.handle(e)
-        return reply(true)
+        return reply(op.op, true)
       }
       case 'get-dataset': {
         const key = this.datasets.get(op.name)
         if (key === undefined) return fail({ code: 'not-found', message: `no dataset named ${op.name} (see listDatasets())` })
         // the reply goes first: the client makes its future, then hears the key's state
-        reply({ key })
+        reply(op.op, { key })
         return this.handle({ type: 'want', client: c.id, keys: [key] })
       }
-      case 'list-datasets': return reply(this.datasets.names())
+      case 'list-datasets': return reply(op.op, this.datasets.names())
       case 'unpublish-dataset': {
         const events = this.datasets.unpublish(op.name)
         if (events === undefined) return fail({ code: 'not-found', message: `no dataset named ${op.name} (see listDatasets())` })
         for (const e of events) this.handle(e)
-        return reply(true)
+        return reply(op.op, true)
       }
       default: {
         const never: never = op
@@ -803,7 +804,7 @@ export class Coordinator {
   }
 
   /** What `client.workers()` returns. */
-  workerSummaries(): Array<Record<string, unknown>> {
+  workerSummaries(): ReplyValue<'workers'> {
     return this.scheduler.workers().map(w => {
       const p = this.peers.get(w.id) as WorkerPeer | undefined
       return { ...w, connected: !!p?.conn, memory: p?.memory ?? 0, spilled: p?.spilled ?? 0 }

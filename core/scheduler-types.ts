@@ -173,7 +173,7 @@ export interface SchedulerOptions {
   redundancyWaitMs?: number
 }
 
-export interface StoryEntry { key: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; worker?: string; now: number; note?: string }
+export type StoryEntry = { key: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; worker?: string; now: number; note?: string }
 
 export interface WorkerInfo { id: string; name: string; kind: WorkerKind; slots: number; accepting: boolean; retiring: boolean; processing: number; held: number; nbytes: number; done: number; since: number }
 

@@ -465,6 +465,37 @@ describe('requests', () => {
     await expect(h.client.uploadModule('', 'x')).rejects.toThrow(/module name/)
   })
 
+  it('checks each reply against its request kind: a malformed one fails that request only, clearly', async () => {
+    const h = track(harness())
+    h.coordinator.onMessages = msgs => {
+      for (const m of msgs) {
+        if (m.type !== 'request') continue
+        const value = m.op.op === 'workers' ? { not: 'a list' }
+          : m.op.op === 'get-dataset' ? { key: 5 }
+            : m.op.op === 'list-datasets' ? ['a', 'b']
+              : m.op.op === 'story' ? [{ key: m.op.key, from: 'new', to: 'waiting', stimulus: 'submit-1' }]
+                : m.op.op === 'close' ? true : 'what?'
+        h.coordinator.send({ type: 'reply', id: m.id, ok: true, value })
+      }
+    }
+    const [workers, dataset, names, story, upload] = await Promise.allSettled([
+      h.client.workers(), h.client.getDataset('d'), h.client.listDatasets(), h.client.story('k'), h.client.uploadModule('m', 'export const x = 1'),
+    ])
+    const reason = (r: PromiseSettledResult<unknown>): TabgridError => (r as PromiseRejectedResult).reason as TabgridError
+    expect(reason(workers)).toBeInstanceOf(TabgridError)
+    expect(reason(workers).code).toBe('bad-message')
+    expect(reason(workers).message).toMatch(/^workers\(\): the coordinator's reply is malformed \(\(message\): .*expected array/)
+    expect(reason(dataset).code).toBe('bad-message')
+    expect(reason(dataset).message).toMatch(/^getDataset\(d\): .*key: .*expected string/)
+    // the reply that was right in the same frame is answered
+    expect(names).toEqual({ status: 'fulfilled', value: ['a', 'b'] })
+    // a story entry without its time is refused, and so is `'what?'` for an upload (true expected)
+    expect(reason(story).message).toMatch(/^story\(k\): .*0\.now/)
+    expect(reason(upload).message).toMatch(/^uploadModule\(m\): /)
+    // nothing else is broken: the client still submits and closes
+    expect(h.client.submit((x: number) => x, 1)).toBeInstanceOf(Future)
+  })
+
   it('rejects with the remote error, on timeout, and when the client closes', async () => {
     const h = harness()
     h.coordinator.onMessages = msgs => {

@@ -15,8 +15,8 @@
  * asks again for the values it was still waiting for. Otherwise every future fails with
  * a LostDataError. While disconnected, messages wait here; requests fail at once.
  */
-import type { ClientMessage, ClientRequest, Hello, TaskSubmit, ToClientMessage } from './protocol.js'
-import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
+import type { ClientMessage, ClientRequest, Hello, ReplyValue, TaskSubmit, ToClientMessage } from './protocol.js'
+import { LIMITS, PROTOCOL_VERSION, describeIssues, replyValues } from './protocol.js'
 import { connectLink, type Link, type LinkStatus } from './link.js'
 import { PartJoiner, PendingRequests } from './wire.js'
 import { coordinatorUrl } from './address.js'
@@ -52,6 +52,23 @@ export interface WorkerSummary {
   kind: 'browser' | 'node'
   /** tasks it runs at once (processes × threads) */
   slots: number
+  /** its lifecycle at the scheduler: 'running', 'paused' (by the volunteer, or memory), 'lapsed' (silent past its lease), 'retiring', 'retired' */
+  status?: string
+  accepting?: boolean
+  retiring?: boolean
+  /** tasks assigned to it now */
+  processing?: number
+  /** keys it holds, and their bytes as the scheduler counts them */
+  held?: number
+  nbytes?: number
+  /** tasks done since it joined */
+  done?: number
+  /** when it joined, ms since the epoch (coordinator clock) */
+  since?: number
+  connected?: boolean
+  /** bytes in memory and spilled, as the worker last said */
+  memory?: number
+  spilled?: number
   [field: string]: unknown
 }
 
@@ -73,6 +90,11 @@ export interface StoryEntry {
   now: number
   /** more about it, when the scheduler has more to say (e.g. 'attempt 3: sent ahead …') */
   note?: string
+  /** 'worker' for a step of the worker's own state machine (absent: the scheduler's) */
+  source?: 'scheduler' | 'worker'
+  /** worker steps: the thread that ran it, and the attempt */
+  thread?: number
+  attempt?: number
   [field: string]: unknown
 }
 
@@ -621,9 +643,7 @@ export class Client {
    */
   async getDataset<T = unknown>(name: string, opts?: RequestOptions): Promise<Future<T>> {
     checkDatasetName(name)
-    const value = await this.request({ op: 'get-dataset', name }, resolveRequestOptions(opts).timeout, `getDataset(${name})`)
-    const key = (value as { key?: unknown } | null)?.key
-    if (typeof key !== 'string') throw new TabgridError('internal', `getDataset(${name}): the coordinator answered ${describe(value)}`)
+    const { key } = await this.request({ op: 'get-dataset', name }, resolveRequestOptions(opts).timeout, `getDataset(${name})`)
     let rec = this.records.get(key)
     if (rec === undefined) { rec = newRecord(key); this.records.set(key, rec) } else if (rec.status === 'cancelled' || rec.status === 'lost') settleRecord(rec, 'pending')
     return this.newFuture(rec) as Future<T>
@@ -638,9 +658,7 @@ export class Client {
    * ```
    */
   async listDatasets(opts?: RequestOptions): Promise<string[]> {
-    const value = await this.request({ op: 'list-datasets' }, resolveRequestOptions(opts).timeout, 'listDatasets()')
-    if (!Array.isArray(value)) throw new TabgridError('internal', `listDatasets(): the coordinator answered ${describe(value)}, not an array`)
-    return value as string[]
+    return await this.request({ op: 'list-datasets' }, resolveRequestOptions(opts).timeout, 'listDatasets()')
   }
 
   /**
@@ -688,11 +706,9 @@ export class Client {
    * ```
    */
   async workers(opts?: RequestOptions): Promise<WorkerSummary[]> {
-    const value = await this.request({ op: 'workers' }, resolveRequestOptions(opts).timeout, 'workers()')
-    if (!Array.isArray(value)) throw new TabgridError('internal', `workers(): the coordinator answered ${describe(value)}, not an array`)
-    const list = value as WorkerSummary[]
+    const list: WorkerSummary[] = await this.request({ op: 'workers' }, resolveRequestOptions(opts).timeout, 'workers()')
     let slots = 0, memory = 0
-    for (const w of list) { slots += Number(w.slots) || 0; memory += Number(w.nbytes) || 0 }
+    for (const w of list) { slots += w.slots; memory += w.nbytes ?? 0 }
     this.lastSeen = { workers: list.length, slots, memory }
     return list
   }
@@ -708,8 +724,7 @@ export class Client {
   async story(key: string | Future, opts?: RequestOptions): Promise<StoryEntry[]> {
     const k = key instanceof Future ? key.key : key
     if (typeof k !== 'string' || k.length === 0 || k.length > LIMITS.key) throw new TypeError(`story takes a Future or a key, got ${describe(key)}`)
-    const value = await this.request({ op: 'story', key: k }, resolveRequestOptions(opts).timeout, `story(${k})`)
-    return (Array.isArray(value) ? value : []) as StoryEntry[]
+    return await this.request({ op: 'story', key: k }, resolveRequestOptions(opts).timeout, `story(${k})`)
   }
 
   // ------------------------------------------------------------ lifecycle
@@ -1107,12 +1122,18 @@ export class Client {
     if (this.linkBytes >= FRAME_BUDGET) { this.link.flush(); this.linkBytes = 0 }
   }
 
-  private request(op: Extract<ClientMessage, { type: 'request' }>['op'], timeout: number, what: string): Promise<unknown> {
+  /** Sends a request; its answer is checked against the reply schema of its kind (a malformed one fails this request only). */
+  private request<O extends ClientRequest>(op: O, timeout: number, what: string): Promise<ReplyValue<O['op']>> {
     if (this.state === 'closed') return Promise.reject(new CancelledError('client closed'))
     if (!this.connected) return Promise.reject(new TimeoutError(`${what}: not connected to the coordinator (reconnecting)`))
     const { id, promise } = this.requests.open(timeout, what)
     this.sendNow({ type: 'request', id, op }, 64 + (op.op === 'upload-module' ? op.source.length : 0))
-    return this.hold(promise)
+    const schema = replyValues[op.op as O['op']]
+    return this.hold(promise.then(value => {
+      const r = schema.safeParse(value)
+      if (!r.success) throw new TabgridError('bad-message', `${what}: the coordinator's reply is malformed (${describeIssues(r.error)}): ${describe(value)}`)
+      return r.data as ReplyValue<O['op']>
+    }))
   }
 
   // ------------------------------------------------------------ receiving
@@ -1242,8 +1263,7 @@ export class Client {
     for (const rec of this.records.values()) if (rec.status === 'pending') keys.push(rec.key)
     for (let i = 0; i < keys.length; i += LIMITS.keys) {
       const chunk = keys.slice(i, i + LIMITS.keys)
-      this.request({ op: 'status', keys: chunk }, REQUEST_TIMEOUT, 'status after reconnect').then(value => {
-        const states = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>
+      this.request({ op: 'status', keys: chunk }, REQUEST_TIMEOUT, 'status after reconnect').then(states => {
         for (const key of chunk) {
           const rec = this.records.get(key)
           if (!rec || rec.status !== 'pending') continue

@@ -177,6 +177,85 @@ export const clientMessage = z.discriminatedUnion('type', [
 export type ClientMessage = z.infer<typeof clientMessage>
 export type ClientRequest = Extract<ClientMessage, { type: 'request' }>['op']
 
+// ---------------------------------------------------------------- replies
+
+/** A task's state at the coordinator, as a `status` reply names it (Dask's, and 'forgotten' for a key it does not know). */
+export const taskStatus = z.enum(['waiting', 'queued', 'processing', 'memory', 'erred', 'released', 'forgotten'])
+
+/** One worker in a `workers` reply (`client.workers()`); the coordinator may add fields. */
+export const workerSummary = z.looseObject({
+  id: z.string(),
+  name: z.string(),
+  kind: z.enum(['browser', 'node']),
+  /** tasks it runs at once (processes × threads) */
+  slots: count,
+  accepting: z.boolean().optional(),
+  /** handing its data off before it leaves */
+  retiring: z.boolean().optional(),
+  /** the worker's lifecycle at the scheduler: 'running', 'paused', 'lapsed', 'retiring', 'retired' */
+  status: z.string().max(LIMITS.name).optional(),
+  /** tasks assigned to it now */
+  processing: count.optional(),
+  /** keys it holds */
+  held: count.optional(),
+  /** bytes of results it holds, as the scheduler counts them */
+  nbytes: count.optional(),
+  done: count.optional(),
+  /** when it joined, ms since the epoch (coordinator clock) */
+  since: z.number().optional(),
+  connected: z.boolean().optional(),
+  /** bytes in memory and spilled, as the worker last said */
+  memory: count.optional(),
+  spilled: count.optional(),
+})
+
+/**
+ * One step of a key's history in a `story` reply (`client.story(key)`). Entries of the
+ * scheduler have `worker` when one was involved; entries of a worker's own state machine
+ * (what it did with the key: received, waiting, ready, executing, memory) have
+ * `source: 'worker'`, `worker` and `thread`, with `now` on the coordinator's clock.
+ */
+export const storyEntry = z.looseObject({
+  key,
+  from: z.string().max(LIMITS.name),
+  to: z.string().max(LIMITS.name),
+  /** what caused the transition, e.g. 'submit-42' */
+  stimulus: z.string().max(LIMITS.text),
+  worker: z.string().max(LIMITS.name).optional(),
+  /** ms: the coordinator's clock (ms since the epoch) */
+  now: z.number(),
+  note: z.string().max(LIMITS.text).optional(),
+  /** who recorded it: the scheduler (absent) or the worker's own state machine */
+  source: z.enum(['scheduler', 'worker']).optional(),
+  /** the worker's thread, for worker entries */
+  thread: count.optional(),
+  /** the attempt the entry is about, for worker entries */
+  attempt: count.optional(),
+})
+
+/**
+ * What each request kind answers with (`reply.value` when `ok`), by `op`. The reply
+ * message itself carries only the request's id, so the client checks its value against
+ * the schema of the request it sent under that id: a malformed reply fails that request
+ * alone, with a `bad-message` error.
+ */
+export const replyValues = {
+  workers: z.array(workerSummary).max(1 << 20),
+  'upload-module': z.literal(true),
+  story: z.array(storyEntry).max(1 << 16),
+  /** for each key asked, the ids of the workers holding it */
+  'who-has': z.record(z.string(), z.array(z.string())),
+  /** for each key asked, its state ('forgotten' when the coordinator does not know it) */
+  status: z.record(z.string(), taskStatus),
+  'publish-dataset': z.literal(true),
+  'get-dataset': z.object({ key }),
+  'list-datasets': z.array(z.string()).max(1 << 20),
+  'unpublish-dataset': z.literal(true),
+  close: z.literal(true),
+} satisfies Record<ClientRequest['op'], z.ZodType>
+/** The value a request of kind `O` answers with. */
+export type ReplyValue<O extends ClientRequest['op']> = z.infer<(typeof replyValues)[O]>
+
 // ---------------------------------------------------------------- coordinator → client
 
 export const keyStateMessage = z.object({
@@ -192,6 +271,7 @@ export const toClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('data'), key, data: bytes, ...partFields }),
   /** a gathered key's data could not be had */
   z.object({ type: z.literal('data-error'), key, error: wireError }),
+  /** the answer to a request; `value` is checked against `replyValues[op]` by the client, which knows the op it sent under `id` */
   z.object({ type: z.literal('reply'), id: count, ok: z.boolean(), value: z.unknown().optional(), error: wireError.optional() }),
   /** something the client sent was refused */
   z.object({ type: z.literal('error'), error: wireError }),

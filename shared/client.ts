@@ -29,6 +29,7 @@ import { CodecError, FutureRef, decodeValue, encodeValue } from './codec.js'
 import { toTaskFunction, type TaskFunction } from './serialize-function.js'
 import { hashBytes, hashString } from './hash.js'
 import { moduleSyntaxError } from './modules.js'
+import { DROP, KEEP, forEachNested, mapNested } from './nested.js'
 import { Future, deferred, settleRecord, withTimeout, type Deferred, type FutureOwner, type FutureStatus, type KeyRecord } from './future.js'
 import {
   DEFAULT_TASK_OPTIONS, describe, resolveConnectOptions, resolveGatherOptions, resolveLocalOptions, resolvePublishOptions, resolveRequestOptions,
@@ -524,18 +525,20 @@ export class Client {
     const { errors } = resolveGatherOptions(opts)
     const pending = new Map<Future, Promise<unknown>>()
     const skip = errors === 'skip'
-    collectFutures(x, f => {
+    forEachNested(x, isFuture, x => {
+      const f = x as Future
       if (pending.has(f)) return
       const p = f.result()
-      pending.set(f, skip ? p.catch((err: unknown) => failed(f) ? SKIPPED : Promise.reject(err)) : p)
-    }, 0)
+      pending.set(f, skip ? p.catch((err: unknown) => failed(f) ? DROP : Promise.reject(err)) : p)
+    })
     if (pending.size === 0) return x as Gathered<T>
     const futures = [...pending.keys()]
     const values = await Promise.all(pending.values())
     const byFuture = new Map<Future, unknown>()
     for (let i = 0; i < futures.length; i++) byFuture.set(futures[i]!, values[i])
-    const out = substitute(x, byFuture, 0)
-    return (out === SKIPPED ? undefined : out) as Gathered<T>
+    // containers holding futures are copied, with each value in its future's place (a failed one's place dropped)
+    const out = mapNested(x, v => v instanceof Future ? byFuture.get(v) : KEEP)
+    return (out === DROP ? undefined : out) as Gathered<T>
   }
 
   /**
@@ -883,15 +886,12 @@ export class Client {
     let deps: string[] | undefined
     let argv = args
     for (let j = 0; j < args.length; j++) {
-      const a = args[j]
-      if (typeof a !== 'object' || a === null) continue
-      const found: string[] = deps ?? []
-      const r = this.replaceFutures(a, found, 0)
-      if (found.length) deps = found
-      if (r !== a) {
-        if (argv === args) argv = args.slice()
-        argv[j] = r
-      }
+      if (typeof args[j] !== 'object' || args[j] === null) continue
+      // some argument is an object: it may hold futures
+      deps = []
+      argv = this.replaceFutures(args, deps) as unknown[]
+      if (deps.length === 0) deps = undefined
+      break
     }
     const bytes = encodeValue(argv, 'args')
     if (bytes.byteLength > MAX_TASK_ARGS) {
@@ -931,63 +931,15 @@ export class Client {
   }
 
   /** A copy of v with each Future replaced by a FutureRef (v itself when it holds none); their keys go to deps. */
-  private replaceFutures(v: unknown, deps: string[], depth: number): unknown {
-    if (typeof v !== 'object' || v === null) return v
-    if (v instanceof Future) {
-      if (v.client !== this) throw new TypeError(`future ${v.key} belongs to another client: a task can only use futures of the client that submits it`)
-      if (v.isReleased) throw new TabgridError('not-found', `future ${v.key} was released: a released future cannot be passed to a task`)
-      if (v.status === 'cancelled') throw new CancelledError(`future ${v.key} was cancelled: a task cannot take it as an argument (submit its work again for a new future)`)
-      deps.push(v.key)
-      return new FutureRef(v.key)
-    }
-    // a cycle: leave it to the codec, which names it
-    if (depth > 256) return v
-    if (Array.isArray(v)) {
-      let out: unknown[] | undefined
-      for (let i = 0; i < v.length; i++) {
-        const x: unknown = v[i]
-        if (typeof x !== 'object' || x === null) continue
-        const r = this.replaceFutures(x, deps, depth + 1)
-        if (r !== x) (out ??= v.slice())[i] = r
-      }
-      return out ?? v
-    }
-    if (v instanceof Map) {
-      let changed = false
-      const entries: [unknown, unknown][] = []
-      for (const [k, x] of v) {
-        const rk = this.replaceFutures(k, deps, depth + 1)
-        const rx = this.replaceFutures(x, deps, depth + 1)
-        if (rk !== k || rx !== x) changed = true
-        entries.push([rk, rx])
-      }
-      return changed ? new Map(entries) : v
-    }
-    if (v instanceof Set) {
-      let changed = false
-      const items: unknown[] = []
-      for (const x of v) {
-        const r = this.replaceFutures(x, deps, depth + 1)
-        if (r !== x) changed = true
-        items.push(r)
-      }
-      return changed ? new Set(items) : v
-    }
-    const proto: unknown = Object.getPrototypeOf(v)
-    if (proto === Object.prototype || proto === null) {
-      let out: Record<string, unknown> | undefined
-      for (const k of Object.keys(v)) {
-        const x = (v as Record<string, unknown>)[k]
-        if (typeof x !== 'object' || x === null) continue
-        const r = this.replaceFutures(x, deps, depth + 1)
-        if (r !== x) {
-          if (!out) { out = Object.create(proto) as Record<string, unknown>; Object.assign(out, v) }
-          out[k] = r
-        }
-      }
-      return out ?? v
-    }
-    return v
+  private replaceFutures(v: unknown, deps: string[]): unknown {
+    return mapNested(v, x => {
+      if (!(x instanceof Future)) return KEEP
+      if (x.client !== this) throw new TypeError(`future ${x.key} belongs to another client: a task can only use futures of the client that submits it`)
+      if (x.isReleased) throw new TabgridError('not-found', `future ${x.key} was released: a released future cannot be passed to a task`)
+      if (x.status === 'cancelled') throw new CancelledError(`future ${x.key} was cancelled: a task cannot take it as an argument (submit its work again for a new future)`)
+      deps.push(x.key)
+      return new FutureRef(x.key)
+    })
   }
 
   private async scatterWith(value: unknown, opts: unknown): Promise<Future> {
@@ -995,7 +947,7 @@ export class Client {
     const o = resolveScatterOptions(opts)
     if (value instanceof Future) throw new TypeError(`scatter takes a value, not a Future: ${value.key} is already on the grid; pass it to tasks as it is`)
     const found: string[] = []
-    this.replaceFutures(value, found, 0)
+    this.replaceFutures(value, found)
     if (found.length) throw new TypeError(`scatter takes plain data, but the value holds futures (${found.slice(0, 3).join(', ')}): gather them first, or pass them to a task`)
     const bytes = encodeValue(value, 'value')
     if (bytes.byteLength > LIMITS.valueBytes) throw new TooLargeError(`the scattered value encodes to ${bytes.byteLength} bytes, over the limit of ${LIMITS.valueBytes}`)
@@ -1331,63 +1283,13 @@ function withKey(e: WireError, key: string): WireError {
   return e.key === undefined ? { ...e, key } : e
 }
 
-/** Calls each Future inside x (arrays, plain objects, Map values and keys, Sets). */
-function collectFutures(x: unknown, each: (f: Future) => void, depth: number): void {
-  if (typeof x !== 'object' || x === null || depth > 256) return
-  if (x instanceof Future) { each(x); return }
-  if (Array.isArray(x)) { for (const v of x) if (typeof v === 'object' && v !== null) collectFutures(v, each, depth + 1); return }
-  if (x instanceof Map) { for (const [k, v] of x) { collectFutures(k, each, depth + 1); collectFutures(v, each, depth + 1) } return }
-  if (x instanceof Set) { for (const v of x) collectFutures(v, each, depth + 1); return }
-  const proto: unknown = Object.getPrototypeOf(x)
-  if (proto === Object.prototype || proto === null) for (const k of Object.keys(x)) collectFutures((x as Record<string, unknown>)[k], each, depth + 1)
-}
-
-/** gather({ errors: 'skip' }): the place of a failed future, dropped from its container */
-const SKIPPED: unique symbol = Symbol('skipped')
+const isFuture = (x: object): boolean => x instanceof Future
 
 /** Failed in a way `errors: 'skip'` leaves out (not cancelled: that still rejects, as in Dask). */
 function failed(f: Future): boolean {
   return f.status === 'error' || f.status === 'lost'
 }
 
-/** x with each Future replaced by its value (containers are copied; other values kept; SKIPPED places dropped). */
-function substitute(x: unknown, values: Map<Future, unknown>, depth: number): unknown {
-  if (typeof x !== 'object' || x === null || depth > 256) return x
-  if (x instanceof Future) return values.get(x)
-  if (Array.isArray(x)) {
-    const out: unknown[] = []
-    for (let i = 0; i < x.length; i++) {
-      const v: unknown = x[i]
-      const r = typeof v === 'object' && v !== null ? substitute(v, values, depth + 1) : v
-      if (r !== SKIPPED) out.push(r)
-    }
-    return out
-  }
-  if (x instanceof Map) {
-    const out = new Map()
-    for (const [k, v] of x) {
-      const rk = substitute(k, values, depth + 1)
-      const rv = substitute(v, values, depth + 1)
-      if (rk !== SKIPPED && rv !== SKIPPED) out.set(rk, rv)
-    }
-    return out
-  }
-  if (x instanceof Set) {
-    const out = new Set()
-    for (const v of x) { const r = substitute(v, values, depth + 1); if (r !== SKIPPED) out.add(r) }
-    return out
-  }
-  const proto: unknown = Object.getPrototypeOf(x)
-  if (proto === Object.prototype || proto === null) {
-    const out = Object.create(proto) as Record<string, unknown>
-    for (const k of Object.keys(x)) {
-      const r = substitute((x as Record<string, unknown>)[k], values, depth + 1)
-      if (r !== SKIPPED) out[k] = r
-    }
-    return out
-  }
-  return x
-}
 
 /**
  * A client with per-call options applied (`client.with(...)`): the same `submit`,

@@ -46,6 +46,7 @@
  */
 import { Packr, C1 } from 'msgpackr'
 import { SerializationError, nameErrorClass } from './errors.js'
+import { forEachNested } from './nested.js'
 
 /** Marker placed in task arguments where a Future was: replaced by the value on the worker. */
 export class FutureRef {
@@ -876,55 +877,16 @@ function blob(kind: unknown, off: unknown, len: unknown, st: DecState): unknown 
 // Inspection
 
 /**
- * Keys of every FutureRef inside value (walks arrays, plain objects, Map keys and
- * values, Set items, Error causes), added to `out`. Primitives and binary data cost
- * nothing; shared and cyclic structures are visited once.
+ * Keys of every FutureRef inside value (the walk of nested.ts: arrays, plain objects,
+ * Map keys and values, Set items, Error causes), added to `out`. Primitives and binary
+ * data cost nothing; shared and cyclic structures are visited once.
  */
 export function collectRefs(value: unknown, out: Set<string> = new Set()): Set<string> {
-  if (typeof value !== 'object' || value === null) return out
-  if (value instanceof FutureRef) {
-    out.add(value.key)
-    return out
-  }
-  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof Date) return out
-  collectInto(value, out, new Set())
+  forEachNested(value, isRef, ref => { out.add((ref as FutureRef).key) })
   return out
 }
 
-function collectInto(v: object, out: Set<string>, seen: Set<object>): void {
-  if (seen.has(v)) return
-  seen.add(v)
-  const visit = (x: unknown): void => {
-    if (typeof x !== 'object' || x === null) return
-    if (x instanceof FutureRef) out.add(x.key)
-    else if (!ArrayBuffer.isView(x)) collectInto(x, out, seen)
-  }
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) {
-      const x: unknown = v[i]
-      if (typeof x === 'object' && x !== null) visit(x)
-    }
-    return
-  }
-  const proto = Object.getPrototypeOf(v) as object | null
-  if (proto === Object.prototype || proto === null) {
-    for (const k of Object.keys(v)) {
-      const x = (v as Record<string, unknown>)[k]
-      if (typeof x === 'object' && x !== null) visit(x)
-    }
-  } else if (v instanceof Map) {
-    for (const [k, x] of v) {
-      visit(k)
-      visit(x)
-    }
-  } else if (v instanceof Set) {
-    for (const x of v) visit(x)
-  } else if (v instanceof Error) {
-    if (hasOwn.call(v, 'cause')) visit((v as { cause?: unknown }).cause)
-  } else if (objectToString.call(v) === '[object Object]') {
-    for (const k of Object.keys(v)) visit((v as Record<string, unknown>)[k])
-  }
-}
+const isRef = (x: object): boolean => x instanceof FutureRef
 
 const SAMPLE_OVER = 4096
 const SAMPLES = 512

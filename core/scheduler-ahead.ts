@@ -46,7 +46,7 @@ export function canRunAhead(sched: Scheduler, d: TaskState, w: WorkerState): boo
 /** Tasks set aside for workers that had no capacity then: sent now where there is. */
 export function dispatchAhead(sched: Scheduler): void {
   for (const [w, later] of sched.aheadLater) {
-    if (!w.alive) { sched.aheadLater.delete(w); continue }
+    if (w.status === 'gone') { sched.aheadLater.delete(w); continue }
     if (w.freeIndex < 0) continue
     for (const d of later) {
       if (w.freeIndex < 0) break

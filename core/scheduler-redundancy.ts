@@ -7,7 +7,7 @@
  * own files, pure like it.
  */
 import type { Scheduler } from './scheduler.js'
-import { NO_INFO, type Redundancy, type TaskState } from './scheduler-state.js'
+import { NO_INFO, isLeaving, type Redundancy, type TaskState } from './scheduler-state.js'
 import { handoffIfSole } from './scheduler-replicas.js'
 
 export function tally(sched: Scheduler, r: Redundancy): { best: number; digest: string } {
@@ -38,7 +38,7 @@ export function attemptsNeeded(sched: Scheduler, t: TaskState): number {
 export function syncRedundant(sched: Scheduler, t: TaskState): void {
   const r = t.redundant
   if (r === null || t.status !== 'processing') return
-  if (r.results.some(x => !x.worker.alive)) r.results = r.results.filter(x => x.worker.alive)
+  if (r.results.some(x => x.worker.status === 'gone')) r.results = r.results.filter(x => x.worker.status !== 'gone')
   const k = t.redundancy
   const { best, digest } = tally(sched, r)
   if (best >= k) { accept(sched, t, digest); return }
@@ -74,7 +74,7 @@ export function accept(sched: Scheduler, t: TaskState, digest: string): void {
   t.nbytes = (agree[0] as { nbytes: number }).nbytes
   for (const x of agree) sched.addHolder(t, x.worker)
   sched.transition(t, 'memory', { note: `${agree.length} runs agree on ${digest}` })
-  for (const x of agree) if (x.worker.retiring) handoffIfSole(sched, x.worker, t)
+  for (const x of agree) if (isLeaving(x.worker)) handoffIfSole(sched, x.worker, t)
 }
 
 

@@ -6,7 +6,7 @@
  * own files, pure like it.
  */
 import type { Scheduler } from './scheduler.js'
-import { Attempt, type TaskState, type WorkerState, type Move } from './scheduler-state.js'
+import { Attempt, isLeaving, type TaskState, type WorkerState, type Move } from './scheduler-state.js'
 import { record } from './scheduler-story.js'
 
 /** Up to k workers to store a copy of t on: accepting, non-retiring, least data first (paused ones next if `allowPaused`). */
@@ -20,7 +20,7 @@ export function dataTargets(sched: Scheduler, t: TaskState, k: number, allowPaus
       let best: WorkerState | null = null
       let bestLoad = Infinity
       for (const w of sched.byId.values()) {
-        if (w.retiring || (pass === 0 && !w.accepting) || chosen.includes(w) || pending.has(w) || t.holders?.includes(w) || t.avoid?.includes(w.volunteer)) continue
+        if (isLeaving(w) || (pass === 0 && !w.accepting) || chosen.includes(w) || pending.has(w) || t.holders?.includes(w) || t.avoid?.includes(w.volunteer)) continue
         const load = w.nbytes + w.pendingBytes
         if (load < bestLoad || (load === bestLoad && best !== null && w.seq < best.seq)) { best = w; bestLoad = load }
       }

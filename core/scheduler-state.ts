@@ -6,7 +6,8 @@
  * Collections are allocated lazily and only where a task needs them.
  */
 import type { WireError } from '../shared/errors.js'
-import type { TaskStatus, WorkerKind } from './scheduler-types.js'
+import type { TaskStatus, WorkerKind, WorkerStatus } from './scheduler-types.js'
+export type { WorkerStatus } from './scheduler-types.js'
 
 /** A task's status, plus 'new' while a submit is being admitted. */
 export type Status = TaskStatus | 'new'
@@ -115,15 +116,26 @@ export class TaskState {
   ) {}
 }
 
+/** Every transition a worker's status may make (Scheduler.setWorkerStatus refuses the rest). */
+export const WORKER_TRANSITIONS: { readonly [S in WorkerStatus]: readonly WorkerStatus[] } = {
+  running: ['paused', 'lapsed', 'retiring', 'gone'],
+  paused: ['running', 'lapsed', 'retiring', 'gone'],
+  lapsed: ['running', 'paused', 'retiring', 'gone'],
+  retiring: ['retired', 'gone'],
+  retired: ['gone'],
+  gone: [],
+}
+
+/** Leaving gracefully: retiring, or retired and waiting for its goodbye. */
+export function isLeaving(w: WorkerState): boolean {
+  return w.status === 'retiring' || w.status === 'retired'
+}
+
 export class WorkerState {
-  alive = true
+  /** change it only through Scheduler.setWorkerStatus (the one place transitions are made) */
+  status: WorkerStatus = 'running'
+  /** what the worker last said of itself: false = paused (it stays paused through a lapse) */
   accepting = true
-  retiring = false
-  retireDone = false
-  /** accepting, not retiring, alive, not lapsed (cached for the open-worker count) */
-  open = false
-  /** silent past its lease with tasks in hand: gets nothing until it speaks again */
-  lapsed = false
   /** when it last spoke (scheduler clock) */
   lastSeen = 0
   /** live attempts sent ahead (waiting on inputs running here): they hold capacity but no slot */

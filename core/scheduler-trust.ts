@@ -20,7 +20,7 @@ export function checkTrust(sched: Scheduler): void {
   const stealMs = sched.opts.stealTimeoutMs
   if (deadlines !== null || stealMs !== Infinity) {
     for (const w of [...sched.byId.values()]) {
-      if (!w.alive) continue
+      if (w.status === 'gone') continue
       if (deadlines !== null) {
         checkRuns(sched, w, deadlines)
         if (w.puts !== null && w.puts.size > 0) checkPuts(sched, w, deadlines)
@@ -116,7 +116,7 @@ function checkRedundancy(sched: Scheduler): void {
     if (r === null) continue
     if (open === null) {
       open = new Set()
-      for (const w of sched.byId.values()) if (w.open) open.add(w.volunteer)
+      for (const w of sched.byId.values()) if (w.status === 'running') open.add(w.volunteer)
     }
     // runs still out will report (or meet their deadline): it is starved once none are
     let available = t.attempts !== null

@@ -175,6 +175,19 @@ export interface SchedulerOptions {
 
 export type StoryEntry = { key: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; worker?: string; now: number; note?: string }
 
-export interface WorkerInfo { id: string; name: string; kind: WorkerKind; slots: number; accepting: boolean; retiring: boolean; processing: number; held: number; nbytes: number; done: number; since: number }
+/**
+ * A worker's lifecycle at the scheduler. Only a `running` worker is open (gets new
+ * tasks, replicas and hand-offs).
+ * - `running`: accepting tasks
+ * - `paused`: said it takes no new tasks (the volunteer paused, or past its memory mark)
+ * - `lapsed`: silent past its lease with tasks in hand: they were taken back, and it
+ *   gets nothing until it speaks again (then `running` or `paused`, as it last said)
+ * - `retiring`: leaving gracefully: runs what it started, hands off data only it holds
+ * - `retired`: retire-done was sent (it runs nothing, every hand-off acknowledged)
+ * - `gone`: removed (disconnected past its grace, left, kicked or quarantined)
+ */
+export type WorkerStatus = 'running' | 'paused' | 'lapsed' | 'retiring' | 'retired' | 'gone'
+
+export interface WorkerInfo { id: string; name: string; kind: WorkerKind; slots: number; status: WorkerStatus; accepting: boolean; retiring: boolean; processing: number; held: number; nbytes: number; done: number; since: number }
 
 export interface GroupCounts { group: string; waiting: number; queued: number; processing: number; memory: number; erred: number; released: number }

@@ -7,7 +7,7 @@
  */
 import type { Scheduler } from './scheduler.js'
 import type { GroupCounts, TaskStatus } from './scheduler-types.js'
-import { hasWanter, isActive, STATUSES, type Attempt, type TaskState } from './scheduler-state.js'
+import { hasWanter, isActive, isLeaving, STATUSES, type Attempt, type TaskState } from './scheduler-state.js'
 import { attemptsNeeded } from './scheduler-redundancy.js'
 import { broken } from './scheduler-story.js'
 
@@ -73,7 +73,7 @@ export function validate(sched: Scheduler): void {
       check(t, t.holders !== null && t.holders.length > 0, 'memory without holders')
       check(t, sched.needsData(t), 'memory but not needed')
       check(t, t.gatherers === null, 'gatherers left in memory')
-      for (const w of t.holders ?? []) check(t, w.alive && w.holds.has(t) && sched.byId.get(w.id) === w, `holder ${w.id} is gone or does not list it`)
+      for (const w of t.holders ?? []) check(t, w.status !== 'gone' && w.holds.has(t) && sched.byId.get(w.id) === w, `holder ${w.id} is gone or does not list it`)
     } else {
       check(t, t.holders === null, `holders while ${s}`)
     }
@@ -96,7 +96,7 @@ export function validate(sched: Scheduler): void {
         if (t.fn !== null) check(t, live === 1, `${live} attempts of a non-redundant task`)
       }
       for (const a of t.attempts ?? []) {
-        check(t, a.live && a.task === t && a.worker.alive, `attempt ${a.id} dead or misfiled`)
+        check(t, a.live && a.task === t && a.worker.status !== 'gone', `attempt ${a.id} dead or misfiled`)
         check(t, a.put === (t.fn === null), `attempt ${a.id} of the wrong kind`)
         check(t, a.put ? a.worker.puts?.has(a) === true : a.worker.attempts.has(a), `attempt ${a.id} not on its worker`)
       }
@@ -133,8 +133,8 @@ export function validate(sched: Scheduler): void {
   let open = 0
   for (const [id, w] of sched.byId) {
     const fail = (what: string): never => { throw new Error(`scheduler: invariant broken on worker ${id}: ${what}`) }
-    if (w.id !== id || !w.alive) fail('misfiled or dead')
-    if (w.open) open++
+    if (w.id !== id || w.status === 'gone') fail('misfiled or gone')
+    if (w.status === 'running') open++
     let stealing = 0
     let ahead = 0
     for (const a of w.attempts) {
@@ -155,18 +155,19 @@ export function validate(sched: Scheduler): void {
     if (bytes !== w.nbytes) fail(`nbytes ${w.nbytes} ≠ ${bytes}`)
     for (const t of w.handoffs ?? []) if (!sched.moves.get(t)?.some(m => m.from === w && m.handoff)) check(t, false, `hand-off from ${id} without a move`)
     for (const t of w.reported ?? []) if (!t.redundant?.results.some(r => r.worker === w)) check(t, false, `${id} reported without a result`)
-    const isOpen = w.accepting && !w.retiring && !w.lapsed
-    if (isOpen !== w.open) fail('open flag stale')
-    if (w.lapsed && w.attempts.size > 0) fail('lapsed with attempts')
+    const isOpen = w.status === 'running'
+    if ((w.status === 'running' && !w.accepting) || (w.status === 'paused' && w.accepting)) fail(`${w.status} but accepting is ${w.accepting}`)
+    if (w.status === 'lapsed' && w.attempts.size > 0) fail('lapsed with attempts')
+    if (isLeaving(w) !== sched.retiringWorkers.has(w)) fail('retiring set stale')
     if ((w.freeIndex >= 0) !== (isOpen && w.attempts.size < sched.capacity(w)) || (w.freeIndex >= 0 && sched.free[w.freeIndex] !== w)) fail('free list stale')
     if (sched.idle.has(w) !== (isOpen && w.attempts.size - w.ahead + w.incoming < w.slots)) fail('idle set stale')
     if (sched.saturated.has(w) !== (w.attempts.size - w.ahead - w.stealing > w.slots)) fail('saturated set stale')
   }
   if (thieves !== incomingTotal) throw new Error(`scheduler: invariant broken: ${thieves} pending steals but ${incomingTotal} expected by thieves`)
   if (open !== sched.openWorkers) throw new Error(`scheduler: invariant broken: ${sched.openWorkers} open workers counted, ${open} real`)
-  for (const w of sched.free) if (!w.alive) throw new Error(`scheduler: invariant broken: dead worker ${w.id} in the free list`)
+  for (const w of sched.free) if (w.status === 'gone') throw new Error(`scheduler: invariant broken: dead worker ${w.id} in the free list`)
   for (const [t, ms] of sched.moves) {
-    for (const m of ms) check(t, t.status === 'memory' && m.from.alive && m.to.alive && (t.holders?.includes(m.from) ?? false), `move ${m.from.id} → ${m.to.id} stale`)
+    for (const m of ms) check(t, t.status === 'memory' && m.from.status !== 'gone' && m.to.status !== 'gone' && (t.holders?.includes(m.from) ?? false), `move ${m.from.id} → ${m.to.id} stale`)
   }
   for (const t of sched.underReplicated) check(t, t.fn === null && t.status === 'memory', 'under-replicated but not scattered data in memory')
 }

@@ -812,6 +812,85 @@ describe('retiring', () => {
   })
 })
 
+describe('worker lifecycle', () => {
+  const status = (s: Scheduler, id: string): string | undefined => s.workers().find(w => w.id === id)?.status
+
+  it('running ⇄ paused as the worker says; only a running worker gets tasks', () => {
+    const s = sched()
+    addW(s, 'w1')
+    expect(status(s, 'w1')).toBe('running')
+    expect(s.handle({ type: 'worker-status', worker: 'w1', accepting: false })).toEqual([])
+    expect(status(s, 'w1')).toBe('paused')
+    expect(submit(s, 'c', spec('x'))).toEqual([])
+    expect(s.handle({ type: 'worker-status', worker: 'w1', accepting: true })).toEqual([assign('w1', 'x', 1)])
+    expect(status(s, 'w1')).toBe('running')
+  })
+
+  it('a paused worker that lapses comes back paused when it speaks, and running once it says so', () => {
+    const s = sched({ leaseMs: 1000 })
+    s.handle({ type: 'worker-added', worker: 'w1', name: 'w1', kind: 'node', slots: 1, now: 0 })
+    s.handle({ type: 'submit', client: 'c', tasks: [spec('x')], now: 0 })
+    s.handle({ type: 'worker-status', worker: 'w1', accepting: false, now: 10 })
+    expect(ofType(s.handle({ type: 'tick', now: 2000 }), 'worker-lapsed')).toHaveLength(1)
+    expect(status(s, 'w1')).toBe('lapsed')
+    // what it says while lapsed is kept for when it is back
+    s.handle({ type: 'worker-seen', worker: 'w1', now: 2100 })
+    expect(status(s, 'w1')).toBe('paused')
+    expect(assigned(s.handle({ type: 'worker-status', worker: 'w1', accepting: true, now: 2200 }))).toEqual([['w1', 'x', 2]])
+    expect(status(s, 'w1')).toBe('running')
+  })
+
+  it('running → retiring → retired → gone; a second retire changes nothing', () => {
+    const s = sched()
+    addW(s, 'w1')
+    addW(s, 'w2')
+    submit(s, 'c', spec('r'))
+    expect(s.handle({ type: 'worker-retiring', worker: 'w1' })).toEqual([])
+    expect(status(s, 'w1')).toBe('retiring')
+    expect(s.workers().find(w => w.id === 'w1')).toMatchObject({ retiring: true, accepting: true })
+    expect(s.handle({ type: 'worker-retiring', worker: 'w1' })).toEqual([])
+    // a retiring worker is not open: new work goes elsewhere, and a pause changes nothing
+    s.handle({ type: 'worker-status', worker: 'w1', accepting: false })
+    expect(status(s, 'w1')).toBe('retiring')
+    expect(fin(s, 'w1', 'r', 1)).toEqual([memoryState('r', ['c']), { type: 'move-data', key: 'r', from: 'w1', to: 'w2' }])
+    expect(s.handle({ type: 'data-added', worker: 'w2', key: 'r', nbytes: 8 })).toEqual([{ type: 'retire-done', worker: 'w1' }])
+    expect(status(s, 'w1')).toBe('retired')
+    expect(s.handle({ type: 'worker-retiring', worker: 'w1' })).toEqual([])
+    s.handle({ type: 'worker-removed', worker: 'w1', reason: 'left' })
+    expect(status(s, 'w1')).toBeUndefined()
+  })
+
+  it('a retiring worker silent past its lease loses its tasks and stays retiring', () => {
+    const s = sched({ leaseMs: 1000 })
+    s.handle({ type: 'worker-added', worker: 'w1', name: 'w1', kind: 'node', slots: 1, now: 0 })
+    s.handle({ type: 'worker-added', worker: 'w2', name: 'w2', kind: 'node', slots: 1, now: 0 })
+    s.handle({ type: 'submit', client: 'c', tasks: [spec('x')], now: 0 })
+    s.handle({ type: 'worker-retiring', worker: 'w1', now: 10 })
+    s.handle({ type: 'worker-seen', worker: 'w2', now: 1500 })
+    const cmds = s.handle({ type: 'tick', now: 2000 })
+    expect(cmds).toEqual([
+      { type: 'worker-lapsed', worker: 'w1', tasks: 1, quietMs: 2000 },
+      { type: 'cancel-task', worker: 'w1', key: 'x', attempt: 1 },
+      assign('w2', 'x', 2),
+      { type: 'retire-done', worker: 'w1' },
+    ])
+    expect(status(s, 'w1')).toBe('retired')
+    // speaking again does not make it take tasks
+    s.handle({ type: 'worker-seen', worker: 'w1', now: 2100 })
+    expect(status(s, 'w1')).toBe('retired')
+  })
+
+  it('an impossible transition throws, naming the worker and both statuses', () => {
+    const s = sched()
+    addW(s, 'w1', 1, 'tab-1')
+    const w = s.byId.get('w1')!
+    s.setWorkerStatus(w, 'retiring')
+    expect(() => s.setWorkerStatus(w, 'running')).toThrow('scheduler: worker w1 (tab-1) cannot go from retiring to running')
+    s.setWorkerStatus(w, 'gone')
+    expect(() => s.setWorkerStatus(w, 'lapsed')).toThrow('cannot go from gone to lapsed')
+  })
+})
+
 describe('redundancy', () => {
   it('accepts when k runs on distinct workers agree', () => {
     const s = sched()

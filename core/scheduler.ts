@@ -27,7 +27,7 @@
  */
 import { FIRE_AND_FORGET, type AssignedTask, type Command, type EventMeta, type GroupCounts, type SchedulerEvent, type SchedulerOptions, type StoryEntry, type TaskSpec, type TaskStatus, type WorkerInfo } from './scheduler-types.js'
 import type { WireError } from '../shared/errors.js'
-import { ClientState, NO_TASKS, Redundancy, TaskState, WorkerState, addWanter, hasWanter, isActive, removeWanter, wanterList, EMA_WEIGHT, CAPACITY_HYSTERESIS, MIN_AVG_MS, NO_INFO, NO_KEYS, int, type Attempt, type Entry, type Status, type ResolvedOptions, type Info, type Move } from './scheduler-state.js'
+import { ClientState, NO_TASKS, Redundancy, TaskState, WorkerState, WORKER_TRANSITIONS, isLeaving, addWanter, hasWanter, isActive, removeWanter, wanterList, EMA_WEIGHT, CAPACITY_HYSTERESIS, MIN_AVG_MS, NO_INFO, NO_KEYS, int, type Attempt, type Entry, type Status, type ResolvedOptions, type Info, type Move, type WorkerStatus } from './scheduler-state.js'
 import { TaskQueue, runsBefore } from './scheduler-queue.js'
 import { clearAhead, recallAhead } from './scheduler-ahead.js'
 import { assigned, dispatch } from './scheduler-placement.js'
@@ -229,7 +229,7 @@ export class Scheduler {
     const out: WorkerInfo[] = []
     for (const w of this.byId.values()) {
       out.push({
-        id: w.id, name: w.name, kind: w.kind, slots: w.claimed, accepting: w.accepting, retiring: w.retiring,
+        id: w.id, name: w.name, kind: w.kind, slots: w.claimed, status: w.status, accepting: w.accepting, retiring: isLeaving(w),
         processing: w.attempts.size, held: w.holds.size, nbytes: w.nbytes, done: w.done, since: w.since,
       })
     }
@@ -525,6 +525,8 @@ export class Scheduler {
   onWorkerAdded(e: Extract<SchedulerEvent, { type: 'worker-added' }>): void {
     if (this.byId.has(e.worker)) return
     const w = new WorkerState(e.worker, e.name, e.kind, int(e.slots, 1, 1), this.now, ++this.workerSeq, typeof e.volunteer === 'string' ? e.volunteer : e.worker, this.opts.initialWindow)
+    // a new worker is running, so open
+    this.openWorkers++
     w.lastSeen = this.now
     this.byId.set(w.id, w)
     const named = this.byName.get(w.name)
@@ -546,7 +548,7 @@ export class Scheduler {
   onWorkerRemoved(id: string, reason: 'disconnected' | 'left' | 'kicked' | 'quarantined'): void {
     const w = this.byId.get(id)
     if (w === undefined) return
-    w.alive = false
+    this.setWorkerStatus(w, 'gone')
     this.byId.delete(id)
     const named = this.byName.get(w.name)
     if (named) {
@@ -592,7 +594,7 @@ export class Scheduler {
       for (const m of ms.slice()) {
         if (m.to !== w && m.from !== w) continue
         removeMove(this, t, m)
-        if (m.to === w && m.handoff && m.from.alive) handoff(this, m.from, t)
+        if (m.to === w && m.handoff && m.from.status !== 'gone') handoff(this, m.from, t)
       }
     }
     if (w.reported !== null) {
@@ -611,7 +613,8 @@ export class Scheduler {
     }
     if (w.accepting === accepting) return
     w.accepting = accepting
-    this.touch(w)
+    // a lapsed or leaving worker stays so; it is paused or running again as it says once it speaks
+    if (w.status === 'running' || w.status === 'paused') this.setWorkerStatus(w, accepting ? 'running' : 'paused')
     if (accepting) replicateAll(this)
   }
 
@@ -623,14 +626,13 @@ export class Scheduler {
    */
   onWorkerRetiring(id: string): void {
     const w = this.byId.get(id)
-    if (w === undefined || w.retiring) return
-    w.retiring = true
-    this.touch(w)
+    if (w === undefined || isLeaving(w)) return
+    this.setWorkerStatus(w, 'retiring')
     this.retiringWorkers.add(w)
     let others = false
-    for (const o of this.byId.values()) if (o !== w && !o.retiring) { others = true; break }
+    for (const o of this.byId.values()) if (o !== w && !isLeaving(o)) { others = true; break }
     if (!others) {
-      w.retireDone = true
+      this.setWorkerStatus(w, 'retired')
       this.out.push({ type: 'retire-done', worker: w.id })
       return
     }
@@ -658,8 +660,8 @@ export class Scheduler {
 
   checkRetiring(): void {
     for (const w of this.retiringWorkers) {
-      if (w.retireDone || w.attempts.size > 0 || (w.puts !== null && w.puts.size > 0) || (w.handoffs !== null && w.handoffs.size > 0)) continue
-      w.retireDone = true
+      if (w.status !== 'retiring' || w.attempts.size > 0 || (w.puts !== null && w.puts.size > 0) || (w.handoffs !== null && w.handoffs.size > 0)) continue
+      this.setWorkerStatus(w, 'retired')
       this.out.push({ type: 'retire-done', worker: w.id })
     }
   }
@@ -701,7 +703,7 @@ export class Scheduler {
     t.nbytes = nbytes
     this.addHolder(t, w)
     this.transition(t, 'memory', { worker: w, attempt: a.id })
-    if (w.retiring) handoffIfSole(this, w, t)
+    if (isLeaving(w)) handoffIfSole(this, w, t)
   }
 
   /** A result for an attempt that is not current: drop it, and free the data if the worker holds it for nothing. */
@@ -737,9 +739,8 @@ export class Scheduler {
     const w = this.byId.get(id)
     if (w === undefined) return
     w.lastSeen = this.now
-    if (!w.lapsed) return
-    w.lapsed = false
-    this.touch(w)
+    if (w.status !== 'lapsed') return
+    this.setWorkerStatus(w, w.accepting ? 'running' : 'paused')
     replicateAll(this)
   }
 
@@ -747,9 +748,9 @@ export class Scheduler {
   onTick(): void {
     const lease = this.opts.leaseMs
     for (const w of this.byId.values()) {
-      if (w.lapsed || w.attempts.size === 0 || this.now - w.lastSeen < lease) continue
-      w.lapsed = true
-      this.touch(w)
+      if (w.status === 'lapsed' || w.attempts.size === 0 || this.now - w.lastSeen < lease) continue
+      // a leaving worker loses its tasks the same way, and stays leaving (it gets nothing new anyway)
+      if (w.status === 'running' || w.status === 'paused') this.setWorkerStatus(w, 'lapsed')
       this.out.push({ type: 'worker-lapsed', worker: w.id, tasks: w.attempts.size, quietMs: this.now - w.lastSeen })
       for (const a of [...w.order]) {
         if (!a.live) continue
@@ -857,7 +858,7 @@ export class Scheduler {
       removeMove(this, t, m)
       if (!(t.holders as WorkerState[]).includes(w)) this.addHolder(t, w)
       record(this, t, 'memory', 'memory', w.id, `copy from ${m.from.id} stored`)
-      if (w.retiring) handoffIfSole(this, w, t)
+      if (isLeaving(w)) handoffIfSole(this, w, t)
       return
     }
     if (t.holders?.includes(w)) return
@@ -931,7 +932,7 @@ export class Scheduler {
       if (t.fn === null) replicate(this, t)
       // The copy left may sit on a retiring worker that had no reason to hand it off.
       const last = hs[0] as WorkerState
-      if (hs.length === 1 && last.retiring && !last.retireDone) handoffIfSole(this, last, t)
+      if (hs.length === 1 && last.status === 'retiring') handoffIfSole(this, last, t)
       return
     }
     t.holders = null
@@ -962,7 +963,7 @@ export class Scheduler {
   }
 
   freeKey(w: WorkerState, key: string): void {
-    if (!w.alive) return
+    if (w.status === 'gone') return
     const ks = this.frees.get(w)
     if (ks) ks.push(key)
     else this.frees.set(w, [key])
@@ -971,7 +972,7 @@ export class Scheduler {
   flushFrees(): void {
     if (this.frees.size === 0) return
     for (const [w, keys] of this.frees) {
-      if (!w.alive) continue
+      if (w.status === 'gone') continue
       // A key freed and then given back to the same worker within this event stays.
       const ks = keys.filter(k => {
         const t = this.tasks.get(k)
@@ -987,7 +988,7 @@ export class Scheduler {
     let best = hs[0] as WorkerState
     let bestScore = Infinity
     for (const w of hs) {
-      const score = (w.retiring ? 1e9 : 0) + w.attempts.size / w.slots
+      const score = (isLeaving(w) ? 1e9 : 0) + w.attempts.size / w.slots
       if (score < bestScore) { best = w; bestScore = score }
     }
     return best
@@ -1412,7 +1413,7 @@ export class Scheduler {
     const as = t.attempts
     if (as === null) return
     for (const a of as.slice()) {
-      if (!a.put && a.worker.alive) this.out.push({ type: 'cancel-task', worker: a.worker.id, key: t.key, attempt: a.id })
+      if (!a.put && a.worker.status !== 'gone') this.out.push({ type: 'cancel-task', worker: a.worker.id, key: t.key, attempt: a.id })
       this.endAttempt(a)
     }
   }
@@ -1452,13 +1453,22 @@ export class Scheduler {
     return Math.min(w.slots + ahead, w.window)
   }
 
+  /**
+   * The one place a worker's status changes (see WORKER_TRANSITIONS): an impossible
+   * transition throws, naming the worker; the count of open workers follows.
+   */
+  setWorkerStatus(w: WorkerState, to: WorkerStatus): void {
+    const from = w.status
+    if (from === to) return
+    if (!WORKER_TRANSITIONS[from].includes(to)) throw new Error(`scheduler: worker ${w.id} (${w.name}) cannot go from ${from} to ${to}`)
+    w.status = to
+    if ((from === 'running') !== (to === 'running')) this.openWorkers += to === 'running' ? 1 : -1
+    this.touch(w)
+  }
+
   /** Re-files a worker in the free list, the thieves and the victims after any change. */
   touch(w: WorkerState): void {
-    const open = w.alive && w.accepting && !w.retiring && !w.lapsed
-    if (open !== w.open) {
-      w.open = open
-      this.openWorkers += open ? 1 : -1
-    }
+    const open = w.status === 'running'
     const n = w.attempts.size
     const free = this.free
     if (open && n < this.capacity(w)) {
@@ -1480,7 +1490,7 @@ export class Scheduler {
       if (idle) this.idle.add(w)
       else this.idle.delete(w)
     }
-    const saturated = w.alive && n - w.ahead - w.stealing > w.slots
+    const saturated = w.status !== 'gone' && n - w.ahead - w.stealing > w.slots
     if (saturated !== w.inSaturated) {
       w.inSaturated = saturated
       if (saturated) this.saturated.add(w)

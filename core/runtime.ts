@@ -12,9 +12,9 @@
  */
 import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from '../shared/link.js'
-import type { ToWorkerMessage, WorkerMessage } from '../shared/protocol.js'
+import { describeIssues, execEvents, type ExecEvent, type ToWorkerMessage, type WorkerMessage } from '../shared/protocol.js'
 import { PartJoiner, PendingRequests, ownBytes, streamParts } from '../shared/wire.js'
-import type { ExecEvent, ExecutorApi, TaskPort } from '../shared/executor.js'
+import type { ExecutorApi, TaskPort } from '../shared/executor.js'
 import { toWireError, TimeoutError, type WireError } from '../shared/errors.js'
 import { WorkerState, type Instruction, type WorkerEvent, type WorkerStats } from './worker-state.js'
 
@@ -331,8 +331,15 @@ export class WorkerRuntime {
     if (welcome) this.onStatusChange(welcome.resume ? { state: 'welcome', id: welcome.id, resumed: welcome.resumed, resume: welcome.resume } : { state: 'welcome', id: welcome.id, resumed: welcome.resumed })
   }
 
-  private onExecEvents(t: ThreadIO, events: ExecEvent[]): void {
+  private onExecEvents(t: ThreadIO, raw: unknown): void {
     if (t.gone) return
+    // a thread runs other people's code: what it says is parsed, and junk stops it like a crash
+    const parsed = execEvents.safeParse(raw)
+    if (!parsed.success) {
+      this.lose(t, `sent a malformed report (${describeIssues(parsed.error)})`, true)
+      return
+    }
+    const events: ExecEvent[] = parsed.data
     const at = now()
     const out: WorkerEvent[] = new Array(events.length)
     for (let i = 0; i < events.length; i++) {
@@ -490,13 +497,8 @@ export class WorkerRuntime {
     const channel = new MessageChannel()
     const t: ThreadIO = { id, slot, handle, api, port: channel.port1, dead, kill, gone: false, started: Promise.resolve() }
     this.io.set(id, t)
-    handle.onExit(reason => {
-      if (t.gone) return
-      this.io.delete(id)
-      this.end(t, reason)
-      this.feed({ type: 'thread-died', thread: id, reason, now: now() })
-    })
-    channel.port1.addEventListener('message', e => this.onExecEvents(t, e.data as ExecEvent[]))
+    handle.onExit(reason => this.lose(t, reason, false))
+    channel.port1.addEventListener('message', e => this.onExecEvents(t, e.data))
     channel.port1.start?.()
     const extra = this.threadInit?.(slot) ?? {}
     const onEvents = Comlink.proxy((events: ExecEvent[]) => this.onExecEvents(t, events))
@@ -522,6 +524,20 @@ export class WorkerRuntime {
       },
     )
     t.started.catch(() => {})
+  }
+
+  /** A thread died (or is stopped for what it did): its I/O ends and the machine fails its tasks over like a crash. */
+  private lose(t: ThreadIO, reason: string, terminate: boolean): void {
+    if (t.gone) return
+    if (terminate) this.log(`thread ${t.slot} ${reason}: stopped`)
+    this.io.delete(t.id)
+    this.end(t, reason)
+    if (terminate) {
+      const p = Promise.resolve(t.handle.terminate()).catch(() => {})
+      this.stopping.add(p)
+      void p.finally(() => this.stopping.delete(p))
+    }
+    this.feed({ type: 'thread-died', thread: t.id, reason, now: now() })
   }
 
   /** The thread's I/O is over: calls into it fail at once. */

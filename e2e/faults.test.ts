@@ -59,6 +59,26 @@ describe('faults in worker tabs', () => {
     expect(await client.submit((v: number) => v * 2, 21).result()).toBe(42)
   })
 
+  it('a Web Worker that dies silently after starting is noticed (its Web Lock is released): its task fails over like a crash', async () => {
+    grid = await suite.start()
+    const a = await grid.openTab({ workers: 1 })
+    const client = await grid.client()
+    // closes its Web Worker a little later with postMessage muted first, so the entry's note never leaves: no message at all
+    const killer = client.submit(() => {
+      const scope = self as unknown as { postMessage: unknown; close(): void }
+      setTimeout(() => { scope.postMessage = () => {}; scope.close() }, 300)
+      return 1
+    })
+    const slow = client.submit(async () => { await new Promise(r => setTimeout(r, 1500)); return 'ok' })
+    expect(await killer.result()).toBe(1)
+    // nobody wants the killer again (it would be recomputed with the data lost with its thread)
+    killer.release()
+    expect(await slow.result()).toBe('ok')
+    const story = grid.coord.coordinator.scheduler.story(slow.key)
+    expect(story.some(e => /crashed its worker/.test(e.note ?? ''))).toBe(true)
+    await until(async () => (await a.stats()).threads === 1, 'the Web Worker to be replaced')
+  })
+
   it('a task that hangs past its time limit fails alone; the tab replaces its Web Worker', async () => {
     grid = await suite.start()
     const a = await grid.openTab({ workers: 2 })

@@ -633,6 +633,28 @@ describe('createExecutorApi', () => {
     expect(api.memory()).toMatchObject({ limit: 0, paused: false })
   })
 
+  it('tasks come on the task port as TaskBatches (protocol.ts); a malformed batch fails each task it names, the rest run', async () => {
+    const api = createExecutorApi(importSource, transfer)
+    api.init(() => {}, 1)
+    const { port1, port2 } = new MessageChannel()
+    const events: ExecEvent[] = []
+    port1.addEventListener('message', e => events.push(...(e.data as ExecEvent[])))
+    port1.start()
+    api.connect(port2 as unknown as Parameters<typeof api.connect>[0])
+    const hash = 'h1'
+    port1.postMessage({ fns: [[hash, '(a, b) => a * b']], tasks: [{ key: 'ok', attempt: 1, fn: hash, args: encodeValue([6, 7]), deps: [], push: true, digest: false }] })
+    // attempt as text and args not binary: nothing in this batch runs, and each task it names hears why
+    port1.postMessage({ tasks: [{ key: 'bad', attempt: 2, fn: hash, args: [1, 2], deps: [], push: true, digest: false }, { key: 'worse', attempt: 'three' }] })
+    port1.postMessage({ tasks: [{ key: 'ok2', attempt: 4, fn: hash, args: encodeValue([2, 3]), deps: [], push: true, digest: false }] })
+    for (let i = 0; i < 100 && events.length < 3; i++) await tick()
+    port1.close()
+    const byKey = new Map(events.map(e => ['key' in e ? e.key : '', e]))
+    expect(decodeValue((byKey.get('ok') as Extract<ExecEvent, { type: 'finished' }>).data!)).toBe(42)
+    expect(byKey.get('bad')).toMatchObject({ type: 'erred', attempt: 2, error: { code: 'bad-message', message: expect.stringMatching(/malformed task batch: tasks\.0\.args: expected binary data/) as string } })
+    expect(byKey.has('worse')).toBe(false)
+    expect(decodeValue((byKey.get('ok2') as Extract<ExecEvent, { type: 'finished' }>).data!)).toBe(6)
+  })
+
   it('getMany answers many keys in one call, with a message for each missing one', async () => {
     const api = createExecutorApi(importSource, transfer)
     api.init(() => {}, 1)

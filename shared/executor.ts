@@ -17,9 +17,12 @@ import { sha256Hex } from './digest.js'
 import { capWireError, toWireError, type WireError } from './errors.js'
 import type { SpillStore } from './spill.js'
 import { attemptId } from './attempt.js'
+import { describeIssues, taskBatch, type ExecEvent, type ExecTask, type TaskBatch } from './protocol.js'
 import { ValueStore, type ExecMemoryEvent, type ExecutorMemory, type StreamingBytes, type ValueStoreOptions } from './value-store.js'
 
 export type { SpillStore } from './spill.js'
+/** the thread protocol lives in protocol.ts */
+export type { ExecEvent, ExecTask, TaskBatch } from './protocol.js'
 export type { ExecMemoryEvent, ExecutorMemory, StreamingBytes } from './value-store.js'
 
 /**
@@ -33,30 +36,6 @@ const REPORT_WAIT_MS = 5
 /** Largest result a worker sends along with its `finished` report; bigger ones are fetched in parts. */
 export const PUSH_LIMIT = 256 << 10
 
-/** One task handed to the executor. Every dependency is already stored in this executor. */
-export interface ExecTask {
-  key: string
-  attempt: number
-  fn: string
-  args: Uint8Array
-  deps: string[]
-  /** send the encoded result back with `finished` */
-  push: boolean
-  /** compute a digest of the encoded result (redundant runs) */
-  digest: boolean
-  /** ms the run may take (the main side stops the thread past it) */
-  timeout?: number
-  /** module namespace: `importModule(name)` finds `${ns}/${name}` (each client's modules are its own) */
-  ns?: string
-}
-
-/** What the main side posts on the task port: definitions first, then the tasks that use them (one channel, so in order). */
-export interface TaskBatch {
-  fns?: [hash: string, source: string][]
-  modules?: [name: string, source: string][]
-  tasks: ExecTask[]
-}
-
 /**
  * A MessagePort, as browsers and Node both have it. Tasks and their results travel on a
  * port of their own rather than through comlink: comlink's per-call envelope (a uuid, a
@@ -68,11 +47,6 @@ export interface TaskPort {
   start?(): void
   close?(): void
 }
-
-export type ExecEvent =
-  | { type: 'finished'; key: string; attempt: number; nbytes: number; ms: number; data?: Uint8Array; digest?: string }
-  | { type: 'erred'; key: string; attempt: number; error: WireError; /** dependencies this executor did not have */ missing?: string[] }
-  | ExecMemoryEvent
 
 /** What a host gives the executor. */
 export interface ExecutorHost {
@@ -166,6 +140,19 @@ export class Executor {
       if (values.spilling) values.pin(t.deps)
     }
     this.pump()
+  }
+
+  /**
+   * A batch that is not the thread protocol's (a bug on the main side): each task in it
+   * whose key and attempt can be read fails with a bad-message error, so none waits.
+   */
+  refuse(batch: unknown, why: string): void {
+    const tasks = (batch as { tasks?: unknown } | null)?.tasks
+    if (!Array.isArray(tasks)) { console.error(`tabgrid thread: a task batch without tasks was refused (${why})`); return }
+    for (const t of tasks as { key?: unknown; attempt?: unknown }[]) {
+      if (typeof t?.key !== 'string' || typeof t.attempt !== 'number') continue
+      this.emit({ type: 'erred', key: t.key, attempt: t.attempt, error: { code: 'bad-message', message: `the worker sent its thread a malformed task batch: ${why}`, key: t.key } })
+    }
   }
 
   /** Drops a queued task; false when it already started or is unknown. */
@@ -456,8 +443,10 @@ export function createExecutorApi(
     connect(p) {
       port = p
       p.addEventListener('message', e => {
-        const b = e.data as TaskBatch
         const x = ex()
+        const parsed = taskBatch.safeParse(e.data)
+        if (!parsed.success) { x.refuse(e.data, describeIssues(parsed.error)); return }
+        const b: TaskBatch = parsed.data
         if (b.fns) for (const [hash, source] of b.fns) x.defineFunction(hash, source)
         if (b.modules) for (const [name, source] of b.modules) x.defineModule(name, source)
         x.run(b.tasks)

@@ -486,6 +486,89 @@ export const toDashboardMessage = z.discriminatedUnion('type', [
 ])
 export type ToDashboardMessage = z.infer<typeof toDashboardMessage>
 
+// ---------------------------------------------------------------- worker runtime ⇄ its threads
+
+/*
+ * Between a worker's runtime (core/runtime.ts, on the main side of a tab or a Node agent)
+ * and each of its threads (a Web Worker, web/thread/webworker.ts, or a worker_thread,
+ * server/thread.ts, both running shared/executor.ts). Tasks go on a MessagePort of their
+ * own as `TaskBatch`es, and results come back on it as arrays of `ExecEvent`s; control
+ * calls (init, get, put, free, cancel…) go through comlink (`ExecutorApi`). A Web Worker
+ * also posts `ThreadSignal`s beside comlink's messages (comlink ignores messages without
+ * its id), so the tab learns that a thread started and when it ends, even silently.
+ * Both ends are tabgrid's own code, but a thread runs other people's tasks: the runtime
+ * parses what a thread sends, and a thread that sends junk is stopped like a crash.
+ */
+
+/** One task handed to a thread. Every dependency is already stored in that thread. */
+export const execTask = z.object({
+  key,
+  /** the attempt id the scheduler gave this run */
+  attempt: count,
+  /** function hash; its source was defined before, in this batch or an earlier one */
+  fn: z.string().max(64),
+  /** encoded arguments array, FutureRefs inside (resolved from the thread's own values) */
+  args: bytes,
+  /** keys of the FutureRefs in args: all held by this thread */
+  deps: keys,
+  /** send the encoded result back with `finished` */
+  push: z.boolean(),
+  /** compute a SHA-256 digest of the encoded result (redundant runs) */
+  digest: z.boolean(),
+  /** ms the run may take (the main side stops the thread past it) */
+  timeout: z.number().positive().optional(),
+  /** module namespace: `importModule(name)` finds `${ns}/${name}` (each client's modules are its own) */
+  ns: z.string().max(LIMITS.name).optional(),
+})
+export type ExecTask = z.infer<typeof execTask>
+
+/** What the main side posts on the task port: definitions first, then the tasks that use them (one channel, so in order). */
+export const taskBatch = z.object({
+  /** function sources by hash */
+  fns: z.array(z.tuple([z.string().max(64), z.string().max(LIMITS.source)])).optional(),
+  /** modules by full name (`ns/name`) */
+  modules: z.array(z.tuple([z.string().max(2 * LIMITS.name + 1), z.string().max(LIMITS.source)])).optional(),
+  tasks: z.array(execTask).max(LIMITS.keys),
+})
+export type TaskBatch = z.infer<typeof taskBatch>
+
+/** What a thread reports, in batches (one array per turn of its event loop). */
+export const execEvent = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('finished'), key, attempt: count,
+    /** size of the result as the thread holds it */
+    nbytes: count,
+    /** run time */
+    ms: z.number().nonnegative(),
+    /** the encoded result, when the task said `push` and it is small (executor PUSH_LIMIT) */
+    data: bytes.optional(),
+    /** SHA-256 (hex) of the encoded result, when the task asked for a digest */
+    digest: z.string().max(64).optional(),
+  }),
+  z.object({
+    type: z.literal('erred'), key, attempt: count, error: wireError,
+    /** dependencies this thread did not have */
+    missing: keys.optional(),
+  }),
+  /** the thread's memory changed past a mark: `paused` while it should take no new tasks */
+  z.object({ type: z.literal('memory'), inMemory: count, spilled: count, paused: z.boolean() }),
+])
+export type ExecEvent = z.infer<typeof execEvent>
+export const execEvents = z.array(execEvent).max(LIMITS.messagesPerFrame)
+
+/**
+ * A Web Worker's notes to its tab, beside comlink's messages. `ready`: the executor is
+ * exposed, and the thread holds the Web Lock named `lock` for as long as it lives, so the
+ * tab, asking for the same lock, gets it the moment the thread is gone, however it died
+ * (the browser killed it, a task closed it behind the entry's back). `closing`: a task
+ * called `self.close()`.
+ */
+export const threadSignal = z.discriminatedUnion('tabgrid', [
+  z.object({ tabgrid: z.literal('ready'), lock: z.string().max(LIMITS.name).optional() }),
+  z.object({ tabgrid: z.literal('closing') }),
+])
+export type ThreadSignal = z.infer<typeof threadSignal>
+
 /**
  * socket.io event maps, the same on both ends (`Server<InboundFrameEvents, FrameEvents, …>`
  * at the coordinator, `Socket<InboundFrameEvents, FrameEvents>` in clients and workers):

@@ -32,13 +32,15 @@
 import { ownBytes } from './bytes.js'
 import { decodeValue, encodeValue, encodeValueLater, sizeOf, viewedBytes, type PendingEncoding } from './codec.js'
 import type { SpillStore } from './spill.js'
+import type { ExecEvent } from './protocol.js'
 
 /**
  * `paused` flipped: true when in-memory bytes went past `pauseAt × memoryLimit` (or past
  * the limit itself while spills are still being written), false when back under
  * `spillAt × memoryLimit`. Only emitted when a memoryLimit is set.
  */
-export interface ExecMemoryEvent { type: 'memory'; inMemory: number; spilled: number; paused: boolean }
+/** the thread protocol's memory event (protocol.ts execEvent) */
+export type ExecMemoryEvent = Extract<ExecEvent, { type: 'memory' }>
 
 export interface ValueStoreOptions {
   /** bytes of held values this thread may keep in memory; absent or 0: no budget (never pauses, never spills) */

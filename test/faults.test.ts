@@ -74,6 +74,22 @@ describe('faults', () => {
     expect((await client.workers()).length).toBe(2)
   })
 
+  it('a thread that exits quietly after starting (exit code 0, no error) is noticed: the task it was running fails over like a crash', async () => {
+    grid = await startGrid({ workers: 1 })
+    client = await Client.connect(grid.url, { token: grid.token })
+    const killer = client.submit(() => {
+      setTimeout(() => { (globalThis as unknown as { process: { exit(c: number): void } }).process.exit(0) }, 300)
+      return 1
+    })
+    const slow = client.submit(async () => { await new Promise(r => setTimeout(r, 1500)); return 'ok' })
+    expect(await killer.result()).toBe(1)
+    // nobody wants the killer again (it would be recomputed with the data lost with its thread)
+    killer.release()
+    expect(await slow.result()).toBe('ok')
+    const story = grid.coord.coordinator.scheduler.story(slow.key)
+    expect(story.some(e => /crashed its worker/.test(e.note ?? ''))).toBe(true)
+  })
+
   it('a client that disconnects has its futures released after the grace period', async () => {
     grid = await startGrid({ workers: 1 })
     const script = `

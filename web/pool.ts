@@ -3,12 +3,16 @@
  * runtime's ThreadHandle. A Web Worker has no 'exit' event, so a thread's end is pieced
  * together from what the tab can see: the worker's own "closing" note (a task called
  * `self.close()`), an 'error' event before it said it was ready (its script failed to
- * load or run), and `terminate()` (a hang, a hard cancel, a shrinking pool). A Web Worker
- * that dies silently (the browser killed it) before it started is replaced when the
- * runtime's start deadline passes; one that dies silently later is not noticed.
+ * load or run), `terminate()` (a hang, a hard cancel, a shrinking pool), and a Web Lock
+ * the thread holds while it lives (protocol.ts ThreadSignal): a Web Worker that dies
+ * silently once started (the browser stopped it, a task closed it behind the entry's
+ * back) releases it, and the tab, waiting for that lock, treats it as the thread exiting,
+ * so its tasks fail over as after a crash. One that dies silently before it started is
+ * replaced when the runtime's start deadline passes. Without Web Locks (a page that is
+ * not a secure context) a silent death after the start is not noticed.
  */
 import type { ThreadHandle } from '../core/runtime.js'
-import { CLOSING, READY } from './thread/signals.js'
+import { threadSignal } from '../shared/protocol.js'
 
 /** What the tab does with errors a running thread did not catch (a task's stray timer, say). */
 export type StrayErrorSink = (message: string) => void
@@ -32,8 +36,23 @@ export function webWorkerThread(worker: Worker, onStrayError: StrayErrorSink = (
     for (const cb of exitCbs) cb(reason)
   }
   worker.addEventListener('message', (ev: MessageEvent) => {
-    if (ev.data === READY) ready = true
-    else if (ev.data === CLOSING) {
+    // comlink's own messages are not signals
+    const d: unknown = ev.data
+    if (typeof d !== 'object' || d === null || !('tabgrid' in d)) return
+    const signal = threadSignal.safeParse(d)
+    if (!signal.success) return
+    const s = signal.data
+    if (s.tabgrid === 'ready') {
+      ready = true
+      const locks = (globalThis.navigator as { locks?: LockManager } | undefined)?.locks
+      if (s.lock && locks) {
+        // granted once the thread no longer holds it: it is gone (if we ended it, fire is a no-op)
+        locks.request(s.lock, () => {
+          fire('its Web Worker ended without a word (the browser stopped it, or a task closed it)')
+          worker.terminate()
+        }).catch(() => {})
+      }
+    } else {
       fire('a task closed its Web Worker')
       worker.terminate()
     }

@@ -8,7 +8,7 @@
 import * as Comlink from 'comlink'
 import { createExecutorApi } from '../../shared/executor.js'
 import { IdbSpillStore } from '../spill-idb.js'
-import { CLOSING, READY } from './signals.js'
+import type { ThreadSignal } from '../../shared/protocol.js'
 
 const scope = self as unknown as DedicatedWorkerGlobalScope
 
@@ -25,7 +25,7 @@ async function importSource(source: string): Promise<unknown> {
 // that can no longer answer: say so first, and the tab treats it as the thread exiting.
 const closeWorker = scope.close.bind(scope)
 scope.close = () => {
-  scope.postMessage(CLOSING)
+  scope.postMessage({ tabgrid: 'closing' } satisfies ThreadSignal)
   closeWorker()
 }
 
@@ -56,4 +56,20 @@ scope.fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Resp
 const spillStore = (name: string | undefined): IdbSpillStore => new IdbSpillStore(name ?? 'tabgrid-spill')
 
 Comlink.expose(createExecutorApi(importSource, Comlink.transfer, spillStore), scope)
-scope.postMessage(READY)
+
+// The thread holds a Web Lock for as long as it lives: the tab asks for the same lock and
+// gets it the moment this thread is gone, however it ended (the browser stopped it, or a
+// task closed it behind the patch above), with no message from here. Web Locks need a
+// secure context (https, or a loopback address); elsewhere the tab learns only of the
+// deaths it can see.
+async function holdLock(): Promise<string | undefined> {
+  const locks = (scope.navigator as { locks?: LockManager }).locks
+  if (!locks) return undefined
+  const name = `tabgrid-thread-${crypto.randomUUID()}`
+  await new Promise<void>((held, failed) => {
+    locks.request(name, () => { held(); return new Promise<never>(() => {}) }).catch(failed)
+  })
+  return name
+}
+const lock = await holdLock().catch(() => undefined)
+scope.postMessage((lock ? { tabgrid: 'ready', lock } : { tabgrid: 'ready' }) satisfies ThreadSignal)

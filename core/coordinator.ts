@@ -184,6 +184,12 @@ interface Relay {
 
 const encoder = new TextEncoder()
 
+/** ms a worker has to answer a story question before the story goes without its part */
+const STORY_WAIT_MS = 2_000
+/** most workers asked for their part of one story */
+const STORY_WORKERS = 8
+type StoryReply = ReplyValue<'story'>
+
 export class Coordinator {
   readonly scheduler: Scheduler
   private readonly peers = new Map<string, Peer>()
@@ -197,6 +203,9 @@ export class Coordinator {
   private readonly relays = new Map<number, Relay>()
   private readonly datasets = new Datasets()
   private relaySeq = 1
+  /** story questions out to workers (client.story), by id */
+  private readonly storyAsks = new Map<number, { worker: string; key: string; done: (entries: StoryReply) => void }>()
+  private storySeq = 1
   /** gathers whose holders are all disconnected (in their grace period): asked again when that resolves */
   private readonly deferredGathers = new Map<string, Set<string>>()
   /** results pushed with `finished` this turn, for send-data */
@@ -722,7 +731,14 @@ export class Coordinator {
         for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source, ns: c.ns } satisfies ToWorkerMessage)
         return reply(op.op, true)
       }
-      case 'story': return reply(op.op, this.scheduler.story(op.key))
+      case 'story': {
+        // the scheduler's story, with the transitions of the workers that ran or hold the key
+        const own = this.scheduler.story(op.key)
+        const asked = this.askStories(op.key, own)
+        if (asked.length === 0) return reply(op.op, own)
+        void Promise.all(asked).then(parts => reply(op.op, mergeStories(own, parts)))
+        return
+      }
       case 'who-has': return reply(op.op, Object.fromEntries(op.keys.map(k => [k, this.scheduler.whoHas(k)])))
       case 'status': return reply(op.op, Object.fromEntries(op.keys.map(k => [k, this.scheduler.taskStatus(k) ?? 'forgotten'])))
       case 'close':
@@ -909,6 +925,20 @@ export class Coordinator {
         return
       case 'released': return this.handle({ type: 'data-released', worker: w.id, keys: m.keys })
       case 'retire': return this.handle({ type: 'worker-retiring', worker: w.id })
+      case 'story': {
+        // only an answer to a question put to this worker counts (a late one is dropped)
+        const ask = this.storyAsks.get(m.id)
+        if (ask === undefined || ask.worker !== w.id) return
+        // its clock is not ours: its entries are placed as long before our now as they were before its own
+        const offset = this.opts.now() - m.now
+        ask.done(m.entries.map(e => {
+          const out: StoryReply[number] = { key: ask.key, from: e.from, to: e.to, stimulus: e.stimulus, worker: w.id, now: Math.round(e.now + offset), source: 'worker', attempt: e.attempt }
+          if (e.note !== undefined) out.note = e.note
+          if (e.thread !== undefined) out.thread = e.thread
+          return out
+        }))
+        return
+      }
       default: {
         const never: never = m
         throw new Error(`unhandled worker message ${(never as { type: string }).type}`)
@@ -1320,11 +1350,43 @@ export class Coordinator {
     for (const p of this.peers.values()) if (p.role === 'dashboard' && p.conn) p.conn.send(msg)
   }
 
+  /**
+   * Asks the workers named in a key's story, and those holding it, for their own part of
+   * it (connected ones, at most STORY_WORKERS): each promise resolves with the worker's
+   * entries, or none if it does not answer within STORY_WAIT_MS.
+   */
+  private askStories(key: string, own: StoryReply): Promise<StoryReply>[] {
+    const ids = new Set<string>()
+    for (const e of own) if (e.worker !== undefined) ids.add(e.worker)
+    for (const id of this.scheduler.whoHas(key)) ids.add(id)
+    const out: Promise<StoryReply>[] = []
+    for (const id of ids) {
+      if (out.length >= STORY_WORKERS) break
+      const p = this.peers.get(id)
+      if (p?.role !== 'worker' || !p.conn) continue
+      const conn = p.conn
+      const askId = this.storySeq++
+      out.push(new Promise<StoryReply>(resolve => {
+        const timer = setTimeout(() => done([]), STORY_WAIT_MS)
+        ;(timer as { unref?: () => void }).unref?.()
+        const done = (entries: StoryReply): void => {
+          if (!this.storyAsks.delete(askId)) return
+          clearTimeout(timer)
+          resolve(entries)
+        }
+        this.storyAsks.set(askId, { worker: id, key, done })
+        conn.send({ type: 'story', id: askId, key } satisfies ToWorkerMessage)
+      }))
+    }
+    return out
+  }
+
   /** Ends every connection. */
   close(): void {
     if (this.closed) return
     this.closed = true
     clearInterval(this.tickTimer)
+    for (const ask of [...this.storyAsks.values()]) ask.done([])
     for (const p of this.peers.values()) {
       if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
       if (p.role === 'worker') p.conn?.send({ type: 'goodbye', reason: 'the coordinator is shutting down' } satisfies ToWorkerMessage)
@@ -1332,6 +1394,12 @@ export class Coordinator {
     }
     this.peers.clear()
   }
+}
+
+/** The scheduler's entries and the workers', in time order (the scheduler's first among equal times). */
+function mergeStories(own: StoryReply, parts: StoryReply[]): StoryReply {
+  // sort is stable: among equal times the scheduler's come first, each side in its own order
+  return own.concat(...parts).sort((a, b) => a.now - b.now)
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

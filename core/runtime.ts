@@ -12,7 +12,7 @@
  */
 import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from '../shared/link.js'
-import { describeIssues, execEvents, type ExecEvent, type ToWorkerMessage, type WorkerMessage } from '../shared/protocol.js'
+import { LIMITS, describeIssues, execEvents, type ExecEvent, type WorkerStoryEntry, type ToWorkerMessage, type WorkerMessage } from '../shared/protocol.js'
 import { PartJoiner, PendingRequests, ownBytes, streamParts } from '../shared/wire.js'
 import type { ExecutorApi, TaskPort } from '../shared/executor.js'
 import { toWireError, TimeoutError, type WireError } from '../shared/errors.js'
@@ -320,6 +320,17 @@ export class WorkerRuntime {
           case 'error':
             this.log(`the coordinator refused a message: ${m.error.message}`)
             break
+          case 'story': {
+            // a question about the machine's log, not an event: answered at once, on this worker's clock
+            const entries = this.state.story(m.key).slice(-LIMITS.storyEntries).map(e => {
+              const out: WorkerStoryEntry = { attempt: e.attempt, from: e.from, to: e.to, stimulus: e.stimulus, now: e.now }
+              if (e.note !== undefined) out.note = e.note.slice(0, 1024)
+              if (e.thread !== undefined) out.thread = e.thread
+              return out
+            })
+            this.link?.send({ type: 'story', id: m.id, now: t, entries })
+            break
+          }
           default: {
             const never: never = m
             this.log(`unknown message ${(never as { type: string }).type}`)

@@ -259,7 +259,17 @@ interface DataState {
   stored: boolean
 }
 
-export interface StoryEntry { id: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; now: number; note?: string }
+export interface StoryEntry {
+  id: string
+  attempt: number
+  from: TaskStatus | 'new'
+  to: TaskStatus
+  stimulus: string
+  now: number
+  note?: string
+  /** the slot of the thread the task was bound to then, if any */
+  thread?: number
+}
 
 export interface WorkerStats {
   running: number
@@ -337,6 +347,9 @@ export class WorkerState {
   private readonly logStimulus: string[] = []
   private readonly logNow: number[] = []
   private readonly logNote: (string | undefined)[] = []
+  private readonly logAttempt: number[] = []
+  /** the slot of the task's thread then, −1 if none */
+  private readonly logThread: number[] = []
   private logHead = 0
   private out: Instruction[] = []
   private runs = new Map<ThreadState, TaskBatch>()
@@ -405,9 +418,11 @@ export class WorkerState {
     for (let i = 0; i < n; i++) {
       const j = (this.logHead + i) % n
       if (this.logKey[j] !== key) continue
-      const e: StoryEntry = { id: this.logId[j]!, from: this.logFrom[j]!, to: this.logTo[j]!, stimulus: this.logStimulus[j]!, now: this.logNow[j]! }
+      const e: StoryEntry = { id: this.logId[j]!, attempt: this.logAttempt[j]!, from: this.logFrom[j]!, to: this.logTo[j]!, stimulus: this.logStimulus[j]!, now: this.logNow[j]! }
       const note = this.logNote[j]
       if (note !== undefined) e.note = note
+      const thread = this.logThread[j]!
+      if (thread >= 0) e.thread = thread
       out.push(e)
     }
     return out
@@ -1322,6 +1337,8 @@ export class WorkerState {
     this.logStimulus[j] = this.stimulus
     this.logNow[j] = this.now
     this.logNote[j] = note
+    this.logAttempt[j] = t.attempt
+    this.logThread[j] = t.thread?.slot ?? -1
   }
 
   private bug(t: TaskState, what: string): Error {

@@ -34,6 +34,8 @@ export const LIMITS = {
   name: 128,
   /** longest error message or stack */
   text: 64 << 10,
+  /** most entries in a worker's story of one key */
+  storyEntries: 1000,
 } as const
 
 export const PROTOCOL_VERSION = 1
@@ -280,6 +282,22 @@ export type ToClientMessage = z.infer<typeof toClientMessage>
 
 // ---------------------------------------------------------------- coordinator → worker
 
+/** One transition of the worker's state machine for a key (core/worker-state.ts), as the worker reports it. */
+export const workerStoryEntry = z.object({
+  attempt: count,
+  /** 'new' (received), 'waiting' (for inputs), 'ready', 'copying', 'executing', 'memory', 'erred', … */
+  from: z.string().max(32),
+  to: z.string().max(32),
+  /** what caused it on the worker, e.g. 'assign-12' */
+  stimulus: z.string().max(256),
+  /** the worker's clock (ms) */
+  now: z.number().finite(),
+  note: z.string().max(1024).optional(),
+  /** the thread it was on, if any */
+  thread: count.optional(),
+})
+export type WorkerStoryEntry = z.infer<typeof workerStoryEntry>
+
 export const toWorkerMessage = z.discriminatedUnion('type', [
   welcomeMessage,
   /** a task function's source; `hash` is its id (the SHA-256 of the source) */
@@ -318,6 +336,8 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('data-error'), id: count, key, error: wireError }),
   /** the coordinator asks the worker to leave (retire done, or shutting down) */
   z.object({ type: z.literal('goodbye'), reason: text }),
+  /** what the worker's own state machine did with key (for `client.story`): answered by `story` with the same id */
+  z.object({ type: z.literal('story'), id: count, key }),
   z.object({ type: z.literal('error'), error: wireError }),
 ])
 export type ToWorkerMessage = z.infer<typeof toWorkerMessage>
@@ -352,6 +372,8 @@ export const workerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('released'), keys }),
   /** graceful leave: hand off data, then the coordinator says goodbye */
   z.object({ type: z.literal('retire') }),
+  /** answer to the coordinator's `story`: the worker's transitions for the key, oldest first, times on the worker's clock */
+  z.object({ type: z.literal('story'), id: count, /** the worker's clock when it answered (ms), to place its entries on the coordinator's */ now: z.number().finite(), entries: z.array(workerStoryEntry).max(LIMITS.storyEntries) }),
 ])
 export type WorkerMessage = z.infer<typeof workerMessage>
 

@@ -19,6 +19,36 @@ afterEach(async () => {
 
 const sleep = async (ms: number): Promise<number> => { await new Promise(r => setTimeout(r, ms)); return ms }
 
+describe('client.story(key) on a real grid', () => {
+  it("merges the worker's own transitions (received, waiting, ready, executing, memory) into the scheduler's, in time order", async () => {
+    grid = await startGrid({ workers: 1 })
+    client = await Client.connect(grid.url, { token: grid.token })
+    const before = Date.now()
+    const x = client.submit(async (ms: number) => { await new Promise(r => setTimeout(r, ms)); return ms }, 200)
+    const y = client.submit((v: number) => v + 1, x)
+    expect(await y.result()).toBe(201)
+    const [worker] = await client.workers()
+    const story = await client.story(y)
+    const mine = story.filter(e => e.source === 'worker')
+    const sched = story.filter(e => e.source === undefined)
+    // what the worker did with y: received (new), then on to memory, each with its time, thread and attempt
+    expect(mine.map(e => e.to)).toContain('executing')
+    expect(mine[0]!.from).toBe('new')
+    expect(mine.at(-1)!.to).toBe('memory')
+    for (const e of mine) {
+      expect(e).toMatchObject({ key: y.key, worker: worker!.id, attempt: expect.any(Number) as number })
+      expect(e.now).toBeGreaterThanOrEqual(before - 1_000)
+      expect(e.now).toBeLessThanOrEqual(Date.now() + 1_000)
+    }
+    expect(mine.find(e => e.to === 'executing')!.thread).toBe(0)
+    // the scheduler's part is all there, and the whole is in time order
+    expect(sched.map(e => e.to)).toEqual((await grid.coord.coordinator.scheduler.story(y.key)).map(e => e.to))
+    expect(story.map(e => e.now)).toEqual([...story.map(e => e.now)].sort((a, b) => a - b))
+    // a key nobody knows has no story, and nothing is asked
+    expect(await client.story('no-such-key')).toEqual([])
+  })
+})
+
 describe('leases in Client.local', () => {
   it('a task four times longer than the lease succeeds: the runtime renews the leases itself', async () => {
     const cluster = await startLocalCluster({ workers: 1, leaseMs: 1_000, heartbeatMs: 200 })

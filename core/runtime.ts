@@ -506,7 +506,8 @@ export class WorkerRuntime {
     const dead = new Promise<never>((_, reject) => { kill = reason => reject(new Error(reason)) })
     dead.catch(() => {})
     const channel = new MessageChannel()
-    const t: ThreadIO = { id, slot, handle, api, port: channel.port1, dead, kill, gone: false, started: Promise.resolve() }
+    // a MessagePort is a TaskPort (the cast: DOM's typings of postMessage are wider than the core's)
+    const t: ThreadIO = { id, slot, handle, api, port: channel.port1 as unknown as TaskPort, dead, kill, gone: false, started: Promise.resolve() }
     this.io.set(id, t)
     handle.onExit(reason => this.lose(t, reason, false))
     channel.port1.addEventListener('message', e => this.onExecEvents(t, e.data))
@@ -521,7 +522,7 @@ export class WorkerRuntime {
     // no timeout here: the machine replaces a thread that does not start in time
     t.started = this.call(t, 'init', async () => {
       await api.init(onEvents, this.nthreads, extra)
-      await api.connect(Comlink.transfer(channel.port2, [channel.port2 as unknown as ArrayBuffer]))
+      await api.connect(Comlink.transfer(channel.port2 as unknown as TaskPort, [channel.port2 as unknown as ArrayBuffer]))
     }, Infinity).then(
       () => { this.feed({ type: 'thread-started', thread: id, now: now() }) },
       err => {

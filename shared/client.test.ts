@@ -682,6 +682,8 @@ class ScriptedWorker {
   auto = true
   /** never answer anything (a frozen tab, a stopped process) */
   frozen = false
+  /** how it answers a story question (absent: it does not) */
+  onStory: ((m: Extract<ToWorkerMessage, { type: 'story' }>) => void) | undefined
   readonly assigned: Extract<ToWorkerMessage, { type: 'assign' }>[] = []
   private readonly fns = new Map<string, string>()
   private readonly fetches = new Map<number, (m: Extract<ToWorkerMessage, { type: 'data' | 'data-error' }>) => void>()
@@ -717,6 +719,7 @@ class ScriptedWorker {
         return
       case 'free': for (const k of m.keys) this.values.delete(k); return
       case 'steal': this.send({ type: 'steal-response', key: m.key, attempt: m.attempt, ok: false }); return
+      case 'story': this.onStory?.(m); return
       default: return
     }
   }
@@ -791,6 +794,51 @@ async function until(check: () => boolean, what: string, ms = 5000): Promise<voi
     await new Promise(r => setTimeout(r, 5))
   }
 }
+
+describe('story() against the in-memory coordinator', () => {
+  it("merges the worker's answer on the coordinator's clock; an answer from another worker is not believed", async () => {
+    const g = memoryGrid()
+    const w1 = g.worker('w1')
+    const w2 = g.worker('w2')
+    const c = await g.client()
+    const f = c.submit((x: number) => x + 1, 1)
+    expect(await f.result()).toBe(2)
+    const runner = g.scheduler.whoHas(f.key)[0]!
+    const [mine, other] = runner === w1.id ? [w1, w2] : [w2, w1]
+    mine.onStory = m => {
+      // the other worker answers first, with the same id: not its question
+      other.send({ type: 'story', id: m.id, now: 0, entries: [{ attempt: 1, from: 'new', to: 'memory', stimulus: 'forged', now: 0 }] })
+      mine.send({ type: 'story', id: m.id, now: 10_000, entries: [
+        { attempt: 1, from: 'new', to: 'waiting', stimulus: 'assign', now: 9_990, thread: 0 },
+        { attempt: 1, from: 'executing', to: 'memory', stimulus: 'task-finished', now: 9_995, note: 'took 1 ms' },
+      ] })
+    }
+    const t0 = Date.now()
+    const story = await c.story(f)
+    const fromWorker = story.filter(e => e.source === 'worker')
+    expect(fromWorker.map(e => [e.from, e.to, e.stimulus, e.worker, e.attempt])).toEqual([['new', 'waiting', 'assign', mine.id, 1], ['executing', 'memory', 'task-finished', mine.id, 1]])
+    expect(fromWorker[0]!.thread).toBe(0)
+    expect(fromWorker[1]!.note).toBe('took 1 ms')
+    // 10 ms and 5 ms before the coordinator's now when it read the answer
+    expect(fromWorker[0]!.now).toBeGreaterThanOrEqual(t0 - 10 - 5)
+    expect(fromWorker[1]!.now - fromWorker[0]!.now).toBe(5)
+    expect(story.filter(e => e.source === undefined).map(e => e.to)).toEqual(g.scheduler.story(f.key).map(e => e.to))
+  })
+
+  it('a worker that answers junk or not at all leaves its part out, after 2 s', async () => {
+    const g = memoryGrid()
+    const w = g.worker('w1')
+    const c = await g.client()
+    const f = c.submit((x: number) => x + 1, 1)
+    await f.result()
+    w.onStory = m => w.send({ type: 'story', id: m.id, now: 'soon', entries: 'none' } as unknown as WorkerMessage)
+    const t0 = Date.now()
+    const story = await c.story(f)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900)
+    expect(story).toEqual(g.scheduler.story(f.key))
+    expect(g.coordinator.metrics.badMessages).toBeGreaterThan(0)
+  })
+})
 
 describe('close() against the in-memory coordinator', () => {
   it('is acknowledged: cancels and submits of the same turn arrive, and the client is released at once, not after its grace', async () => {

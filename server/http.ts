@@ -15,6 +15,7 @@ import { coordinatorMetrics } from './metrics.js'
 import { LIMITS, type FrameEvents, type InboundFrameEvents, type SocketData } from '../shared/protocol.js'
 import { Outbox, decodeFrame } from '../shared/wire.js'
 import { packFrames } from '../shared/frames.js'
+import { TooLargeError } from '../shared/errors.js'
 import { frameParser } from '../shared/socket-parser.js'
 import { randomSecret, type DigesterFactory } from '../shared/digest.js'
 
@@ -237,7 +238,8 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       if (typeof inBytes === 'number' && inBytes > m.largestFrameIn) m.largestFrameIn = inBytes
       let msgs: unknown[]
       try { msgs = decodeFrame(frame, attachments) } catch (err) {
-        coordinator.refuse(peerId, { code: 'bad-message', message: (err as Error).message })
+        // too-large tells a client its frame was refused for its size (it then checks what it lost)
+        coordinator.refuse(peerId, { code: err instanceof TooLargeError ? 'too-large' : 'bad-message', message: (err as Error).message })
         return
       }
       coordinator.receive(peerId, msgs)

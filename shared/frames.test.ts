@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { packFrames, splitMessage } from './frames.js'
+import { encodedStringBytes, packFrames, splitMessage } from './frames.js'
 import { decodeFrame, packFrame } from './wire.js'
 import { LIMITS } from './protocol.js'
 import { TooLargeError } from './errors.js'
@@ -105,5 +105,13 @@ describe('splitMessage', () => {
     expect(splitMessage({ type: 'release', keys: ['a', 'b', 'c'] }, 2)).toEqual([{ type: 'release', keys: ['a', 'b'] }, { type: 'release', keys: ['c'] }])
     expect(splitMessage({ type: 'release', keys: ['a'] }, 2)).toBeUndefined()
     expect(splitMessage({ type: 'reply', id: 1, ok: true, value: [1, 2] }, 2)).toBeUndefined()
+  })
+})
+
+describe('encodedStringBytes', () => {
+  it('is exactly what msgpack writes for a string, headers and UTF-8 included', () => {
+    for (const str of ['', 'a', 'x'.repeat(31), 'x'.repeat(32), 'x'.repeat(255), 'x'.repeat(256), 'x'.repeat(70_000), 'é', '€uro', '😀', 'a😀b', 'é'.repeat(20)]) {
+      expect(encodedStringBytes(str)).toBe(packFrame([str]).frame.byteLength - 1)
+    }
   })
 })

@@ -133,3 +133,25 @@ export function packFrames(messages: readonly object[], opts: FrameOptions = {})
   pack(batch ?? messages, false)
   return out
 }
+
+/**
+ * What a string costs in a frame, exactly: its UTF-8 bytes and msgpack's header (1 byte
+ * up to 31 bytes, 2 up to 255, 3 up to 65,535, else 5). For sizing lists before they are
+ * sent, as a status request's keys.
+ *
+ * @example
+ * ```ts
+ * encodedStringBytes('inc-3f2a')   // 9
+ * ```
+ */
+export function encodedStringBytes(s: string): number {
+  let n = s.length
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) continue
+    if (c < 0x800) n += 1
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) { n += 2; i++ } // a surrogate pair: 4 bytes for 2 code units
+    else n += 2
+  }
+  return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5)
+}

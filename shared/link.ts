@@ -23,6 +23,8 @@ export interface Link<Out extends object, In extends object> {
   /** Messages from the peer, one frame at a time. */
   onMessages: (msgs: In[]) => void
   onStatus: (status: LinkStatus) => void
+  /** A frame from the peer could not be read and was dropped (its messages are lost): the owner may check what it missed. Optional. */
+  onDropped?: (reason: string) => void
   /** The hello sent on (re)connect; owners update `resume` after a welcome. */
   hello: Hello
   close(): void
@@ -82,6 +84,7 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     let msgs: unknown[]
     try { msgs = decodeFrame(frame, attachments) } catch (err) {
       console.error(`tabgrid: dropped a frame from the coordinator: ${(err as Error).message}`)
+      link.onDropped?.((err as Error).message)
       return
     }
     link.onMessages(msgs as In[])

@@ -229,6 +229,14 @@ export class Coordinator {
     connectionsCut: 0,
     /** most bytes seen queued to one connection */
     peakOutputBytes: 0,
+    /** frames written to connections, and the largest of them (encoded bytes, attachments aside): never over LIMITS.frameBytes */
+    framesOut: 0,
+    largestFrameOut: 0,
+    /** frames read from connections, and the largest of them (encoded bytes, attachments aside) */
+    framesIn: 0,
+    largestFrameIn: 0,
+    /** messages that could not be made to fit in a frame (a reply answered with a too-large error instead, anything else dropped) */
+    tooLargeMessages: 0,
   }
   private closed = false
   /** listeners for the dashboard stream; empty costs nothing */

@@ -13,7 +13,9 @@ import { Coordinator, type CoordinatorOptions, type Connection } from '../core/c
 import { attachDashboard } from './dashboard.js'
 import { coordinatorMetrics } from './metrics.js'
 import { LIMITS, type FrameEvents, type InboundFrameEvents, type SocketData } from '../shared/protocol.js'
-import { Outbox, packFrame, decodeFrame } from '../shared/wire.js'
+import { Outbox, decodeFrame } from '../shared/wire.js'
+import { packFrames } from '../shared/frames.js'
+import { TooLargeError } from '../shared/errors.js'
 import { frameParser } from '../shared/socket-parser.js'
 import { randomSecret, type DigesterFactory } from '../shared/digest.js'
 
@@ -180,8 +182,12 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
 
   io.on('connection', (socket: Socket<InboundFrameEvents, FrameEvents, Record<string, never>, SocketData>) => {
     const outbox = new Outbox<object>(msgs => {
-      const { frame, attachments } = packFrame(msgs)
-      socket.emit('frame', frame, ...attachments)
+      const m = coordinator.metrics
+      for (const { frame, attachments } of packFrames(msgs, { tooLarge: (msg, bytes) => tooLargeInstead(msg, bytes, log, m) })) {
+        m.framesOut++
+        if (frame.byteLength > m.largestFrameOut) m.largestFrameOut = frame.byteLength
+        socket.emit('frame', frame, ...attachments)
+      }
     })
     const engine = socket.conn as unknown as EngineSocket
     const ws = (): WsLike | undefined => engine.transport?.name === 'websocket' ? engine.transport.socket : undefined
@@ -226,9 +232,14 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
         coordinator.refuse(peerId, { code: 'bad-message', message: `unknown event "${String(event).slice(0, 40)}": send frames only` })
         return
       }
+      const m = coordinator.metrics
+      m.framesIn++
+      const inBytes = (frame as { byteLength?: unknown } | undefined)?.byteLength
+      if (typeof inBytes === 'number' && inBytes > m.largestFrameIn) m.largestFrameIn = inBytes
       let msgs: unknown[]
       try { msgs = decodeFrame(frame, attachments) } catch (err) {
-        coordinator.refuse(peerId, { code: 'bad-message', message: (err as Error).message })
+        // too-large tells a client its frame was refused for its size (it then checks what it lost)
+        coordinator.refuse(peerId, { code: err instanceof TooLargeError ? 'too-large' : 'bad-message', message: (err as Error).message })
         return
       }
       coordinator.receive(peerId, msgs)
@@ -365,4 +376,20 @@ async function serveFile(res: ServerResponse, root: string, rel: string, headers
   const body = await readFile(file)
   res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff', ...headers })
   res.end(body)
+}
+
+/**
+ * What goes to a peer instead of a message that fits in no frame (packFrames could not
+ * split it): a reply becomes a `too-large` error for that request, so the caller hears
+ * why at once instead of waiting for its timeout; anything else is dropped, and said.
+ */
+function tooLargeInstead(msg: object, bytes: number, log: (line: string, level?: 'info' | 'warn' | 'error') => void, m: { tooLargeMessages: number }): object | undefined {
+  m.tooLargeMessages++
+  const type = String((msg as { type?: unknown }).type)
+  if (type === 'reply') {
+    const id = (msg as { id?: unknown }).id
+    return { type: 'reply', id, ok: false, error: { code: 'too-large', message: `the answer is ${bytes} bytes encoded, over the ${LIMITS.frameBytes} byte frame limit: ask for less at a time` } }
+  }
+  log(`dropped a ${type.slice(0, 40)} message of ${bytes} bytes: over the ${LIMITS.frameBytes} byte frame limit and nothing in it to split`, 'error')
+  return undefined
 }

@@ -62,6 +62,17 @@ export function coordinatorMetrics(coordinator: Coordinator): CoordinatorMetrics
   counter('tabgrid_quarantined_total', 'Workers quarantined: outvoted by a quorum, or caught serving other bytes than they reported.', () => m.quarantined)
   counter('tabgrid_deadlines_missed_total', 'Runs, puts and steal-requests taken back past a deadline the coordinator enforces.', () => m.deadlinesMissed)
   counter('tabgrid_connections_cut_total', 'Connections cut for reading nothing while past their output cap.', () => m.connectionsCut)
+  // frames are bounded on every hop (shared/frames.ts): the largest ones show it
+  counter('tabgrid_frames_sent_total', 'Frames written to connections.', () => m.framesOut)
+  counter('tabgrid_frames_received_total', 'Frames read from connections.', () => m.framesIn)
+  counter('tabgrid_too_large_messages_total', 'Messages that could not fit in a frame (a reply answered with a too-large error instead, anything else dropped).', () => m.tooLargeMessages)
+  new Gauge({
+    name: 'tabgrid_largest_frame_bytes', help: 'The largest frame sent and received, in encoded bytes (attachments aside).', labelNames: ['direction'], registers: [registry],
+    collect() {
+      this.set({ direction: 'sent' }, m.largestFrameOut)
+      this.set({ direction: 'received' }, m.largestFrameIn)
+    },
+  })
 
   const status = (): Record<string, unknown> => coordinator.status()
   new Gauge({

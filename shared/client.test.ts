@@ -6,7 +6,7 @@ import type { ClientMessage, Hello, ToClientMessage, ToWorkerMessage, WorkerMess
 import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
 import { Coordinator, type CoordinatorOptions } from '../core/coordinator.js'
 import { FutureRef, decodeValue, encodeValue } from './codec.js'
-import { splitParts } from './wire.js'
+import { packFrame, splitParts } from './wire.js'
 import { CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError, toWireError } from './errors.js'
 
 type Msg<T extends ClientMessage['type']> = Extract<ClientMessage, { type: T }>
@@ -605,6 +605,51 @@ describe('reconnect', () => {
     expect(h.all().map(m => m.type)).toEqual(['function', 'function', 'submit'])
     expect(h.of('submit')[0]!.tasks.map(t => t.key)).toEqual([f.key, whileAway.key])
   })
+})
+
+describe('reconnect at scale', () => {
+  it('re-checks 300,000 futures after a reconnect in paced status requests, every frame under the cap by its encoded size', async () => {
+    const h = track(harness())
+    h.send({ type: 'welcome', id: 'c1', version: PROTOCOL_VERSION, resumed: false, resume: 's1' })
+    await tick()
+    const n = 300_000
+    const fs = h.client.with({ pure: false }).map((x: number) => x, Array.from({ length: n }, (_, i) => i))
+    await tick()
+    // what the client sends, encoded as its socket would before the size is checked: under the cap already
+    for (const batch of h.frames) expect(packFrame(batch).frame.byteLength).toBeLessThanOrEqual(LIMITS.frameBytes)
+    h.clear()
+    h.clientSide.onStatus({ state: 'disconnected', reason: 'transport close' })
+    h.clientSide.onStatus({ state: 'connected', again: true })
+    h.send({ type: 'welcome', id: 'c1', version: PROTOCOL_VERSION, resumed: true, resume: 's2' })
+    await tick()
+    const asked = new Set<number>()
+    const keys: string[] = []
+    const requests = (): Msg<'request'>[] => h.of('request').filter(r => !asked.has(r.id))
+    // paced: two in flight; each answer lets the next go
+    for (let round = 0; ; round++) {
+      await tick()
+      const open = requests()
+      if (open.length === 0) break
+      expect(open.length).toBeLessThanOrEqual(2)
+      for (const r of open) {
+        asked.add(r.id)
+        expect(r.op.op).toBe('status')
+        const ks = (r.op as { keys: string[] }).keys
+        keys.push(...ks)
+        const bytes = packFrame([r]).frame.byteLength
+        expect(bytes).toBeLessThanOrEqual((1 << 20) + 100)
+        // the answer (each key with its state) is under the cap too
+        const value = Object.fromEntries(ks.map(k => [k, 'memory']))
+        expect(packFrame([{ type: 'reply', id: r.id, ok: true, value }]).frame.byteLength).toBeLessThan(LIMITS.frameBytes / 4)
+        h.send({ type: 'reply', id: r.id, ok: true, value })
+      }
+      expect(round).toBeLessThan(1000)
+    }
+    for (const batch of h.frames) expect(packFrame(batch).frame.byteLength).toBeLessThanOrEqual(LIMITS.frameBytes)
+    expect(asked.size).toBeGreaterThan(5)
+    expect(keys).toEqual(fs.map(f => f.key))
+    expect(fs.every(f => f.status === 'finished')).toBe(true)
+  }, 60_000)
 })
 
 describe('lifecycle', () => {

@@ -19,6 +19,7 @@ import type { ClientMessage, ClientRequest, Hello, ReplyValue, TaskSubmit, ToCli
 import { LIMITS, PROTOCOL_VERSION, describeIssues, replyValues } from './protocol.js'
 import { connectLink, type Link, type LinkStatus } from './link.js'
 import { PartJoiner, PendingRequests } from './wire.js'
+import { encodedStringBytes } from './frames.js'
 import { coordinatorUrl } from './address.js'
 import { formatBytes } from './size.js'
 import {
@@ -161,6 +162,12 @@ const FRAME_BUDGET = LIMITS.frameBytes >> 2
 /** Per-task overhead in a submit message, beyond its key and arguments. */
 const TASK_OVERHEAD = 80
 const REQUEST_TIMEOUT = 30_000
+/** Long loops (asking for a million values, re-checking them after a reconnect) yield to the event loop this often, in ms, so the socket is served */
+const SLICE_MS = 5
+/** Keys in one status request after a reconnect, in encoded bytes: the answer (each key again, with its state) stays far under the frame limit */
+const STATUS_BYTES = 1 << 20
+/** Status requests in flight at once while re-checking after a reconnect (the next goes when one is answered) */
+const STATUS_IN_FLIGHT = 2
 /** how long close() waits for the coordinator to acknowledge (it answers in a round trip unless a big upload is ahead) */
 const CLOSE_TIMEOUT = 30_000
 const noop = (): void => {}
@@ -238,6 +245,8 @@ export class Client {
   /** function hashes sent on this connection */
   private readonly sentFunctions = new Set<string>()
   private building: Building | undefined
+  /** the re-check of futures after a reconnect now running (a newer one stops an older one) */
+  private resyncRun = 0
   private scheduled = false
   /** bytes handed to the link since its last frame (the Outbox only sees top-level data) */
   private linkBytes = 0
@@ -279,6 +288,8 @@ export class Client {
     this.welcome.promise.catch(() => {})
     link.onMessages = msgs => this.receive(msgs)
     link.onStatus = status => this.onLinkStatus(status)
+    // a frame of the coordinator's that could not be read held key states this client now lacks: ask
+    link.onDropped = () => { if (this.state === 'connected') this.resync() }
   }
 
   /**
@@ -523,17 +534,32 @@ export class Client {
    */
   async gather<T>(x: T, opts?: GatherOptions): Promise<Gathered<T>> {
     const { errors } = resolveGatherOptions(opts)
-    const pending = new Map<Future, Promise<unknown>>()
+    const seen = new Set<Future>()
+    const futures: Future[] = []
+    forEachNested(x, isFuture, v => { const f = v as Future; if (!seen.has(f)) { seen.add(f); futures.push(f) } })
+    if (futures.length === 0) return x as Gathered<T>
     const skip = errors === 'skip'
-    forEachNested(x, isFuture, x => {
-      const f = x as Future
-      if (pending.has(f)) return
+    // Asking for a million values is seconds of work: it goes in slices of a few ms, between
+    // which the socket is served (pings answered, values coming in), one Promise.all per
+    // slice (handled at once: a rejection while later slices wait is not "unhandled")
+    const slices: Promise<unknown[]>[] = []
+    let slice: Promise<unknown>[] = []
+    let t0 = Date.now()
+    for (let i = 0; i < futures.length; i++) {
+      const f = futures[i]!
       const p = f.result()
-      pending.set(f, skip ? p.catch((err: unknown) => failed(f) ? DROP : Promise.reject(err)) : p)
-    })
-    if (pending.size === 0) return x as Gathered<T>
-    const futures = [...pending.keys()]
-    const values = await Promise.all(pending.values())
+      slice.push(skip ? p.catch((err: unknown) => failed(f) ? DROP : Promise.reject(err)) : p)
+      if ((i & 1023) === 1023 && Date.now() - t0 >= SLICE_MS) {
+        const all = Promise.all(slice)
+        all.catch(noop)
+        slices.push(all)
+        slice = []
+        await nextTurn()
+        t0 = Date.now()
+      }
+    }
+    slices.push(Promise.all(slice))
+    const values = slices.length === 1 ? await slices[0]! : (await Promise.all(slices)).flat()
     const byFuture = new Map<Future, unknown>()
     for (let i = 0; i < futures.length; i++) byFuture.set(futures[i]!, values[i])
     // containers holding futures are copied, with each value in its future's place (a failed one's place dropped)
@@ -1038,9 +1064,10 @@ export class Client {
 
   private addKey(type: KeysKind, key: string): void {
     const b = this.building
-    if (b && b.type === type && b.keys.length < LIMITS.keys) {
+    // key.length + 3 is a key's encoded size for ASCII keys (the frame's real size is measured when it is packed)
+    if (b && b.type === type && b.keys.length < LIMITS.keys && b.bytes + key.length + 3 <= FRAME_BUDGET) {
       b.keys.push(key)
-      b.bytes += key.length + 4
+      b.bytes += key.length + 3
       return
     }
     this.flushBuilding()
@@ -1075,11 +1102,11 @@ export class Client {
   }
 
   /** Sends a request; its answer is checked against the reply schema of its kind (a malformed one fails this request only). */
-  private request<O extends ClientRequest>(op: O, timeout: number, what: string): Promise<ReplyValue<O['op']>> {
+  private request<O extends ClientRequest>(op: O, timeout: number, what: string, bytes = 64): Promise<ReplyValue<O['op']>> {
     if (this.state === 'closed') return Promise.reject(new CancelledError('client closed'))
     if (!this.connected) return Promise.reject(new TimeoutError(`${what}: not connected to the coordinator (reconnecting)`))
     const { id, promise } = this.requests.open(timeout, what)
-    this.sendNow({ type: 'request', id, op }, 64 + (op.op === 'upload-module' ? op.source.length : 0))
+    this.sendNow({ type: 'request', id, op }, bytes + (op.op === 'upload-module' ? op.source.length : 0))
     const schema = replyValues[op.op as O['op']]
     return this.hold(promise.then(value => {
       const r = schema.safeParse(value)
@@ -1161,6 +1188,8 @@ export class Client {
       case 'error': {
         const rec = m.error.key !== undefined ? this.records.get(m.error.key) : undefined
         if (rec) return this.fail(rec, 'error', fromWireError(m.error))
+        // a frame of this client's refused for its size: what it carried is lost, find out which futures that leaves hanging
+        if (m.error.code === 'too-large' && m.error.key === undefined) this.resync()
         if (this.warned.has(m.error.code)) return
         this.warned.add(m.error.code)
         console.warn(`tabgrid: the coordinator refused something this client sent (${m.error.code}): ${m.error.message} (further '${m.error.code}' errors are not shown)`)
@@ -1211,22 +1240,51 @@ export class Client {
    * it, and tasks sent as the connection dropped may never have arrived. Ask.
    */
   private resync(): void {
+    const run = ++this.resyncRun
     const keys: string[] = []
     for (const rec of this.records.values()) if (rec.status === 'pending') keys.push(rec.key)
-    for (let i = 0; i < keys.length; i += LIMITS.keys) {
-      const chunk = keys.slice(i, i + LIMITS.keys)
-      this.request({ op: 'status', keys: chunk }, REQUEST_TIMEOUT, 'status after reconnect').then(states => {
-        for (const key of chunk) {
-          const rec = this.records.get(key)
-          if (!rec || rec.status !== 'pending') continue
-          const st = states[key]
-          if (st === 'memory') settleRecord(rec, 'finished')
-          else if (st === 'erred') this.fail(rec, 'error', new TaskError(`${key} failed while this client was reconnecting (its error did not reach this client: see client.story(key))`, { key }))
-          else if (st === 'forgotten' || st === 'released') this.fail(rec, 'lost', new LostDataError(`${key} did not reach the coordinator before the connection dropped: submit it again`))
+    let next = 0
+    let inFlight = 0
+    let warned = false
+    const current = (): boolean => run === this.resyncRun && this.state === 'connected'
+    // Paced: a few requests of about STATUS_BYTES each in flight, the next when one is
+    // answered, so neither end gets one huge frame and the socket stays served in between
+    const pump = (): void => {
+      while (inFlight < STATUS_IN_FLIGHT && next < keys.length && current()) {
+        const chunk: string[] = []
+        let bytes = 0
+        while (next < keys.length && chunk.length < LIMITS.keys) {
+          const b = encodedStringBytes(keys[next]!)
+          if (chunk.length > 0 && bytes + b > STATUS_BYTES) break
+          chunk.push(keys[next++]!)
+          bytes += b
         }
-      }, (err: Error) => {
-        if (this.state !== 'closed') console.warn(`tabgrid: could not check futures after reconnecting: ${err.message}`)
-      })
+        inFlight++
+        this.request({ op: 'status', keys: chunk }, REQUEST_TIMEOUT, 'status after reconnect', bytes + 64).then(value => {
+          inFlight--
+          this.applyStatus(chunk, value)
+          pump()
+        }, (err: Error) => {
+          inFlight--
+          // a newer reconnect checks again from the start; say it once per run
+          if (warned || this.state === 'closed' || run !== this.resyncRun) return
+          warned = true
+          console.warn(`tabgrid: could not check ${keys.length - next + chunk.length} futures after reconnecting (${err.message}); they are checked again on the next reconnect, and their states still arrive as they change`)
+        })
+      }
+    }
+    pump()
+  }
+
+  /** Settles what a status answer says was decided while this client was away. */
+  private applyStatus(chunk: readonly string[], states: ReplyValue<'status'>): void {
+    for (const key of chunk) {
+      const rec = this.records.get(key)
+      if (!rec || rec.status !== 'pending') continue
+      const st = states[key]
+      if (st === 'memory') settleRecord(rec, 'finished')
+      else if (st === 'erred') this.fail(rec, 'error', new TaskError(`${key} failed while this client was reconnecting (its error did not reach this client: see client.story(key))`, { key }))
+      else if (st === 'forgotten' || st === 'released') this.fail(rec, 'lost', new LostDataError(`${key} did not reach the coordinator before the connection dropped: submit it again`))
     }
   }
 
@@ -1258,6 +1316,22 @@ export class Client {
       }
     }
   }
+}
+
+/** Resolves in a later turn of the event loop (after I/O: pings, incoming frames), not a microtask. */
+function nextTurn(): Promise<void> {
+  const g = globalThis as { setImmediate?: (fn: () => void) => unknown; MessageChannel?: new () => { port1: { onmessage: (() => void) | null; close(): void }; port2: { postMessage(v: unknown): void; close(): void } } }
+  return new Promise(resolve => {
+    if (g.setImmediate) { g.setImmediate(resolve); return }
+    if (g.MessageChannel) {
+      // a browser clamps nested setTimeout(0) to 4 ms; a message is not clamped
+      const ch = new g.MessageChannel()
+      ch.port1.onmessage = () => { ch.port1.close(); ch.port2.close(); resolve() }
+      ch.port2.postMessage(0)
+      return
+    }
+    setTimeout(resolve, 0)
+  })
 }
 
 function checkDatasetName(name: unknown): void {

@@ -6,7 +6,8 @@
 import { io, type Socket } from 'socket.io-client'
 import type { FrameEvents, Hello, InboundFrameEvents } from './protocol.js'
 import { AuthError } from './errors.js'
-import { Outbox, packFrame, decodeFrame } from './wire.js'
+import { Outbox, decodeFrame } from './wire.js'
+import { packFrames } from './frames.js'
 import { frameParser } from './socket-parser.js'
 
 export type LinkStatus =
@@ -22,6 +23,8 @@ export interface Link<Out extends object, In extends object> {
   /** Messages from the peer, one frame at a time. */
   onMessages: (msgs: In[]) => void
   onStatus: (status: LinkStatus) => void
+  /** A frame from the peer could not be read and was dropped (its messages are lost): the owner may check what it missed. Optional. */
+  onDropped?: (reason: string) => void
   /** The hello sent on (re)connect; owners update `resume` after a welcome. */
   hello: Hello
   close(): void
@@ -64,8 +67,8 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
   })
   const outbox = new Outbox<Out>(msgs => {
-    const { frame, attachments } = packFrame(msgs)
-    socket.emit('frame', frame, ...attachments)
+    // no frame over what the coordinator accepts, whatever the batch (shared/frames.ts)
+    for (const { frame, attachments } of packFrames(msgs, { tooLarge: dropTooLarge })) socket.emit('frame', frame, ...attachments)
   })
   let closed = false
   let everConnected = false
@@ -81,6 +84,7 @@ export function connectLink<Out extends object, In extends object>(url: string, 
     let msgs: unknown[]
     try { msgs = decodeFrame(frame, attachments) } catch (err) {
       console.error(`tabgrid: dropped a frame from the coordinator: ${(err as Error).message}`)
+      link.onDropped?.((err as Error).message)
       return
     }
     link.onMessages(msgs as In[])
@@ -112,6 +116,12 @@ export function connectLink<Out extends object, In extends object>(url: string, 
       link.onStatus({ state: 'connected', again })
     })
   })
+}
+
+/** A message that fits in no frame and has nothing to split (its senders keep each one under the cap: this is a bug, said loudly). */
+function dropTooLarge(msg: object, bytes: number): undefined {
+  console.error(`tabgrid: dropped a ${String((msg as { type?: unknown }).type).slice(0, 40)} message of ${bytes} bytes: over the frame limit and nothing in it to split`)
+  return undefined
 }
 
 /**

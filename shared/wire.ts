@@ -302,6 +302,9 @@ export class Outbox<M extends object> {
       this.bytes += data.byteLength + 64
       if (data.byteLength >= LIMITS.attachBytes) this.attachments++
     } else this.bytes += 64
+    // a task's arguments (an assign) are bytes too; the real size is measured when the frame is packed (frames.ts)
+    const args = (msg as { args?: unknown }).args
+    if (args instanceof Uint8Array) this.bytes += args.byteLength
     if (this.bytes >= LIMITS.chunkBytes || this.attachments >= LIMITS.attachmentsPerFrame) this.flush()
     else if (!this.scheduled) {
       this.scheduled = true

@@ -480,15 +480,19 @@ export class Coordinator {
       return
     }
     const schema = p.role === 'client' ? clientMessage : workerMessage
-    // any frame renews a worker's leases (and brings back one that had lapsed)
-    this.batch = p.role === 'worker' ? [{ type: 'worker-seen', worker: p.id }] : []
+    this.batch = []
     try {
-      this.receiveAll(p, schema, msgs)
+      // a frame with at least one message accepted renews a worker's leases (and brings
+      // back one that had lapsed); junk and refused claims prove nothing, so a worker
+      // that sends only those lapses like a silent one
+      if (this.receiveAll(p, schema, msgs) && p.role === 'worker') this.batch.unshift({ type: 'worker-seen', worker: p.id })
     } finally { this.flushBatch() }
   }
 
-  private receiveAll(p: Peer, schema: typeof clientMessage | typeof workerMessage, msgs: unknown[]): void {
+  /** Handles a frame's messages; true if at least one was accepted (not refused). */
+  private receiveAll(p: Peer, schema: typeof clientMessage | typeof workerMessage, msgs: unknown[]): boolean {
     const id = p.id
+    let accepted = false
     for (const raw of msgs) {
       const parsed = schema.safeParse(raw)
       if (!parsed.success) {
@@ -496,9 +500,10 @@ export class Coordinator {
         const message = `bad ${p.role} message "${type}": ${describeIssues(parsed.error)}`
         this.refuse(p, { code: 'bad-message', message })
         this.settleRefused(p, raw, message)
-        if (!this.peers.get(id)?.conn) return
+        if (!this.peers.get(id)?.conn) return accepted
         continue
       }
+      const bad = p.bad
       try {
         if (p.role === 'client') this.onClient(p as ClientPeer, parsed.data as ClientMessage)
         else this.onWorker(p as WorkerPeer, parsed.data as WorkerMessage)
@@ -507,8 +512,10 @@ export class Coordinator {
         this.opts.log(`error handling ${(parsed.data as { type: string }).type} from ${p.name}: ${(err as Error).stack}`, 'error')
         this.refuse(p, toWireError(err, 'internal'))
       }
-      if (!this.peers.get(id)?.conn) return
+      if (p.bad === bad) accepted = true
+      if (!this.peers.get(id)?.conn) return accepted
     }
+    return accepted
   }
 
   /**

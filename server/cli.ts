@@ -53,10 +53,11 @@ logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto
   .option('--client-token <token>', 'token clients and the dashboard must present (default: one made for this run, printed below)')
   .option('--worker-token <token>', 'token workers must present to join')
   .option('--allow-origin <origin>', 'a web app\'s origin (https://app.example.org) whose pages may connect; repeat for more, \'*\' for any')
+  .option('--trust-proxy', 'behind a reverse proxy: each connection\'s address is the last entry of its X-Forwarded-For header')
   .option('--local-workers <n>', 'also start n Node workers (one thread each) in this process, so the grid computes at once', { default: 0 }))
   .example('tabgrid coordinator --port 8786 --client-token s3cret')
   .example('tabgrid coordinator --local-workers 2')
-  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; allowOrigin?: unknown; localWorkers: unknown } & LogFlags) => {
+  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; allowOrigin?: unknown; trustProxy?: boolean; localWorkers: unknown } & LogFlags) => {
     const { log, format } = logger('coordinator', o)
     const local = int(o.localWorkers, '--local-workers', 0, 64)
     const port = int(o.port, '--port', 0, 65535)
@@ -66,6 +67,7 @@ logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto
       clientToken: o.clientToken === undefined ? undefined : String(o.clientToken),
       workerToken: o.workerToken === undefined ? undefined : String(o.workerToken),
       allowOrigin,
+      trustProxy: o.trustProxy === true,
       log: lineLogger(log),
     }).catch((err: Error & { code?: string }) => {
       log.error(err.code === 'EADDRINUSE' ? `port ${port} is in use: stop what listens there, or pick another with --port` : `cannot start: ${err.message}`)

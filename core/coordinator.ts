@@ -1180,9 +1180,17 @@ export class Coordinator {
       case 'deadline-missed': {
         this.metrics.deadlinesMissed++
         const w = this.peers.get(c.worker)
-        // a put taken back: its late 'stored' is not believed (the value went elsewhere)
-        if (c.why === 'put' && w?.role === 'worker') (w as WorkerPeer).sent.delete(c.key)
-        const what = c.why === 'put' ? `did not store ${c.key}` : c.why === 'steal' ? `did not answer a steal-request for ${c.key}` : `held ${c.key} past its deadline`
+        // a put or copy taken back: its late 'stored' is not believed (the value went elsewhere)
+        if ((c.why === 'put' || c.why === 'move') && w?.role === 'worker') (w as WorkerPeer).sent.delete(c.key)
+        if (c.why === 'move') {
+          // and a copy still on its way there stops
+          for (const [rid, r] of this.relays) {
+            if (r.key !== c.key || r.to.kind !== 'move' || r.to.worker !== c.worker) continue
+            this.relays.delete(rid)
+            this.peers.get(r.holder)?.joiner.drop(`relay:${rid}`)
+          }
+        }
+        const what = c.why === 'put' || c.why === 'move' ? `did not store ${c.why === 'move' ? 'a copy of ' : ''}${c.key}` : c.why === 'steal' ? `did not answer a steal-request for ${c.key}` : `held ${c.key} past its deadline`
         this.opts.log(`worker ${w?.name ?? c.worker} ${what} (${Math.round(c.heldMs)} ms): it goes elsewhere`, 'warn')
         return
       }

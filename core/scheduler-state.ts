@@ -253,7 +253,7 @@ export interface ResolvedOptions {
 
 export interface Info { worker?: WorkerState; note?: string; error?: WireError; /** shown as 'attempt N' in the story */ attempt?: number }
 /** A copy of data between workers (hand-off of a retiring worker, or a replica of scattered data). */
-export interface Move { from: WorkerState; to: WorkerState; handoff: boolean }
+export interface Move { from: WorkerState; to: WorkerState; handoff: boolean; /** when it was asked for (scheduler clock): unacknowledged past a deadline, it goes elsewhere */ at: number }
 
 export const NO_INFO: Info = Object.freeze({})
 export const NO_KEYS: readonly string[] = Object.freeze([])

@@ -134,8 +134,12 @@ export type Command =
   | { type: 'retire-done'; worker: string }
   /** The worker went quiet for `leaseMs` with `tasks` in hand: they were taken back (for the log). */
   | { type: 'worker-lapsed'; worker: string; tasks: number; quietMs: number }
-  /** The worker held a run (or a put, attempt 0) past its deadline, or left a steal-request unanswered: taken back (for the log). */
-  | { type: 'deadline-missed'; worker: string; key: string; attempt: number; heldMs: number; why: 'deadline' | 'put' | 'steal' }
+  /**
+   * The worker held a run (or a put or a copy, attempt 0) past its deadline, or left a
+   * steal-request unanswered: taken back. For a put or a copy the coordinator stops
+   * counting the bytes as sent there, so a late 'stored' is not believed.
+   */
+  | { type: 'deadline-missed'; worker: string; key: string; attempt: number; heldMs: number; why: 'deadline' | 'put' | 'move' | 'steal' }
   /** A quorum of redundant runs agreed on another digest than this worker's: it is not to be trusted. */
   | { type: 'outvoted'; worker: string; key: string; digest: string; agreed: string }
 

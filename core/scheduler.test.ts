@@ -1464,6 +1464,46 @@ describe('trust: windows, volunteers, deadlines', () => {
     expect(s.whoHas('s')).toEqual(['ok'])
   })
 
+  it('a hand-off copy never acknowledged in time is not believed held there, and goes to another volunteer', () => {
+    const s = sched({ deadlines: { minMs: 100 } })
+    s.handle({ type: 'worker-added', worker: 'leaving', name: 'leaving', kind: 'node', slots: 1, now: 0 })
+    s.handle({ type: 'submit', client: 'c', tasks: [spec('x')], now: 0 })
+    s.handle({ type: 'task-finished', worker: 'leaving', key: 'x', attempt: 1, nbytes: 8, ms: 1, now: 1 })
+    s.handle({ type: 'worker-added', worker: 'sink', name: 'sink', kind: 'node', slots: 1, now: 2 })
+    expect(s.handle({ type: 'worker-retiring', worker: 'leaving', now: 10 })).toEqual([{ type: 'move-data', key: 'x', from: 'leaving', to: 'sink' }])
+    s.handle({ type: 'worker-added', worker: 'ok', name: 'ok', kind: 'node', slots: 1, now: 20 })
+    expect(s.handle({ type: 'tick', now: 110 })).toEqual([])
+    expect(s.handle({ type: 'tick', now: 111 })).toEqual([
+      { type: 'deadline-missed', worker: 'sink', key: 'x', attempt: 0, heldMs: 101, why: 'move' },
+      { type: 'move-data', key: 'x', from: 'leaving', to: 'ok' },
+      { type: 'free-keys', worker: 'sink', keys: ['x'] },
+    ])
+    expect(s.story('x').map(e => e.note)).toContain('hand-off copy not acknowledged in 101 ms')
+    // the copy was never believed held at the sink; the one that arrives lets the worker go
+    expect(s.whoHas('x')).toEqual(['leaving'])
+    expect(s.handle({ type: 'data-added', worker: 'ok', key: 'x', nbytes: 8, now: 120 })).toEqual([{ type: 'retire-done', worker: 'leaving' }])
+    expect(s.whoHas('x')).toEqual(['leaving', 'ok'])
+  })
+
+  it('a replica copy never acknowledged in time goes to another volunteer', () => {
+    const s = sched({ deadlines: { minMs: 100 } })
+    for (const w of ['a', 'b']) s.handle({ type: 'worker-added', worker: w, name: w, kind: 'node', slots: 1, now: 0 })
+    s.handle({ type: 'submit', client: 'c', tasks: [spec('s', { fn: null, redundancy: 2 })], now: 0 })
+    s.handle({ type: 'data-added', worker: 'a', key: 's', nbytes: 10, now: 1 })
+    s.handle({ type: 'data-added', worker: 'b', key: 's', nbytes: 10, now: 1 })
+    s.handle({ type: 'worker-added', worker: 'sink', name: 'sink', kind: 'node', slots: 1, now: 2 })
+    // a holder leaves: the replica is made again, on another worker
+    expect(s.handle({ type: 'worker-removed', worker: 'b', reason: 'left', now: 2 })).toEqual([{ type: 'move-data', key: 's', from: 'a', to: 'sink' }])
+    s.handle({ type: 'worker-added', worker: 'ok', name: 'ok', kind: 'node', slots: 1, now: 3 })
+    expect(s.handle({ type: 'tick', now: 103 })).toEqual([
+      { type: 'deadline-missed', worker: 'sink', key: 's', attempt: 0, heldMs: 101, why: 'move' },
+      { type: 'move-data', key: 's', from: 'a', to: 'ok' },
+      { type: 'free-keys', worker: 'sink', keys: ['s'] },
+    ])
+    expect(s.handle({ type: 'data-added', worker: 'ok', key: 's', nbytes: 10, now: 110 })).toEqual([])
+    expect(s.whoHas('s')).toEqual(['a', 'ok'])
+  })
+
   it('takes back a task whose victim never answers the steal-request', () => {
     const s = sched({ stealTimeoutMs: 100 })
     s.handle({ type: 'worker-added', worker: 'deaf', name: 'deaf', kind: 'node', slots: 1, now: 0 })

@@ -82,3 +82,36 @@ describe('only valid frames count as a worker being seen', () => {
     }
   })
 })
+
+describe('copies have an ack deadline', () => {
+  it("a hand-off copy a worker never confirms goes elsewhere after the deadline, and isn't believed held there", async () => {
+    const grid = await startGrid({ workers: 0, coordinator: { deadlines: { minMs: 1_000 }, maxBadMessages: 10_000 } })
+    const client = await Client.connect(grid.url, { token: grid.token })
+    try {
+      const leaver = await grid.addWorker(['--nprocs', '1'], 'leaver')
+      const x = client.with({ pure: false }).submit(() => 'handed off')
+      await until(async () => (await client.story(x.key)).some(e => e.to === 'memory'), 'x in memory')
+      // the sink joins first, so it is the hand-off's first choice; it takes the bytes and never says 'stored'
+      const sink = await rawPeer(grid.url, workerHello('sink'), { localAddress: '127.0.0.54' })
+      const sinkId = (await sink.waitFor(m => m.type === 'welcome', 'a welcome')).id as string
+      await grid.addWorker(['--nprocs', '1', '--local-address', '127.0.0.55'], 'keeper')
+      leaver.kill('SIGINT')
+      await sink.waitFor(m => m.type === 'put' && m.key === x.key, 'the copy to reach the sink')
+      await sink.waitFor(m => m.type === 'free' && (m.keys as string[]).includes(x.key), 'the sink to be told to drop it')
+      expect(await leaver.exited).toBe(0)
+      expect(grid.coord.coordinator.scheduler.whoHas(x.key)).not.toContain(sinkId)
+      expect(await x.result()).toBe('handed off')
+      const story = (await client.story(x.key)).map(e => e.note ?? '')
+      expect(story.some(n => /^hand-off copy not acknowledged in \d+ ms$/.test(n))).toBe(true)
+      // a late ack is not believed
+      sink.send({ type: 'stored', key: x.key, nbytes: 20 })
+      await until(() => sink.errors().length, 'a refusal')
+      expect(sink.errors()[0]).toMatch(/^forbidden: 'stored' for .* whose bytes this worker was never sent/)
+      expect(grid.coord.coordinator.scheduler.whoHas(x.key)).not.toContain(sinkId)
+      sink.close()
+    } finally {
+      await client.close()
+      await grid.close()
+    }
+  })
+})

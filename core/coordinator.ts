@@ -106,6 +106,14 @@ export interface CoordinatorOptions {
   /** ms a volunteer outvoted by a quorum (or caught serving other bytes than it reported) may not rejoin. Default 1 h */
   quarantineMs?: number
   /**
+   * Spot checks of results without redundancy (BOINC's adaptive replication, see
+   * SchedulerOptions.spotCheck): a new worker's results are re-run on another volunteer
+   * at `rate` (default 0.5), falling to rate × halfLife / (halfLife + n) once n of them
+   * were confirmed (halfLife 10), never below `floor` (0.02). `false` turns them off.
+   * Default: on, unless `trustWorkers`.
+   */
+  spotCheck?: { rate?: number; halfLife?: number; floor?: number } | false
+  /**
    * The workers are this process's own (Client.local): no windows, deadlines or steal
    * timeouts. The checks of what a worker claims stay. Default false.
    */
@@ -206,7 +214,7 @@ export class Coordinator {
   /** volunteers that may not join until then */
   private readonly quarantined = new Map<string, number>()
   private readonly limits: ClientLimits
-  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines' | 'clientLimits'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines'>
+  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines' | 'clientLimits' | 'spotCheck'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines'>
   /** counters for /metrics and the dashboard */
   readonly metrics = {
     badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0,
@@ -249,6 +257,8 @@ export class Coordinator {
       ...(this.opts.trustWorkers ? {} : {
         initialWindow: this.opts.initialWindow, deadlines: { minMs: this.opts.leaseMs, ...options.deadlines }, stealTimeoutMs: this.opts.stealTimeoutMs,
       }),
+      // which results are checked must not be guessable: the draws are seeded at random
+      ...(this.opts.trustWorkers || options.spotCheck === false ? {} : { spotCheck: { ...options.spotCheck, seed: parseInt(randomSecret(4), 16) } }),
     })
     // leases and deadlines are the scheduler's: it only needs to be told the time now and then
     this.tickTimer = setInterval(() => this.checkTime(), Math.max(50, Math.min(1_000, this.opts.leaseMs / 4, this.opts.stallMs / 4, this.opts.fetchTimeoutMs / 4)))
@@ -654,6 +664,7 @@ export class Coordinator {
         redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
       }
       if (t.timeout !== undefined) spec.timeout = t.timeout
+      if (t.spotCheck === false) spec.spotCheck = false
       specs.push(spec)
     }
     this.metrics.tasksSubmitted += specs.length
@@ -831,8 +842,9 @@ export class Coordinator {
       case 'finished': {
         this.metrics.tasksFinished++
         const t = this.tasks.get(m.key)
-        if (t && t.redundancy > 1) {
+        if (t && (t.redundancy > 1 || m.digest !== undefined)) {
           // its bytes are checked against its digest wherever they go, starting with these
+          // (a spot check or a re-verification compares digests: the bytes must be what was compared)
           if (m.digest === undefined) return this.distrust(w, `reported ${m.key} without the digest its redundant run needs`)
           if (m.data && this.hashOf(m.data) !== m.digest) return this.distrust(w, `pushed bytes of ${m.key} that are not what its digest says`)
           this.claimDigest(m.key, w.id, m.digest)
@@ -997,7 +1009,8 @@ export class Coordinator {
         this.distrust(w, `served bytes of ${r.key} whose SHA-256 (${got.slice(0, 12)}…) is not the one agreed (${(r.expect as string).slice(0, 12)}…)`)
         const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
         if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
-        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r)
+        // the liar's removal is in this batch already: a client's gather asked again now finds the key being recomputed
+        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r, true)
         return
       }
       if (r.to.kind !== 'client') this.claimDigest(r.key, r.to.worker, got)
@@ -1224,6 +1237,7 @@ export class Coordinator {
         const msg: ToClientMessage = { type: 'key-state', key: c.key, state: c.state }
         if (c.error) msg.error = c.error
         if (c.nbytes !== undefined) msg.nbytes = c.nbytes
+        if (c.replaced) msg.replaced = true
         for (const id of c.clients) this.peers.get(id)?.conn?.send(msg)
         return
       }
@@ -1295,7 +1309,7 @@ export class Coordinator {
     const msg: Assign = {
       type: 'assign', key: a.key, attempt: a.attempt, fn: t.fn, args: t.args, deps: a.deps, push: a.push, priority: a.priority, seq: a.seq,
     }
-    if (t.redundancy > 1) msg.digest = true
+    if (t.redundancy > 1 || a.digest) msg.digest = true
     if (t.timeout !== undefined) msg.timeout = t.timeout
     // its client's modules, not anyone else's
     if (t.owner.modules.size) msg.ns = t.owner.ns

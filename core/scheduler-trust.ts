@@ -15,6 +15,7 @@ import type { TaskStatus } from './scheduler-types.js'
 import { narrow, type Deadlines } from './trust.js'
 import { tally } from './scheduler-redundancy.js'
 import { record } from './scheduler-story.js'
+import { spotUnchecked } from './scheduler-verify.js'
 
 export function checkTrust(sched: Scheduler): void {
   const deadlines = sched.deadlines
@@ -150,6 +151,7 @@ function checkRedundancy(sched: Scheduler): void {
     if (available) { r.starvedSince = -1; continue }
     if (r.starvedSince < 0) { r.starvedSince = now; continue }
     if (now - r.starvedSince < wait) continue
+    if (t.spot && spotUnchecked(sched, t)) continue
     const n = new Set(r.tried).size
     sched.err(t, {
       code: 'timeout',

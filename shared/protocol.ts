@@ -137,6 +137,8 @@ export const taskSubmit = z.object({
   workers: z.array(z.string().max(LIMITS.name)).max(1024).optional(),
   /** ms a run may take; past it the worker stops the thread running it and the task errs */
   timeout: z.number().int().positive().max(2 ** 31 - 1).optional(),
+  /** false: its result is never spot-checked on another volunteer (random or side-effecting functions) */
+  spotCheck: z.boolean().optional(),
 })
 export type TaskSubmit = z.infer<typeof taskSubmit>
 
@@ -183,6 +185,8 @@ export const keyStateMessage = z.object({
   type: z.literal('key-state'), key,
   state: z.enum(['memory', 'erred', 'cancelled', 'lost']),
   error: wireError.optional(), nbytes: count.optional(),
+  /** the value the client was told of before was disproven (its volunteer was caught lying, and a re-run differs): this one replaces it */
+  replaced: z.boolean().optional(),
 })
 
 export const toClientMessage = z.discriminatedUnion('type', [
@@ -215,7 +219,7 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
     deps: z.array(z.object({ key, nbytes: count })),
     /** send the encoded result back with `finished` */
     push: z.boolean(),
-    /** report a digest of the encoded result (redundant runs) */
+    /** report a digest of the encoded result (redundant runs, spot checks, re-verification) */
     digest: z.boolean().optional(),
     /** ms the run may take */
     timeout: z.number().optional(),

@@ -6,7 +6,11 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { Client } from 'tabgrid'
 import { startGrid, until, type Grid } from './grid.js'
-import { rawPeer, workerHello } from './hostile.js'
+import { rawPeer, workerHello, type RawPeer } from './hostile.js'
+import { decodeValue, encodeValue } from '../shared/codec.js'
+import { sha256Hex } from '../shared/digest.js'
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
 
 const volunteerOf = (g: Grid, id: string): string | undefined => g.coord.coordinator.scheduler.byId.get(id)?.volunteer
 
@@ -109,6 +113,117 @@ describe('copies have an ack deadline', () => {
       expect(sink.errors()[0]).toMatch(/^forbidden: 'stored' for .* whose bytes this worker was never sent/)
       expect(grid.coord.coordinator.scheduler.whoHas(x.key)).not.toContain(sinkId)
       sink.close()
+    } finally {
+      await client.close()
+      await grid.close()
+    }
+  })
+})
+
+/** Answers every assignment at once with `value(args)` (and its digest when asked; pushed when asked). */
+function answer(w: RawPeer, value: (args: unknown[]) => unknown, forge = (): boolean => false): void {
+  w.onMessage = m => {
+    if (m.type === 'fetch') {
+      const v = forge() ? encodeValue('forged') : served.get(m.key as string)
+      if (v) w.send({ type: 'data', id: m.id, key: m.key, data: v })
+      return
+    }
+    if (m.type !== 'assign') return
+    // inputs it holds itself are its own values; the rest it makes up
+    const args = decodeValue(m.args as Uint8Array, k => { const b = served.get(k); return b ? decodeValue(b) : 0 }) as unknown[]
+    const bytes = encodeValue(value(args))
+    served.set(m.key as string, bytes)
+    const fin: Record<string, unknown> = { type: 'finished', key: m.key, attempt: m.attempt, nbytes: bytes.byteLength, ms: 1 }
+    if (m.digest) fin.digest = sha256Hex(bytes)
+    if (m.push) fin.data = bytes
+    w.send(fin)
+  }
+  const served = new Map<string, Uint8Array>()
+}
+
+describe('results without redundancy are not simply believed', () => {
+  it('spot checks: a liar\'s results are re-run on another volunteer, the mismatch goes to a quorum, and it is quarantined', async () => {
+    const grid = await startGrid({ workers: 1, coordinator: { spotCheck: { rate: 1, floor: 1 }, maxBadMessages: 10_000 } })
+    const client = await Client.connect(grid.url, { token: grid.token })
+    try {
+      await grid.addWorker(['--nprocs', '1', '--local-address', '127.0.0.56'], 'honest-56')
+      const liar = await rawPeer(grid.url, workerHello('liar'), { localAddress: '127.0.0.57' })
+      answer(liar, args => -(args[0] as number))
+      await until(async () => (await client.workers()).length === 3, 'three workers')
+      const fs = client.map((x: number) => x * 2, range(40).map(i => i + 1000))
+      expect(await client.gather(fs)).toEqual(range(40).map(i => (i + 1000) * 2))
+      expect(liar.of('assign').length).toBeGreaterThan(0)
+      // every assignment asked for a digest alike (the liar could not tell a check from a first run)
+      expect(liar.of('assign').every(m => m.digest === true)).toBe(true)
+      await until(() => liar.closed(), 'the liar to be cut')
+      expect(liar.errors().join('\n')).toMatch(/forbidden: quarantined: this worker was outvoted/)
+      const notes = (await Promise.all(fs.map(f => client.story(f.key)))).flat().map(e => e.note ?? '')
+      expect(notes.some(n => n.startsWith('spot check passed'))).toBe(true)
+    } finally {
+      await client.close()
+      await grid.close()
+    }
+  })
+
+  it('spotCheck: false opts a task out: a liar\'s result for it is believed (so impure tasks are opted out by default)', async () => {
+    const grid = await startGrid({ workers: 1, coordinator: { spotCheck: { rate: 1, floor: 1 }, maxBadMessages: 10_000 } })
+    const client = await Client.connect(grid.url, { token: grid.token })
+    try {
+      const liar = await rawPeer(grid.url, workerHello('liar'), { localAddress: '127.0.0.58' })
+      answer(liar, () => 'forged')
+      await until(async () => (await client.workers()).length === 2, 'two workers')
+      const f = client.with({ workers: ['liar'], spotCheck: false }).submit((x: number) => x, 7)
+      expect(await f.result()).toBe('forged')
+      const g = client.with({ workers: ['liar'], pure: false }).submit((x: number) => x, 8)
+      expect(await g.result()).toBe('forged')
+      expect(liar.closed()).toBe(false)
+    } finally {
+      await client.close()
+      await grid.close()
+    }
+  })
+})
+
+describe('quarantine re-verifies', () => {
+  it('what a quarantined volunteer computed is re-run elsewhere: wrong values are replaced (future.replaced), dependents recomputed, right ones kept', async () => {
+    // no spot checks: the liar's results are believed until it is caught
+    const grid = await startGrid({ workers: 1, coordinator: { spotCheck: { rate: 0, floor: 0 }, maxBadMessages: 10_000 } })
+    const client = await Client.connect(grid.url, { token: grid.token })
+    try {
+      await grid.addWorker(['--nprocs', '1', '--local-address', '127.0.0.59'], 'honest-59')
+      const liar = await rawPeer(grid.url, workerHello('liar'), { localAddress: '127.0.0.60' })
+      // right for even inputs, wrong for odd ones
+      let forging = false
+      answer(liar, args => typeof args[0] === 'number' && (args[0] as number) % 2 === 1 ? -1 : (args[0] as number) * 2, () => forging)
+      await until(async () => (await client.workers()).length === 3, 'three workers')
+      const xs = range(20).map(i => i + 2000)
+      const fs = client.map((x: number) => x * 2, xs)
+      const first = await client.gather(fs)
+      const byLiar = new Set<string>()
+      for (const f of fs) if ((await client.story(f.key)).some(e => e.to === 'memory' && e.worker === liar.of('welcome')[0]!.id)) byLiar.add(f.key)
+      expect(byLiar.size).toBeGreaterThan(0)
+      const wrong = fs.filter((f, i) => first[i] !== xs[i]! * 2)
+      expect(wrong.length).toBeGreaterThan(0)
+      // a dependent of each, computed from what the grid believed
+      const gs = fs.map(f => client.submit((v: number) => v + 1, f))
+      await client.gather(gs)
+      // the liar is caught: it serves bytes that are not those of the digest it reported
+      forging = true
+      const held = fs.find(f => byLiar.has(f.key) && grid.coord.coordinator.scheduler.whoHas(f.key).length === 1)!
+      expect(held).toBeDefined()
+      await held.result()
+      await until(() => liar.closed(), 'the liar to be quarantined')
+      expect(liar.errors().join('\n')).toMatch(/quarantined: this worker served bytes of .* whose SHA-256/)
+      // every wrong value is replaced, its future says so, and so is everything computed from it
+      await until(() => wrong.every(f => f.replaced === 1), 'the wrong values to be replaced', 20_000)
+      expect(await client.gather(fs)).toEqual(xs.map(x => x * 2))
+      expect(await client.gather(gs)).toEqual(xs.map(x => x * 2 + 1))
+      for (const [i, f] of fs.entries()) {
+        if (first[i] === xs[i]! * 2) expect(f.replaced).toBe(0)
+      }
+      expect(gs.filter((g, i) => wrong.includes(fs[i]!)).every(g => g.replaced === 1)).toBe(true)
+      const notes = (await Promise.all(fs.map(f => client.story(f.key)))).flat().map(e => e.note ?? '')
+      expect(notes.some(n => n.startsWith('re-verified: the disputed value'))).toBe(true)
     } finally {
       await client.close()
       await grid.close()

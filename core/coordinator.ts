@@ -114,6 +114,12 @@ export interface CoordinatorOptions {
    */
   spotCheck?: { rate?: number; halfLife?: number; floor?: number } | false
   /**
+   * Bytes of one client's function sources a worker keeps: past it, the worker is told to
+   * forget that client's least recently used ones (sent again when a task needs them), so
+   * no tenant fills a volunteer's memory. Default 8 MiB
+   */
+  workerSourceBytes?: number
+  /**
    * The workers are this process's own (Client.local): no windows, deadlines or steal
    * timeouts. The checks of what a worker claims stay. Default false.
    */
@@ -147,7 +153,10 @@ interface WorkerPeer extends Peer {
   kind: WorkerKind
   slots: number
   volunteer: string
-  fns: Set<string>
+  /** function ids sent to it → the client whose task needed it, least recently used first */
+  fns: Map<string, { client: string; bytes: number }>
+  /** bytes of sources sent to it, per client (capped: workerSourceBytes) */
+  fnBytes: Map<string, number>
   /** keys whose bytes the coordinator sent it (puts, copies, fetched inputs), until it says it stored them: the only 'stored' it may report */
   sent: Set<string>
   memory: number
@@ -246,7 +255,7 @@ export class Coordinator {
         workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean, trustWorkers: false as boolean,
         log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
         digester, tokenEquals: portableTokenEquals(digester),
-        outputCapBytes: 64 << 20, stallMs: 10_000, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000,
+        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000,
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
     }
@@ -370,7 +379,8 @@ export class Coordinator {
       clearTimeout(w.graceTimer)
       w.graceTimer = undefined
       w.conn = conn
-      w.fns = new Set()
+      w.fns = new Map()
+      w.fnBytes = new Map()
       w.joiner = new PartJoiner()
       w.overSince = -1
       this.opts.log(`worker ${w.name} is back`)
@@ -395,7 +405,7 @@ export class Coordinator {
     const id = randomId('w')
     const w: WorkerPeer = {
       conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
-      kind: hello.kind, slots: hello.slots, volunteer: volunteerOf(conn.address, id), fns: new Set(), sent: new Set(),
+      kind: hello.kind, slots: hello.slots, volunteer: volunteerOf(conn.address, id), fns: new Map(), fnBytes: new Map(), sent: new Set(),
       memory: 0, spilled: 0, since: this.opts.now(), accepting: true,
     }
     this.peers.set(id, w)
@@ -475,7 +485,7 @@ export class Coordinator {
       const c = p as ClientPeer
       for (const hash of [...c.fns.keys()]) this.unregister(c, hash)
       this.handle({ type: 'client-removed', client: id })
-      if (c.tasks === 0) c.modules.clear()
+      if (c.tasks === 0) this.dropModules(c)
     }
   }
 
@@ -1289,7 +1299,7 @@ export class Coordinator {
       c.bytes -= t.args.byteLength
       const f = this.functions.get(t.fn)
       if (f && --f.tasks <= 0 && f.clients <= 0) this.functions.delete(t.fn)
-      if (c.tasks === 0 && !this.peers.has(c.id)) c.modules.clear()
+      if (c.tasks === 0 && !this.peers.has(c.id)) this.dropModules(c)
     }
     this.dropScattered(key)
     this.digests.delete(key)
@@ -1313,14 +1323,44 @@ export class Coordinator {
     if (t.timeout !== undefined) msg.timeout = t.timeout
     // its client's modules, not anyone else's
     if (t.owner.modules.size) msg.ns = t.owner.ns
-    if (!w.fns.has(msg.fn)) {
+    const user = w.fns.get(msg.fn)
+    if (user !== undefined) {
+      // most recently used last
+      w.fns.delete(msg.fn)
+      w.fns.set(msg.fn, user)
+    } else {
       const f = this.functions.get(msg.fn)
       if (f !== undefined) {
-        w.fns.add(msg.fn)
+        this.makeWorkerRoom(w, t.owner.id, f.source.length)
+        w.fns.set(msg.fn, { client: t.owner.id, bytes: f.source.length })
+        w.fnBytes.set(t.owner.id, (w.fnBytes.get(t.owner.id) ?? 0) + f.source.length)
         w.conn.send({ type: 'function', hash: msg.fn, source: f.source } satisfies ToWorkerMessage)
       }
     }
     w.conn.send(msg)
+  }
+
+  /** A client that left and has no task left: its modules go, here and on the workers. */
+  private dropModules(c: ClientPeer): void {
+    if (c.modules.size === 0) return
+    c.modules.clear()
+    for (const p of this.peers.values()) if (p.role === 'worker') p.conn?.send({ type: 'free-modules', ns: c.ns } satisfies ToWorkerMessage)
+  }
+
+  /** Tells the worker to forget the client's least recently used sources until `more` bytes fit its cap there. */
+  private makeWorkerRoom(w: WorkerPeer, client: string, more: number): void {
+    let used = w.fnBytes.get(client) ?? 0
+    if (used + more <= this.opts.workerSourceBytes) return
+    const drop: string[] = []
+    for (const [fn, sent] of w.fns) {
+      if (sent.client !== client) continue
+      drop.push(fn)
+      w.fns.delete(fn)
+      used -= sent.bytes
+      if (used + more <= this.opts.workerSourceBytes) break
+    }
+    w.fnBytes.set(client, Math.max(0, used))
+    if (drop.length) w.conn?.send({ type: 'free-functions', hashes: drop } satisfies ToWorkerMessage)
   }
 
   // ------------------------------------------------------------ status

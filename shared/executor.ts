@@ -52,6 +52,9 @@ export interface ExecTask {
 
 /** What the main side posts on the task port: definitions first, then the tasks that use them (one channel, so in order). */
 export interface TaskBatch {
+  /** sources and modules to forget first (the worker's cache of each client's is bounded) */
+  forgetFns?: string[]
+  forgetModules?: string[]
   fns?: [hash: string, source: string][]
   modules?: [name: string, source: string][]
   tasks: ExecTask[]
@@ -130,6 +133,18 @@ export class Executor {
   setConcurrency(n: number): void { this.concurrency = Math.max(1, n | 0); this.pump() }
 
   defineFunction(hash: string, source: string): void { this.sources.set(hash, source) }
+
+  /** Forgets a function's source and its compiled form (no queued task uses it: the main side checked). */
+  forgetFunction(hash: string): void {
+    this.sources.delete(hash)
+    this.functions.delete(hash)
+    for (const c of this.nsFunctions.values()) c.delete(hash)
+  }
+
+  forgetModule(name: string): void {
+    this.modules.delete(name)
+    this.moduleCache.delete(name)
+  }
 
   defineModule(name: string, source: string): void {
     this.modules.set(name, source)
@@ -458,6 +473,8 @@ export function createExecutorApi(
       p.addEventListener('message', e => {
         const b = e.data as TaskBatch
         const x = ex()
+        if (b.forgetFns) for (const hash of b.forgetFns) x.forgetFunction(hash)
+        if (b.forgetModules) for (const name of b.forgetModules) x.forgetModule(name)
         if (b.fns) for (const [hash, source] of b.fns) x.defineFunction(hash, source)
         if (b.modules) for (const [name, source] of b.modules) x.defineModule(name, source)
         x.run(b.tasks)

@@ -233,6 +233,10 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('cancel-task'), key, attempt: count }),
   z.object({ type: z.literal('steal'), key, attempt: count }),
   z.object({ type: z.literal('free'), keys }),
+  /** forget these function sources (least recently used of one client's, past its per-worker cap); keep any a task here still needs */
+  z.object({ type: z.literal('free-functions'), hashes: z.array(z.string().max(64)).max(LIMITS.keys) }),
+  /** forget the modules of the client with this namespace (it is gone) */
+  z.object({ type: z.literal('free-modules'), ns: z.string().max(64) }),
   /** store this value (scattered data, or a hand-off from a leaving worker) */
   z.object({ type: z.literal('put'), key, data: bytes, ...partFields }),
   /** send me key's data, answer with `data` carrying the same id */

@@ -230,3 +230,38 @@ describe('quarantine re-verifies', () => {
     }
   })
 })
+
+describe('worker-side caches are capped per client', () => {
+  it("a client's function sources on a worker stay under workerSourceBytes: the oldest are freed, and sent again when needed", async () => {
+    const grid = await startGrid({ workers: 1, coordinator: { workerSourceBytes: 2_000, spotCheck: false } })
+    const client = await Client.connect(grid.url, { token: grid.token })
+    const raw = await rawPeer(grid.url, workerHello('raw'))
+    answer(raw, () => 'ok')
+    try {
+      await until(async () => (await client.workers()).length === 2, 'two workers')
+      // ten functions of ~600 bytes each (a long string inside), distinct by a number
+      const fns = range(10).map(i => new Function(`return (x) => x + ${i} + '${'p'.repeat(560)}'.length`)() as (x: number) => number)
+      for (const [i, f] of fns.entries()) expect(await client.submit(f, 1).result()).toBe(1 + i + 560)
+      for (const f of fns) expect(await client.with({ workers: ['raw'] }).submit(f, 2).result()).toBe('ok')
+      // the raw worker was never asked to hold more than the cap of this client's sources
+      const held = new Map<string, number>()
+      let peak = 0
+      for (const m of raw.received) {
+        if (m.type === 'function') held.set(m.hash as string, (m.source as string).length)
+        if (m.type === 'free-functions') for (const h of m.hashes as string[]) held.delete(h)
+        peak = Math.max(peak, [...held.values()].reduce((a, b) => a + b, 0))
+      }
+      expect(raw.of('free-functions').length).toBeGreaterThan(0)
+      expect(peak).toBeLessThanOrEqual(2_000)
+      // an evicted function is sent again when a task needs it, on the real worker too
+      expect(await client.with({ pure: false }).submit(fns[0]!, 5).result()).toBe(5 + 560)
+      expect(await client.with({ pure: false, workers: ['raw'] }).submit(fns[0]!, 5).result()).toBe('ok')
+      const sentAgain = raw.of('function').filter(m => m.source === raw.of('function')[0]!.source)
+      expect(sentAgain.length).toBe(2)
+    } finally {
+      raw.close()
+      await client.close()
+      await grid.close()
+    }
+  })
+})

@@ -106,6 +106,20 @@ export interface CoordinatorOptions {
   /** ms a volunteer outvoted by a quorum (or caught serving other bytes than it reported) may not rejoin. Default 1 h */
   quarantineMs?: number
   /**
+   * Spot checks of results without redundancy (BOINC's adaptive replication, see
+   * SchedulerOptions.spotCheck): a new worker's results are re-run on another volunteer
+   * at `rate` (default 0.5), falling to rate × halfLife / (halfLife + n) once n of them
+   * were confirmed (halfLife 10), never below `floor` (0.02). `false` turns them off.
+   * Default: on, unless `trustWorkers`.
+   */
+  spotCheck?: { rate?: number; halfLife?: number; floor?: number } | false
+  /**
+   * Bytes of one client's function sources a worker keeps: past it, the worker is told to
+   * forget that client's least recently used ones (sent again when a task needs them), so
+   * no tenant fills a volunteer's memory. Default 8 MiB
+   */
+  workerSourceBytes?: number
+  /**
    * The workers are this process's own (Client.local): no windows, deadlines or steal
    * timeouts. The checks of what a worker claims stay. Default false.
    */
@@ -139,7 +153,10 @@ interface WorkerPeer extends Peer {
   kind: WorkerKind
   slots: number
   volunteer: string
-  fns: Set<string>
+  /** function ids sent to it → the client whose task needed it, least recently used first */
+  fns: Map<string, { client: string; bytes: number }>
+  /** bytes of sources sent to it, per client (capped: workerSourceBytes) */
+  fnBytes: Map<string, number>
   /** keys whose bytes the coordinator sent it (puts, copies, fetched inputs), until it says it stored them: the only 'stored' it may report */
   sent: Set<string>
   memory: number
@@ -215,7 +232,7 @@ export class Coordinator {
   /** volunteers that may not join until then */
   private readonly quarantined = new Map<string, number>()
   private readonly limits: ClientLimits
-  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines' | 'clientLimits'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines'>
+  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines' | 'clientLimits' | 'spotCheck'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines'>
   /** counters for /metrics and the dashboard */
   readonly metrics = {
     badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0,
@@ -255,7 +272,7 @@ export class Coordinator {
         workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean, trustWorkers: false as boolean,
         log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
         digester, tokenEquals: portableTokenEquals(digester),
-        outputCapBytes: 64 << 20, stallMs: 10_000, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000,
+        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000,
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
     }
@@ -266,6 +283,8 @@ export class Coordinator {
       ...(this.opts.trustWorkers ? {} : {
         initialWindow: this.opts.initialWindow, deadlines: { minMs: this.opts.leaseMs, ...options.deadlines }, stealTimeoutMs: this.opts.stealTimeoutMs,
       }),
+      // which results are checked must not be guessable: the draws are seeded at random
+      ...(this.opts.trustWorkers || options.spotCheck === false ? {} : { spotCheck: { ...options.spotCheck, seed: parseInt(randomSecret(4), 16) } }),
     })
     // leases and deadlines are the scheduler's: it only needs to be told the time now and then
     this.tickTimer = setInterval(() => this.checkTime(), Math.max(50, Math.min(1_000, this.opts.leaseMs / 4, this.opts.stallMs / 4, this.opts.fetchTimeoutMs / 4)))
@@ -377,7 +396,8 @@ export class Coordinator {
       clearTimeout(w.graceTimer)
       w.graceTimer = undefined
       w.conn = conn
-      w.fns = new Set()
+      w.fns = new Map()
+      w.fnBytes = new Map()
       w.joiner = new PartJoiner()
       w.overSince = -1
       this.opts.log(`worker ${w.name} is back`)
@@ -402,7 +422,7 @@ export class Coordinator {
     const id = randomId('w')
     const w: WorkerPeer = {
       conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
-      kind: hello.kind, slots: hello.slots, volunteer: volunteerOf(conn.address, id), fns: new Set(), sent: new Set(),
+      kind: hello.kind, slots: hello.slots, volunteer: volunteerOf(conn.address, id), fns: new Map(), fnBytes: new Map(), sent: new Set(),
       memory: 0, spilled: 0, since: this.opts.now(), accepting: true,
     }
     this.peers.set(id, w)
@@ -482,7 +502,7 @@ export class Coordinator {
       const c = p as ClientPeer
       for (const hash of [...c.fns.keys()]) this.unregister(c, hash)
       this.handle({ type: 'client-removed', client: id })
-      if (c.tasks === 0) c.modules.clear()
+      if (c.tasks === 0) this.dropModules(c)
     }
   }
 
@@ -497,15 +517,19 @@ export class Coordinator {
       return
     }
     const schema = p.role === 'client' ? clientMessage : workerMessage
-    // any frame renews a worker's leases (and brings back one that had lapsed)
-    this.batch = p.role === 'worker' ? [{ type: 'worker-seen', worker: p.id }] : []
+    this.batch = []
     try {
-      this.receiveAll(p, schema, msgs)
+      // a frame with at least one message accepted renews a worker's leases (and brings
+      // back one that had lapsed); junk and refused claims prove nothing, so a worker
+      // that sends only those lapses like a silent one
+      if (this.receiveAll(p, schema, msgs) && p.role === 'worker') this.batch.unshift({ type: 'worker-seen', worker: p.id })
     } finally { this.flushBatch() }
   }
 
-  private receiveAll(p: Peer, schema: typeof clientMessage | typeof workerMessage, msgs: unknown[]): void {
+  /** Handles a frame's messages; true if at least one was accepted (not refused). */
+  private receiveAll(p: Peer, schema: typeof clientMessage | typeof workerMessage, msgs: unknown[]): boolean {
     const id = p.id
+    let accepted = false
     for (const raw of msgs) {
       const parsed = schema.safeParse(raw)
       if (!parsed.success) {
@@ -513,9 +537,10 @@ export class Coordinator {
         const message = `bad ${p.role} message "${type}": ${describeIssues(parsed.error)}`
         this.refuse(p, { code: 'bad-message', message })
         this.settleRefused(p, raw, message)
-        if (!this.peers.get(id)?.conn) return
+        if (!this.peers.get(id)?.conn) return accepted
         continue
       }
+      const bad = p.bad
       try {
         if (p.role === 'client') this.onClient(p as ClientPeer, parsed.data as ClientMessage)
         else this.onWorker(p as WorkerPeer, parsed.data as WorkerMessage)
@@ -524,8 +549,10 @@ export class Coordinator {
         this.opts.log(`error handling ${(parsed.data as { type: string }).type} from ${p.name}: ${(err as Error).stack}`, 'error')
         this.refuse(p, toWireError(err, 'internal'))
       }
-      if (!this.peers.get(id)?.conn) return
+      if (p.bad === bad) accepted = true
+      if (!this.peers.get(id)?.conn) return accepted
     }
+    return accepted
   }
 
   /**
@@ -664,6 +691,7 @@ export class Coordinator {
         redundancy: t.redundancy ?? 1, workers: t.workers ?? [], nbytes: t.args.byteLength,
       }
       if (t.timeout !== undefined) spec.timeout = t.timeout
+      if (t.spotCheck === false) spec.spotCheck = false
       specs.push(spec)
     }
     this.metrics.tasksSubmitted += specs.length
@@ -849,8 +877,9 @@ export class Coordinator {
       case 'finished': {
         this.metrics.tasksFinished++
         const t = this.tasks.get(m.key)
-        if (t && t.redundancy > 1) {
+        if (t && (t.redundancy > 1 || m.digest !== undefined)) {
           // its bytes are checked against its digest wherever they go, starting with these
+          // (a spot check or a re-verification compares digests: the bytes must be what was compared)
           if (m.digest === undefined) return this.distrust(w, `reported ${m.key} without the digest its redundant run needs`)
           if (m.data && this.hashOf(m.data) !== m.digest) return this.distrust(w, `pushed bytes of ${m.key} that are not what its digest says`)
           this.claimDigest(m.key, w.id, m.digest)
@@ -1029,7 +1058,8 @@ export class Coordinator {
         this.distrust(w, `served bytes of ${r.key} whose SHA-256 (${got.slice(0, 12)}…) is not the one agreed (${(r.expect as string).slice(0, 12)}…)`)
         const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
         if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
-        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r)
+        // the liar's removal is in this batch already: a client's gather asked again now finds the key being recomputed
+        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r, true)
         return
       }
       if (r.to.kind !== 'client') this.claimDigest(r.key, r.to.worker, got)
@@ -1212,9 +1242,17 @@ export class Coordinator {
       case 'deadline-missed': {
         this.metrics.deadlinesMissed++
         const w = this.peers.get(c.worker)
-        // a put taken back: its late 'stored' is not believed (the value went elsewhere)
-        if (c.why === 'put' && w?.role === 'worker') (w as WorkerPeer).sent.delete(c.key)
-        const what = c.why === 'put' ? `did not store ${c.key}` : c.why === 'steal' ? `did not answer a steal-request for ${c.key}` : `held ${c.key} past its deadline`
+        // a put or copy taken back: its late 'stored' is not believed (the value went elsewhere)
+        if ((c.why === 'put' || c.why === 'move') && w?.role === 'worker') (w as WorkerPeer).sent.delete(c.key)
+        if (c.why === 'move') {
+          // and a copy still on its way there stops
+          for (const [rid, r] of this.relays) {
+            if (r.key !== c.key || r.to.kind !== 'move' || r.to.worker !== c.worker) continue
+            this.relays.delete(rid)
+            this.peers.get(r.holder)?.joiner.drop(`relay:${rid}`)
+          }
+        }
+        const what = c.why === 'put' || c.why === 'move' ? `did not store ${c.why === 'move' ? 'a copy of ' : ''}${c.key}` : c.why === 'steal' ? `did not answer a steal-request for ${c.key}` : `held ${c.key} past its deadline`
         this.opts.log(`worker ${w?.name ?? c.worker} ${what} (${Math.round(c.heldMs)} ms): it goes elsewhere`, 'warn')
         return
       }
@@ -1248,6 +1286,7 @@ export class Coordinator {
         const msg: ToClientMessage = { type: 'key-state', key: c.key, state: c.state }
         if (c.error) msg.error = c.error
         if (c.nbytes !== undefined) msg.nbytes = c.nbytes
+        if (c.replaced) msg.replaced = true
         for (const id of c.clients) this.peers.get(id)?.conn?.send(msg)
         return
       }
@@ -1299,7 +1338,7 @@ export class Coordinator {
       c.bytes -= t.args.byteLength
       const f = this.functions.get(t.fn)
       if (f && --f.tasks <= 0 && f.clients <= 0) this.functions.delete(t.fn)
-      if (c.tasks === 0 && !this.peers.has(c.id)) c.modules.clear()
+      if (c.tasks === 0 && !this.peers.has(c.id)) this.dropModules(c)
     }
     this.dropScattered(key)
     this.digests.delete(key)
@@ -1319,18 +1358,48 @@ export class Coordinator {
     const msg: Assign = {
       type: 'assign', key: a.key, attempt: a.attempt, fn: t.fn, args: t.args, deps: a.deps, push: a.push, priority: a.priority, seq: a.seq,
     }
-    if (t.redundancy > 1) msg.digest = true
+    if (t.redundancy > 1 || a.digest) msg.digest = true
     if (t.timeout !== undefined) msg.timeout = t.timeout
     // its client's modules, not anyone else's
     if (t.owner.modules.size) msg.ns = t.owner.ns
-    if (!w.fns.has(msg.fn)) {
+    const user = w.fns.get(msg.fn)
+    if (user !== undefined) {
+      // most recently used last
+      w.fns.delete(msg.fn)
+      w.fns.set(msg.fn, user)
+    } else {
       const f = this.functions.get(msg.fn)
       if (f !== undefined) {
-        w.fns.add(msg.fn)
+        this.makeWorkerRoom(w, t.owner.id, f.source.length)
+        w.fns.set(msg.fn, { client: t.owner.id, bytes: f.source.length })
+        w.fnBytes.set(t.owner.id, (w.fnBytes.get(t.owner.id) ?? 0) + f.source.length)
         w.conn.send({ type: 'function', hash: msg.fn, source: f.source } satisfies ToWorkerMessage)
       }
     }
     w.conn.send(msg)
+  }
+
+  /** A client that left and has no task left: its modules go, here and on the workers. */
+  private dropModules(c: ClientPeer): void {
+    if (c.modules.size === 0) return
+    c.modules.clear()
+    for (const p of this.peers.values()) if (p.role === 'worker') p.conn?.send({ type: 'free-modules', ns: c.ns } satisfies ToWorkerMessage)
+  }
+
+  /** Tells the worker to forget the client's least recently used sources until `more` bytes fit its cap there. */
+  private makeWorkerRoom(w: WorkerPeer, client: string, more: number): void {
+    let used = w.fnBytes.get(client) ?? 0
+    if (used + more <= this.opts.workerSourceBytes) return
+    const drop: string[] = []
+    for (const [fn, sent] of w.fns) {
+      if (sent.client !== client) continue
+      drop.push(fn)
+      w.fns.delete(fn)
+      used -= sent.bytes
+      if (used + more <= this.opts.workerSourceBytes) break
+    }
+    w.fnBytes.set(client, Math.max(0, used))
+    if (drop.length) w.conn?.send({ type: 'free-functions', hashes: drop } satisfies ToWorkerMessage)
   }
 
   // ------------------------------------------------------------ status

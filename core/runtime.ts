@@ -290,7 +290,7 @@ export class WorkerRuntime {
             // each client's modules live in its own namespace; its tasks carry the same `ns`
             events.push({ type: 'module', name: m.ns ? `${m.ns}/${m.name}` : m.name, source: m.source, now: t })
             break
-          case 'function': case 'cancel-task': case 'steal': case 'free': case 'fetch':
+          case 'function': case 'cancel-task': case 'steal': case 'free': case 'fetch': case 'free-functions': case 'free-modules':
             events.push({ ...m, now: t })
             break
           case 'put': {

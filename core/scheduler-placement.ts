@@ -15,6 +15,7 @@ import { attemptsNeeded } from './scheduler-redundancy.js'
 import { placeScattered } from './scheduler-replicas.js'
 import { stealWork } from './scheduler-stealing.js'
 import { record } from './scheduler-story.js'
+import { digestsWanted } from './scheduler-verify.js'
 
 /**
  * Hands ready tasks to workers with capacity, best first. Unrestricted tasks fit any
@@ -95,7 +96,10 @@ export function run(sched: Scheduler, t: TaskState, w: WorkerState): void {
 
 export function assigned(sched: Scheduler, t: TaskState, a: Attempt): AssignedTask {
   const deps: AssignedTask['deps'] = t.deps.length === 0 ? [] : t.deps.map(d => ({ key: d.key, nbytes: d.status === 'memory' ? d.nbytes : 0 }))
-  return { key: t.key, attempt: a.id, fn: t.fn, deps, push: t.gatherers !== null, priority: t.priority, seq: t.seq }
+  const out: AssignedTask = { key: t.key, attempt: a.id, fn: t.fn, deps, push: t.gatherers !== null, priority: t.priority, seq: t.seq }
+  // every assignment alike while spot checks are possible, so no run can tell it is checked
+  if (t.suspect !== null || t.spot || digestsWanted(sched)) out.digest = true
+  return out
 }
 
 

@@ -9,6 +9,7 @@
 import type { Scheduler } from './scheduler.js'
 import { NO_INFO, isLeaving, type Redundancy, type TaskState } from './scheduler-state.js'
 import { handoffIfSole } from './scheduler-replicas.js'
+import { endSpot } from './scheduler-verify.js'
 
 export function tally(sched: Scheduler, r: Redundancy): { best: number; digest: string } {
   let best = 0
@@ -72,8 +73,13 @@ export function accept(sched: Scheduler, t: TaskState, digest: string): void {
   }
   dropResults(sched, t, true)
   t.nbytes = (agree[0] as { nbytes: number }).nbytes
-  for (const x of agree) sched.addHolder(t, x.worker)
-  sched.transition(t, 'memory', { note: `${agree.length} runs agree on ${digest}` })
+  for (const x of agree) { sched.addHolder(t, x.worker); x.worker.verified++ }
+  // vouched for by a quorum, not by one volunteer's word
+  t.producer = null
+  t.digest = digest
+  const spot = t.spot
+  endSpot(t)
+  sched.transition(t, 'memory', { note: spot ? `spot check passed: ${agree.length} runs agree on ${digest}` : `${agree.length} runs agree on ${digest}` })
   for (const x of agree) if (isLeaving(x.worker)) handoffIfSole(sched, x.worker, t)
 }
 

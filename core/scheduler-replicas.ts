@@ -90,7 +90,7 @@ export function handoff(sched: Scheduler, from: WorkerState, t: TaskState): void
 
 export function startMove(sched: Scheduler, t: TaskState, from: WorkerState, to: WorkerState, handoff: boolean): void {
   const ms = sched.moves.get(t)
-  const m: Move = { from, to, handoff }
+  const m: Move = { from, to, handoff, at: sched.now }
   if (ms) ms.push(m)
   else sched.moves.set(t, [m])
   if (handoff) (from.handoffs ??= new Set()).add(t)

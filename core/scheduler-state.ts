@@ -94,6 +94,16 @@ export class TaskState {
   avoid: string[] | null = null
   /** ms a run may take (0: no limit of its own) */
   timeout = 0
+  /** the volunteer whose word alone the value in memory rests on (null: verified by a quorum or a spot check, scattered, or not computed) */
+  producer: string | null = null
+  /** digest of the value in memory (or last in memory), when one was reported */
+  digest: string | null = null
+  /** being re-verified: the digest of the disputed value it must match ('' if none was reported), else null */
+  suspect: string | null = null
+  /** a spot check is under way: its run is redundant (k = 2) until a quorum agrees */
+  spot = false
+  /** may be spot-checked (TaskSpec.spotCheck) */
+  spotCheck = true
   turn = -1
   seq = -1
   heapIndex = -1
@@ -108,7 +118,8 @@ export class TaskState {
     readonly group: string,
     readonly priority: number,
     public retries: number,
-    readonly redundancy: number,
+    /** runs that must agree; 2 while a spot check of a task submitted with 1 is under way */
+    public redundancy: number,
     readonly restrict: readonly string[] | null,
     /** encoded argument size while not computed; result size once in memory */
     public nbytes: number,
@@ -169,6 +180,8 @@ export class WorkerState {
   claimed: number
   /** tasks it may hold at once: small for a new worker, grows as it returns results, shrinks when it lapses */
   window: number
+  /** its results confirmed by another volunteer (spot checks passed, redundant votes agreed): its spot-check rate falls as this grows */
+  verified = 0
 
   constructor(
     readonly id: string,
@@ -259,13 +272,15 @@ export interface ResolvedOptions {
   initialWindow: number
   /** null: no deadlines */
   deadlines: { factor: number; minMs: number; slackMs: number } | null
+  /** null: no spot checks */
+  spotCheck: { rate: number; halfLife: number; floor: number; seed: number } | null
   stealTimeoutMs: number
   redundancyWaitMs: number
 }
 
 export interface Info { worker?: WorkerState; note?: string; error?: WireError; /** shown as 'attempt N' in the story */ attempt?: number }
 /** A copy of data between workers (hand-off of a retiring worker, or a replica of scattered data). */
-export interface Move { from: WorkerState; to: WorkerState; handoff: boolean }
+export interface Move { from: WorkerState; to: WorkerState; handoff: boolean; /** when it was asked for (scheduler clock): unacknowledged past a deadline, it goes elsewhere */ at: number }
 
 export const NO_INFO: Info = Object.freeze({})
 export const NO_KEYS: readonly string[] = Object.freeze([])

@@ -9,11 +9,13 @@
  * own files, pure like it.
  */
 import type { Scheduler } from './scheduler.js'
-import type { Attempt, WorkerState } from './scheduler-state.js'
+import { isLeaving, type Attempt, type Move, type TaskState, type WorkerState } from './scheduler-state.js'
+import { handoffIfSole, removeMove, replicate } from './scheduler-replicas.js'
 import type { TaskStatus } from './scheduler-types.js'
 import { narrow, type Deadlines } from './trust.js'
 import { tally } from './scheduler-redundancy.js'
 import { record } from './scheduler-story.js'
+import { spotUnchecked } from './scheduler-verify.js'
 
 export function checkTrust(sched: Scheduler): void {
   const deadlines = sched.deadlines
@@ -27,6 +29,7 @@ export function checkTrust(sched: Scheduler): void {
       }
       if (stealMs !== Infinity && w.stealing > 0) checkSteals(sched, w, stealMs)
     }
+    if (deadlines !== null && sched.moves.size > 0) checkMoves(sched, deadlines)
   }
   if (sched.opts.redundancyWaitMs !== Infinity && sched.constrainedQ.size > 0) checkRedundancy(sched)
 }
@@ -83,6 +86,30 @@ function checkPuts(sched: Scheduler, w: WorkerState, deadlines: Deadlines): void
   if (lapsed) sched.setWindow(w, narrow(w.window))
 }
 
+/**
+ * Copies (replicas of scattered values, hand-offs of a retiring worker) must be
+ * acknowledged in time too (at 10 MB/s): past that the copy is not believed held there,
+ * its target is told to drop what it got, and the copy is made on another volunteer.
+ */
+function checkMoves(sched: Scheduler, deadlines: Deadlines): void {
+  const now = sched.now
+  let late: [TaskState, Move][] | null = null
+  for (const [t, ms] of sched.moves) for (const m of ms) if (now - m.at > deadlines.transfer(t.nbytes)) (late ??= []).push([t, m])
+  if (late === null) return
+  const lapsed = new Set<WorkerState>()
+  for (const [t, m] of late) {
+    const w = m.to
+    sched.out.push({ type: 'deadline-missed', worker: w.id, key: t.key, attempt: 0, heldMs: now - m.at, why: 'move' })
+    removeMove(sched, t, m)
+    if (!(t.avoid ??= []).includes(w.volunteer)) t.avoid.push(w.volunteer)
+    record(sched, t, t.status, t.status as TaskStatus, w.id, `${m.handoff ? 'hand-off' : 'replica'} copy not acknowledged in ${Math.round(now - m.at)} ms`)
+    sched.freeKey(w, t.key)
+    lapsed.add(w)
+    if (m.handoff) { if (isLeaving(m.from)) handoffIfSole(sched, m.from, t) } else replicate(sched, t)
+  }
+  for (const w of lapsed) sched.setWindow(w, narrow(w.window))
+}
+
 /** Stealing needs no agreement from a victim that doesn't answer. */
 function checkSteals(sched: Scheduler, w: WorkerState, ms: number): void {
   const now = sched.now
@@ -124,6 +151,7 @@ function checkRedundancy(sched: Scheduler): void {
     if (available) { r.starvedSince = -1; continue }
     if (r.starvedSince < 0) { r.starvedSince = now; continue }
     if (now - r.starvedSince < wait) continue
+    if (t.spot && spotUnchecked(sched, t)) continue
     const n = new Set(r.tried).size
     sched.err(t, {
       code: 'timeout',

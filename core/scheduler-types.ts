@@ -33,6 +33,8 @@ export interface TaskSpec {
   nbytes: number
   /** ms a run may take (the worker stops it then); the scheduler takes it back past this plus `deadlines.slackMs` */
   timeout?: number
+  /** false: never spot-check its result (random or side-effecting functions, whose honest runs differ). Default true */
+  spotCheck?: boolean
 }
 
 export type SchedulerEvent =
@@ -92,6 +94,8 @@ export type SchedulerEvent =
 
 /** The wanter that holds fire-and-forget tasks until they are done (not a real client). */
 export const FIRE_AND_FORGET = 'fire-and-forget'
+/** The wanter that holds a released task being re-verified until it is back in memory (not a real client). */
+export const VERIFY = 're-verify'
 
 /** Every event may carry these. */
 export interface EventMeta { /** ms since epoch (or any monotonic ms) */ now?: number; /** stimulus id for stories, e.g. 'submit-42' */ stimulus?: string }
@@ -112,6 +116,8 @@ export interface AssignedTask {
   priority: number
   /** submission order: among equal priorities, lower runs first */
   seq: number
+  /** report the digest of the result (spot checks and re-verification compare them) */
+  digest?: true
 }
 
 export type Command =
@@ -125,7 +131,11 @@ export type Command =
   /** Copy data from one worker to another (hand-off before leaving, replicas). */
   | { type: 'move-data'; key: string; from: string; to: string }
   /** Tell clients about a key. */
-  | { type: 'key-state'; clients: string[]; key: string; state: 'memory' | 'erred' | 'cancelled' | 'lost'; error?: WireError; nbytes?: number }
+  | {
+    type: 'key-state'; clients: string[]; key: string; state: 'memory' | 'erred' | 'cancelled' | 'lost'; error?: WireError; nbytes?: number
+    /** the value these clients were told of before was disproven (its volunteer was quarantined and a re-run differs): this one replaces it */
+    replaced?: true
+  }
   /** Send a key's data from a holder to a client that gathers it. */
   | { type: 'send-data'; client: string; key: string; worker: string }
   /** The scheduler forgot the key: drop its stored arguments/bytes. */
@@ -134,8 +144,12 @@ export type Command =
   | { type: 'retire-done'; worker: string }
   /** The worker went quiet for `leaseMs` with `tasks` in hand: they were taken back (for the log). */
   | { type: 'worker-lapsed'; worker: string; tasks: number; quietMs: number }
-  /** The worker held a run (or a put, attempt 0) past its deadline, or left a steal-request unanswered: taken back (for the log). */
-  | { type: 'deadline-missed'; worker: string; key: string; attempt: number; heldMs: number; why: 'deadline' | 'put' | 'steal' }
+  /**
+   * The worker held a run (or a put or a copy, attempt 0) past its deadline, or left a
+   * steal-request unanswered: taken back. For a put or a copy the coordinator stops
+   * counting the bytes as sent there, so a late 'stored' is not believed.
+   */
+  | { type: 'deadline-missed'; worker: string; key: string; attempt: number; heldMs: number; why: 'deadline' | 'put' | 'move' | 'steal' }
   /** A quorum of redundant runs agreed on another digest than this worker's: it is not to be trusted. */
   | { type: 'outvoted'; worker: string; key: string; digest: string; agreed: string }
 
@@ -171,6 +185,15 @@ export interface SchedulerOptions {
   stealTimeoutMs?: number
   /** ms a redundant task may lack a volunteer that has not run it yet before it fails, checked on `tick`. Default Infinity. */
   redundancyWaitMs?: number
+  /**
+   * Spot checks (BOINC's adaptive replication): a result of a task without redundancy is
+   * re-run on another volunteer, and accepted once both agree, with probability
+   * max(floor, rate × halfLife / (halfLife + n)) for a worker n of whose results were
+   * confirmed so far. A mismatch asks for more runs, as redundancy 2 does. Needs digests:
+   * while two volunteers or more are on the grid, every assignment asks for one.
+   * Defaults rate 0.5, halfLife 10, floor 0.02; seed seeds the random draws. Default: none.
+   */
+  spotCheck?: { rate?: number; halfLife?: number; floor?: number; seed?: number }
 }
 
 export type StoryEntry = { key: string; from: TaskStatus | 'new'; to: TaskStatus; stimulus: string; worker?: string; now: number; note?: string }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { Scheduler } from './scheduler.js'
+import { spotRate } from './scheduler-verify.js'
 import type { Command, EventMeta, SchedulerEvent, SchedulerOptions, TaskSpec } from './scheduler-types.js'
 
 type Ev = SchedulerEvent & EventMeta
@@ -1543,6 +1544,46 @@ describe('trust: windows, volunteers, deadlines', () => {
     expect(s.whoHas('s')).toEqual(['ok'])
   })
 
+  it('a hand-off copy never acknowledged in time is not believed held there, and goes to another volunteer', () => {
+    const s = sched({ deadlines: { minMs: 100 } })
+    s.handle({ type: 'worker-added', worker: 'leaving', name: 'leaving', kind: 'node', slots: 1, now: 0 })
+    s.handle({ type: 'submit', client: 'c', tasks: [spec('x')], now: 0 })
+    s.handle({ type: 'task-finished', worker: 'leaving', key: 'x', attempt: 1, nbytes: 8, ms: 1, now: 1 })
+    s.handle({ type: 'worker-added', worker: 'sink', name: 'sink', kind: 'node', slots: 1, now: 2 })
+    expect(s.handle({ type: 'worker-retiring', worker: 'leaving', now: 10 })).toEqual([{ type: 'move-data', key: 'x', from: 'leaving', to: 'sink' }])
+    s.handle({ type: 'worker-added', worker: 'ok', name: 'ok', kind: 'node', slots: 1, now: 20 })
+    expect(s.handle({ type: 'tick', now: 110 })).toEqual([])
+    expect(s.handle({ type: 'tick', now: 111 })).toEqual([
+      { type: 'deadline-missed', worker: 'sink', key: 'x', attempt: 0, heldMs: 101, why: 'move' },
+      { type: 'move-data', key: 'x', from: 'leaving', to: 'ok' },
+      { type: 'free-keys', worker: 'sink', keys: ['x'] },
+    ])
+    expect(s.story('x').map(e => e.note)).toContain('hand-off copy not acknowledged in 101 ms')
+    // the copy was never believed held at the sink; the one that arrives lets the worker go
+    expect(s.whoHas('x')).toEqual(['leaving'])
+    expect(s.handle({ type: 'data-added', worker: 'ok', key: 'x', nbytes: 8, now: 120 })).toEqual([{ type: 'retire-done', worker: 'leaving' }])
+    expect(s.whoHas('x')).toEqual(['leaving', 'ok'])
+  })
+
+  it('a replica copy never acknowledged in time goes to another volunteer', () => {
+    const s = sched({ deadlines: { minMs: 100 } })
+    for (const w of ['a', 'b']) s.handle({ type: 'worker-added', worker: w, name: w, kind: 'node', slots: 1, now: 0 })
+    s.handle({ type: 'submit', client: 'c', tasks: [spec('s', { fn: null, redundancy: 2 })], now: 0 })
+    s.handle({ type: 'data-added', worker: 'a', key: 's', nbytes: 10, now: 1 })
+    s.handle({ type: 'data-added', worker: 'b', key: 's', nbytes: 10, now: 1 })
+    s.handle({ type: 'worker-added', worker: 'sink', name: 'sink', kind: 'node', slots: 1, now: 2 })
+    // a holder leaves: the replica is made again, on another worker
+    expect(s.handle({ type: 'worker-removed', worker: 'b', reason: 'left', now: 2 })).toEqual([{ type: 'move-data', key: 's', from: 'a', to: 'sink' }])
+    s.handle({ type: 'worker-added', worker: 'ok', name: 'ok', kind: 'node', slots: 1, now: 3 })
+    expect(s.handle({ type: 'tick', now: 103 })).toEqual([
+      { type: 'deadline-missed', worker: 'sink', key: 's', attempt: 0, heldMs: 101, why: 'move' },
+      { type: 'move-data', key: 's', from: 'a', to: 'ok' },
+      { type: 'free-keys', worker: 'sink', keys: ['s'] },
+    ])
+    expect(s.handle({ type: 'data-added', worker: 'ok', key: 's', nbytes: 10, now: 110 })).toEqual([])
+    expect(s.whoHas('s')).toEqual(['a', 'ok'])
+  })
+
   it('takes back a task whose victim never answers the steal-request', () => {
     const s = sched({ stealTimeoutMs: 100 })
     s.handle({ type: 'worker-added', worker: 'deaf', name: 'deaf', kind: 'node', slots: 1, now: 0 })
@@ -1556,5 +1597,121 @@ describe('trust: windows, volunteers, deadlines', () => {
       { type: 'cancel-task', worker: 'deaf', key: 'b', attempt: 2 },
       assign('idle', 'b', 3),
     ])
+  })
+})
+
+describe('verification: spot checks and re-verification', () => {
+  const vw = (s: Scheduler, id: string, volunteer: string, now = 0): Command[] =>
+    s.handle({ type: 'worker-added', worker: id, name: id, kind: 'node', slots: 1, volunteer, now })
+
+  it('spot-checks a result on another volunteer and accepts it once both agree', () => {
+    const s = sched({ spotCheck: { rate: 1, floor: 1 } })
+    vw(s, 'w1', 'v1')
+    // one volunteer: nothing could check, so no digest is asked for
+    expect(submit(s, 'c', spec('a'))).toEqual([assign('w1', 'a', 1)])
+    expect(fin(s, 'w1', 'a', 1)).toEqual([memoryState('a', ['c'])])
+    vw(s, 'w2', 'v2')
+    // two volunteers: every assignment asks for a digest alike
+    expect(submit(s, 'c', spec('x'))).toEqual([assign('w1', 'x', 2, { digest: true })])
+    expect(fin(s, 'w1', 'x', 2, { digest: 'd' })).toEqual([assign('w2', 'x', 3, { digest: true })])
+    expect(s.taskStatus('x')).toBe('processing')
+    expect(fin(s, 'w2', 'x', 3, { digest: 'd' })).toEqual([memoryState('x', ['c'])])
+    expect(s.whoHas('x')).toEqual(['w1', 'w2'])
+    expect(s.story('x').map(e => e.note)).toContain('spot check passed: 2 runs agree on d')
+    expect(s.byId.get('w1')!.verified).toBe(1)
+  })
+
+  it('a spot check that disagrees takes the quorum path: a third volunteer decides, the liar is outvoted', () => {
+    const s = sched({ spotCheck: { rate: 1, floor: 1 } })
+    for (const [w, v] of [['liar', 'v1'], ['w2', 'v2'], ['w3', 'v3']]) vw(s, w!, v!)
+    submit(s, 'c', spec('x'))
+    expect(fin(s, 'liar', 'x', 1, { digest: 'evil' })).toEqual([assign('w2', 'x', 2, { digest: true })])
+    expect(fin(s, 'w2', 'x', 2, { digest: 'good' })).toEqual([assign('w3', 'x', 3, { digest: true })])
+    expect(fin(s, 'w3', 'x', 3, { digest: 'good' })).toEqual([
+      { type: 'outvoted', worker: 'liar', key: 'x', digest: 'evil', agreed: 'good' },
+      memoryState('x', ['c']),
+      { type: 'free-keys', worker: 'liar', keys: ['x'] },
+    ])
+    expect(s.whoHas('x')).toEqual(['w2', 'w3'])
+  })
+
+  it('tasks that opt out (spotCheck: false) are believed; and the rate falls as a worker earns trust', () => {
+    const s = sched({ spotCheck: { rate: 1, floor: 1 } })
+    vw(s, 'w1', 'v1')
+    vw(s, 'w2', 'v2')
+    submit(s, 'c', spec('x', { spotCheck: false }))
+    expect(fin(s, 'w1', 'x', 1, { digest: 'd' })).toEqual([memoryState('x', ['c'])])
+    const t = new Scheduler({ spotCheck: {} })
+    t.handle({ type: 'worker-added', worker: 'w', name: 'w', kind: 'node', slots: 1 })
+    const w = t.byId.get('w')!
+    const rates = [0, 10, 90, 1000].map(n => { w.verified = n; return spotRate(t, w) })
+    expect(rates).toEqual([0.5, 0.25, 0.05, 0.02])
+  })
+
+  it('a spot check no other volunteer is left for is given up after redundancyWaitMs: the result stands on its word', () => {
+    const s = sched({ spotCheck: { rate: 1, floor: 1 }, redundancyWaitMs: 100 })
+    vw(s, 'w1', 'v1')
+    vw(s, 'w2', 'v2')
+    s.handle({ type: 'worker-status', worker: 'w2', accepting: false })
+    // w2 is paused: no open worker of another volunteer, no check
+    submit(s, 'c', spec('x'))
+    expect(fin(s, 'w1', 'x', 1, { digest: 'd' })).toEqual([memoryState('x', ['c'])])
+    s.handle({ type: 'worker-status', worker: 'w2', accepting: true })
+    submit(s, 'c', spec('y'))
+    expect(fin(s, 'w1', 'y', 2, { digest: 'd' })).toEqual([assign('w2', 'y', 3, { digest: true })])
+    s.handle({ type: 'worker-removed', worker: 'w2', reason: 'disconnected', now: 10 })
+    s.handle({ type: 'tick', now: 20 })
+    expect(s.handle({ type: 'tick', now: 130 })).toEqual([memoryState('y', ['c'])])
+    expect(s.whoHas('y')).toEqual(['w1'])
+  })
+
+  it("quarantine re-verifies what the liar alone vouched for: a value that differs is replaced, its clients told, and what was computed from it re-verified", () => {
+    const s = sched({ spotCheck: { rate: 0, floor: 0 } })
+    vw(s, 'liar', 'v1')
+    vw(s, 'w2', 'v2')
+    submit(s, 'c', spec('x'))
+    expect(fin(s, 'liar', 'x', 1, { digest: 'bad' })).toEqual([memoryState('x', ['c'])])
+    submit(s, 'c', spec('y', { deps: ['x'] }))
+    // y runs on the liar too (its input is there); z on w2
+    fin(s, 'liar', 'y', 2, { digest: 'y-bad' })
+    submit(s, 'c', spec('z', { deps: ['y'], workers: ['w2'] }))
+    fin(s, 'w2', 'z', 3, { digest: 'z-bad' })
+    expect(s.taskStatus('z')).toBe('memory')
+    // the liar is caught elsewhere and quarantined: x and y are recomputed on w2
+    const out = s.handle({ type: 'worker-removed', worker: 'liar', reason: 'quarantined' })
+    expect(assigned(out)).toEqual([['w2', 'x', 4]])
+    expect(ofType(out, 'assign')[0]!.task.digest).toBe(true)
+    const ax = fin(s, 'w2', 'x', 4, { digest: 'good' })
+    expect(ofType(ax, 'key-state')).toEqual([{ type: 'key-state', clients: ['c'], key: 'x', state: 'memory', nbytes: 8, replaced: true }])
+    expect(s.story('x').map(e => e.note)).toContain('re-verified: the disputed value (bad…) was wrong and is replaced; what was computed from it is re-verified')
+    const ay = fin(s, 'w2', 'y', assigned(ax).find(a => a[1] === 'y')![2], { digest: 'y-good' })
+    expect(ofType(ay, 'key-state')).toEqual([{ type: 'key-state', clients: ['c'], key: 'y', state: 'memory', nbytes: 8, replaced: true }])
+    // z was computed from the bad y: it runs again too, and its new value differs
+    const az = fin(s, 'w2', 'z', assigned(ay).find(a => a[1] === 'z')![2], { digest: 'z-good' })
+    expect(ofType(az, 'key-state')).toEqual([{ type: 'key-state', clients: ['c'], key: 'z', state: 'memory', nbytes: 8, replaced: true }])
+  })
+
+  it('a re-verified value that agrees changes nothing downstream', () => {
+    const s = sched({ spotCheck: { rate: 0, floor: 0 } })
+    vw(s, 'liar', 'v1')
+    vw(s, 'w2', 'v2')
+    submit(s, 'c', spec('x'))
+    fin(s, 'liar', 'x', 1, { digest: 'dx' })
+    submit(s, 'c', spec('y', { deps: ['x'], workers: ['w2'] }))
+    // w2 fetched x for y and kept the copy: x stays in memory when the liar goes
+    s.handle({ type: 'data-added', worker: 'w2', key: 'x', nbytes: 8 })
+    fin(s, 'w2', 'y', 2, { digest: 'dy' })
+    s.handle({ type: 'release', client: 'c', keys: ['x'] })
+    expect(s.taskStatus('x')).toBe('released')
+    // x is released, but y was computed from it: x is run again to check it
+    const out = s.handle({ type: 'worker-removed', worker: 'liar', reason: 'quarantined' })
+    expect(assigned(out)).toEqual([['w2', 'x', 3]])
+    const back = fin(s, 'w2', 'x', 3, { digest: 'dx' })
+    expect(ofType(back, 'key-state')).toEqual([])
+    expect(ofType(back, 'assign')).toEqual([])
+    expect(s.story('x').map(e => e.note)).toContain('re-verified: a run on another volunteer agrees with the disputed value')
+    // nobody wants x for itself: released again; y untouched
+    expect(s.taskStatus('x')).toBe('released')
+    expect(s.taskStatus('y')).toBe('memory')
   })
 })

@@ -37,6 +37,7 @@ import { broken, record, storyOf } from './scheduler-story.js'
 import { validate } from './scheduler-validate.js'
 import { Deadlines, narrow, widen } from './trust.js'
 import { checkTrust } from './scheduler-trust.js'
+import { endSpot, mulberry32, reverify, spotCheck, verified } from './scheduler-verify.js'
 
 type TransitionFn = (this: Scheduler, t: TaskState, to: TaskStatus, info: Info) => void
 
@@ -65,6 +66,17 @@ function resolveOptions(o: SchedulerOptions): ResolvedOptions {
     },
     stealTimeoutMs: o.stealTimeoutMs === undefined || o.stealTimeoutMs === Infinity ? Infinity : positive('stealTimeoutMs', o.stealTimeoutMs, Infinity, false, 0),
     redundancyWaitMs: o.redundancyWaitMs === undefined || o.redundancyWaitMs === Infinity ? Infinity : positive('redundancyWaitMs', o.redundancyWaitMs, Infinity, false, 0),
+    spotCheck: o.spotCheck === undefined ? null : (() => {
+      const sc = o.spotCheck
+      const frac = (name: string, v: number | undefined, dflt: number): number => {
+        if (v === undefined) return dflt
+        if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new RangeError(`SchedulerOptions.spotCheck.${name} must be a number from 0 to 1, got ${String(v)}`)
+        return v
+      }
+      const halfLife = sc.halfLife ?? 10
+      if (typeof halfLife !== 'number' || !(halfLife > 0) || !Number.isFinite(halfLife)) throw new RangeError(`SchedulerOptions.spotCheck.halfLife must be a positive number, got ${String(halfLife)}`)
+      return { rate: frac('rate', sc.rate, 0.5), halfLife, floor: frac('floor', sc.floor, 0.02), seed: typeof sc.seed === 'number' && Number.isFinite(sc.seed) ? sc.seed : 1 }
+    })(),
   }
 }
 
@@ -119,10 +131,15 @@ export class Scheduler {
 
   /** run times per group, for the deadlines enforced on tick (null: none) */
   readonly deadlines: Deadlines | null
+  /** workers per volunteer */
+  readonly volunteers = new Map<string, number>()
+  /** draws for spot checks (seeded: the same events and seed give the same commands) */
+  readonly random: () => number
 
   constructor(options: SchedulerOptions = {}) {
     this.opts = resolveOptions(options)
     this.deadlines = this.opts.deadlines === null ? null : new Deadlines(this.opts.deadlines)
+    this.random = mulberry32(this.opts.spotCheck?.seed ?? 1)
   }
 
   // ───────────────────────────── the mutator ─────────────────────────────
@@ -319,6 +336,7 @@ export class Scheduler {
       )
       if (fn !== null && t.redundancy > 1) t.redundant = new Redundancy()
       if (typeof s.timeout === 'number' && s.timeout > 0) t.timeout = s.timeout
+      if (s.spotCheck === false) t.spotCheck = false
       this.tasks.set(s.key, t)
       this.want(t, c)
       // heapIndex is unused while 'new': it carries the task's index in this batch.
@@ -507,7 +525,7 @@ export class Scheduler {
       }
       t.error = null
       t.failures = 0
-      if (t.redundant !== null) t.redundant = new Redundancy()
+      this.resetVotes(t)
       let notReady = 0
       if (ds.length > 0) {
         t.deps = ds
@@ -529,6 +547,7 @@ export class Scheduler {
     this.openWorkers++
     w.lastSeen = this.now
     this.byId.set(w.id, w)
+    this.volunteers.set(w.volunteer, (this.volunteers.get(w.volunteer) ?? 0) + 1)
     const named = this.byName.get(w.name)
     if (named) named.push(w)
     else this.byName.set(w.name, [w])
@@ -550,6 +569,9 @@ export class Scheduler {
     if (w === undefined) return
     this.setWorkerStatus(w, 'gone')
     this.byId.delete(id)
+    const nv = (this.volunteers.get(w.volunteer) ?? 1) - 1
+    if (nv > 0) this.volunteers.set(w.volunteer, nv)
+    else this.volunteers.delete(w.volunteer)
     const named = this.byName.get(w.name)
     if (named) {
       const i = named.indexOf(w)
@@ -602,6 +624,8 @@ export class Scheduler {
       w.reported = null
     }
     for (const t of [...w.holds]) this.loseHolder(t, w)
+    // caught lying: what only its word vouched for is checked again on other volunteers
+    if (reason === 'quarantined') reverify(this, w.volunteer, `computed by ${w.name}, quarantined`)
   }
 
   onWorkerStatus(id: string, accepting: boolean, slots?: number): void {
@@ -700,7 +724,12 @@ export class Scheduler {
       syncRedundant(this, t)
       return
     }
+    const digest = typeof e.digest === 'string' ? e.digest : undefined
+    // not simply believed: some results wait for another volunteer to agree
+    if (spotCheck(this, t, w, digest, nbytes)) return
     t.nbytes = nbytes
+    t.producer = w.volunteer
+    t.digest = digest ?? null
     this.addHolder(t, w)
     this.transition(t, 'memory', { worker: w, attempt: a.id })
     if (isLeaving(w)) handoffIfSole(this, w, t)
@@ -1043,8 +1072,13 @@ export class Scheduler {
       if (d.status === 'erred') { this.err(t, this.derive(d)); return }
       if (d.status !== 'memory') notReady++
     }
-    if (t.redundant !== null) t.redundant = new Redundancy()
+    this.resetVotes(t)
     this.transition(t, notReady > 0 ? 'waiting' : 'queued', { note })
+  }
+
+  /** A redundant task's vote starts over; a spot check is dropped (the next result is checked or not anew). */
+  resetVotes(t: TaskState): void {
+    if (t.spot) { dropResults(this, t); endSpot(t) } else if (t.redundant !== null) t.redundant = new Redundancy()
   }
 
   /** Errs a task and, transitively, its unfinished dependents ("dependency <key> failed: …"). */
@@ -1182,6 +1216,7 @@ export class Scheduler {
     this.cancelAttempts(t)
     recallAhead(this, t)
     if (this.constrainedQ.has(t)) this.constrainedQ.remove(t)
+    if (t.spot) { dropResults(this, t); endSpot(t) }
     this.setStatus(t, 'queued')
     this.enqueue(t)
   }
@@ -1192,7 +1227,7 @@ export class Scheduler {
     if (t.redundant !== null) {
       // Its inputs are being recomputed: the vote starts over with the new inputs.
       dropResults(this, t)
-      t.redundant = new Redundancy()
+      this.resetVotes(t)
     }
     if (this.constrainedQ.has(t)) this.constrainedQ.remove(t)
     this.setStatus(t, 'waiting')
@@ -1346,8 +1381,14 @@ export class Scheduler {
         else if (d.status === 'processing') for (const a of d.attempts ?? []) clearAhead(this, a)
       }
     }
+    // a value re-verified: after the dependents above counted it, so those it sends back to work count it too
+    const replaced = t.suspect !== null && verified(this, t)
     const clients = wanterList(t)
-    if (clients.length > 0) this.out.push({ type: 'key-state', clients, key: t.key, state: 'memory', nbytes: t.nbytes })
+    if (clients.length > 0) {
+      this.out.push(replaced
+        ? { type: 'key-state', clients, key: t.key, state: 'memory', nbytes: t.nbytes, replaced: true }
+        : { type: 'key-state', clients, key: t.key, state: 'memory', nbytes: t.nbytes })
+    }
     const g = t.gatherers
     if (g !== null) {
       t.gatherers = null

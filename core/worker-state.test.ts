@@ -670,3 +670,30 @@ describe('WorkerState: checks', () => {
     expect(() => h.ws.validate()).toThrow(/ready, not in the ready queue/)
   })
 })
+
+describe('WorkerState: bounded caches of sources', () => {
+  it('forgets sources the coordinator frees (not one a task here still needs), in the threads too with their next batch', () => {
+    const h = boot()
+    h.on({ type: 'function', hash: 'g', source: '(x) => x + 1' })
+    expect(h.on(assign('a'))).toContainEqual(run(1, [exec('a')], F))
+    expect(h.on(assign('b', 1, { fn: 'g' }))).toEqual([])
+    // f has run and is done with; g is queued behind a: only f goes
+    h.on(finished(1, 'a'))
+    h.on({ type: 'free-functions', hashes: ['f', 'g'] })
+    h.on(finished(1, 'b'))
+    // f comes back (the coordinator sends it again before a task needs it): the thread forgets the old, then learns it again
+    h.on({ type: 'function', hash: 'f', source: '(x) => x' })
+    const out = h.on(assign('c'))
+    expect(out).toContainEqual({ type: 'run', thread: 1, batch: { forgetFns: ['f'], fns: F, tasks: [exec('c')] } })
+  })
+
+  it("forgets a departed client's modules", () => {
+    const h = boot()
+    h.on({ type: 'module', name: 'ns1/stats', source: 'export const x = 1' })
+    h.on({ type: 'module', name: 'ns2/stats', source: 'export const x = 2' })
+    expect(h.on(assign('a'))).toContainEqual({ type: 'run', thread: 1, batch: { fns: F, modules: [['ns1/stats', 'export const x = 1'], ['ns2/stats', 'export const x = 2']], tasks: [exec('a')] } })
+    h.on(finished(1, 'a'))
+    h.on({ type: 'free-modules', ns: 'ns1' })
+    expect(h.on(assign('b'))).toContainEqual({ type: 'run', thread: 1, batch: { forgetModules: ['ns1/stats'], tasks: [exec('b')] } })
+  })
+})

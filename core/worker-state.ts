@@ -82,6 +82,10 @@ export type WorkerEvent = (
   | { type: 'steal'; key: string; attempt: number }
   | { type: 'free'; keys: string[] }
   | { type: 'function'; hash: string; source: string }
+  /** Forget these sources (the coordinator caps each client's on this worker); one a task here still uses stays. */
+  | { type: 'free-functions'; hashes: string[] }
+  /** Forget the modules of the client with this namespace (it left). */
+  | { type: 'free-modules'; ns: string }
   /** `name` is namespaced (`ns/name`) when the module belongs to a client that uploaded it */
   | { type: 'module'; name: string; source: string }
   /** Store this value here (scattered data, a hand-off); its parts are already joined. */
@@ -235,6 +239,8 @@ interface ThreadState {
   /** function hashes and module names it has been sent */
   readonly fns: Set<string>
   readonly modules: Set<string>
+  /** functions and modules to forget, sent with its next batch */
+  forget: { fns: string[]; modules: string[] } | null
   memPaused: boolean
   inMemory: number
   spilled: number
@@ -464,6 +470,8 @@ export class WorkerState {
       case 'steal': this.onSteal(e.key, e.attempt); break
       case 'free': this.onFree(e.keys); break
       case 'function': this.functions.set(e.hash, e.source); break
+      case 'free-functions': this.onFreeFunctions(e.hashes); break
+      case 'free-modules': this.onFreeModules(e.ns); break
       case 'module':
         this.modules.set(e.name, e.source)
         // a new version reaches every thread with its next batch
@@ -886,7 +894,7 @@ export class WorkerState {
 
   private spawn(slot: number): void {
     const t: ThreadState = {
-      id: ++this.threadSeq, slot, status: 'starting', tasks: [], copying: new Set(), held: new Set(), fns: new Set(), modules: new Set(),
+      id: ++this.threadSeq, slot, status: 'starting', tasks: [], copying: new Set(), held: new Set(), fns: new Set(), modules: new Set(), forget: null,
       memPaused: false, inMemory: 0, spilled: 0, startBy: this.now + this.opts.startTimeoutMs,
     }
     this.pool[slot] = t
@@ -1085,6 +1093,25 @@ export class WorkerState {
     }
   }
 
+  /** Sources the coordinator no longer counts as sent here go, here and in the threads (with their next batch). */
+  private onFreeFunctions(hashes: readonly string[]): void {
+    const drop = new Set(hashes)
+    for (const t of this.tasks.values()) drop.delete(t.a.fn)
+    for (const h of drop) {
+      if (!this.functions.delete(h)) continue
+      for (const th of this.threads.values()) if (th.fns.delete(h)) (th.forget ??= { fns: [], modules: [] }).fns.push(h)
+    }
+  }
+
+  private onFreeModules(ns: string): void {
+    const prefix = `${ns}/`
+    for (const name of [...this.modules.keys()]) {
+      if (!name.startsWith(prefix)) continue
+      this.modules.delete(name)
+      for (const th of this.threads.values()) if (th.modules.delete(name)) (th.forget ??= { fns: [], modules: [] }).modules.push(name)
+    }
+  }
+
   private execute(t: TaskState, th: ThreadState): void {
     this.transition(t, 'executing', `on thread ${th.slot}`)
     t.need = null
@@ -1093,6 +1120,11 @@ export class WorkerState {
     if (i < this.nthreads && t.a.timeout !== undefined) t.deadline = this.now + t.a.timeout
     let batch = this.runs.get(th)
     if (batch === undefined) this.runs.set(th, batch = { tasks: [] })
+    if (th.forget !== null) {
+      if (th.forget.fns.length) (batch.forgetFns ??= []).push(...th.forget.fns)
+      if (th.forget.modules.length) (batch.forgetModules ??= []).push(...th.forget.modules)
+      th.forget = null
+    }
     const a = t.a
     if (!th.fns.has(a.fn)) {
       const source = this.functions.get(a.fn)

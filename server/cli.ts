@@ -53,19 +53,25 @@ logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto
   .option('--client-token <token>', 'token clients and the dashboard must present (default: one made for this run, printed below)')
   .option('--worker-token <token>', 'token workers must present to join')
   .option('--allow-origin <origin>', 'a web app\'s origin (https://app.example.org) whose pages may connect; repeat for more, \'*\' for any')
+  .option('--spot-check <rate>', 'how often a new worker\'s results are re-run on another volunteer to check them, 0 to 1 (default 0.5, falling as it earns trust; 0 turns spot checks off)')
+  .option('--trust-proxy', 'behind a reverse proxy: each connection\'s address is the last entry of its X-Forwarded-For header')
   .option('--local-workers <n>', 'also start n Node workers (one thread each) in this process, so the grid computes at once', { default: 0 }))
   .example('tabgrid coordinator --port 8786 --client-token s3cret')
   .example('tabgrid coordinator --local-workers 2')
-  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; allowOrigin?: unknown; localWorkers: unknown } & LogFlags) => {
+  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; allowOrigin?: unknown; trustProxy?: boolean; spotCheck?: unknown; localWorkers: unknown } & LogFlags) => {
     const { log, format } = logger('coordinator', o)
     const local = int(o.localWorkers, '--local-workers', 0, 64)
     const port = int(o.port, '--port', 0, 65535)
+    const spot = o.spotCheck === undefined ? undefined : Number(o.spotCheck)
+    if (spot !== undefined && !(spot >= 0 && spot <= 1)) usage(`--spot-check must be a rate from 0 to 1 (got ${String(o.spotCheck)})`)
     const allowOrigin = (o.allowOrigin === undefined ? [] : Array.isArray(o.allowOrigin) ? o.allowOrigin : [o.allowOrigin]).map(String)
     const running = await startCoordinator({
       port, host: String(o.host),
       clientToken: o.clientToken === undefined ? undefined : String(o.clientToken),
       workerToken: o.workerToken === undefined ? undefined : String(o.workerToken),
       allowOrigin,
+      trustProxy: o.trustProxy === true,
+      ...(spot === undefined ? {} : { spotCheck: spot === 0 ? false as const : { rate: spot, floor: Math.min(0.02, spot) } }),
       log: lineLogger(log),
     }).catch((err: Error & { code?: string }) => {
       log.error(err.code === 'EADDRINUSE' ? `port ${port} is in use: stop what listens there, or pick another with --port` : `cannot start: ${err.message}`)

@@ -38,6 +38,15 @@ export interface StartOptions extends CoordinatorOptions {
   maxAuthFailures?: number
   /** Default 60 s */
   authWindowMs?: number
+  /**
+   * The coordinator is behind a reverse proxy: take each connection's address from the
+   * last entry of its `X-Forwarded-For` header (the one the proxy added; earlier entries
+   * are whatever the peer sent) instead of the TCP peer, which is the proxy. It decides
+   * who is one volunteer, quarantines and failed-auth limits. Only set it when every
+   * connection comes through a proxy that appends that header, or any peer can pick its
+   * address. Default false.
+   */
+  trustProxy?: boolean
 }
 
 export interface RunningCoordinator {
@@ -157,8 +166,9 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     cors: { origin: (origin, cb) => cb(null, origin === undefined || allowed.has('*') || allowed.has(origin)) },
   })
 
+  const trustProxy = options.trustProxy === true
   io.use((socket, next) => {
-    const address = socket.handshake.address
+    const address = peerAddress(socket.handshake, trustProxy)
     const now = Date.now()
     const locked = failures.lockedFor(address, now)
     const verdict = locked > 0
@@ -197,9 +207,10 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
       return n
     }
     const cap = options.outputCapBytes ?? 64 << 20
+    const address = peerAddress(socket.handshake, trustProxy)
     const conn: Connection = {
       id: socket.id,
-      address: socket.handshake.address,
+      address,
       send: msg => outbox.push(msg),
       close: reason => {
         outbox.flush()
@@ -222,7 +233,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     socket.conn.on('upgrade', () => engine.transport?.on('drain', onDrain))
     if (hello.role === 'client') {
       const name = hello.name ?? peerId
-      log(`client ${name}${name === peerId ? '' : ` (${peerId})`} connected from ${socket.handshake.address}${hello.resume !== undefined ? ' (resuming)' : ''}`)
+      log(`client ${name}${name === peerId ? '' : ` (${peerId})`} connected from ${address}${hello.resume !== undefined ? ' (resuming)' : ''}`)
     }
     // Frames are read in a catch-all listener, which socket.io calls as the packet
     // arrives: `socket.on(event)` listeners run a tick later and only if the socket is
@@ -313,8 +324,24 @@ function sameOrigin(origin: string, host: string | undefined): boolean {
   try { return new URL(origin).host === host } catch { return false }
 }
 
+/**
+ * A connection's network address: the TCP peer's, or with `trustProxy` the last entry of
+ * `X-Forwarded-For` (what the reverse proxy in front appended; the entries before it are
+ * the peer's own word). Without the header it is the TCP peer's.
+ *
+ * @example
+ * peerAddress({ address: '127.0.0.1', headers: { 'x-forwarded-for': '6.6.6.6, 203.0.113.7' } }, true) // '203.0.113.7'
+ */
+export function peerAddress(handshake: { address: string; headers: Record<string, string | string[] | undefined> }, trustProxy: boolean): string {
+  if (!trustProxy) return handshake.address
+  const h = handshake.headers['x-forwarded-for']
+  const list = (Array.isArray(h) ? h.join(',') : h ?? '').split(',')
+  const last = (list[list.length - 1] ?? '').trim()
+  return last === '' || last.length > 64 ? handshake.address : last
+}
+
 /** Token checks in constant time: SHA-256 both (so lengths don't show), compare with timingSafeEqual. */
-function tokenEquals(given: string, expected: string): boolean {
+export function tokenEquals(given: string, expected: string): boolean {
   const a = createHash('sha256').update(given).digest()
   const b = createHash('sha256').update(expected).digest()
   return timingSafeEqual(a, b)

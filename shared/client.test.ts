@@ -520,7 +520,7 @@ describe('with()', () => {
     expect(() => h.client.with({ pure: 'yes' as unknown as boolean })).toThrow('pure must be true or false, got "yes"')
     expect(() => h.client.with({ workers: [1] as unknown as string[] })).toThrow(/^workers must be a worker id or name/)
     expect(() => h.client.with({ key: '' })).toThrow('key must be 1 to 256 characters, got 0')
-    expect(() => h.client.with({ retry: 1 } as unknown as { retries: number })).toThrow('unknown option `retry` in task options (known: key, pure, priority, retries, workers, redundancy, timeout)')
+    expect(() => h.client.with({ retry: 1 } as unknown as { retries: number })).toThrow('unknown option `retry` in task options (known: key, pure, priority, retries, workers, redundancy, timeout, spotCheck)')
     expect(() => h.client.with(null as unknown as object)).toThrow('task options must be an object, got null')
     expect(() => h.client.with({ key: ['a', 'b'] }).submit(() => 1)).toThrow(/an array of keys is for map/)
   })

@@ -211,7 +211,7 @@ function pureKeyHash(tf: TaskFunction, args: Uint8Array): string {
 const scratch = new Uint8Array(4096 + 64)
 
 function newRecord(key: string): KeyRecord {
-  return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined }
+  return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined, replaced: 0 }
 }
 
 function randomId(): string {
@@ -940,6 +940,8 @@ export class Client {
       if (o.redundancy !== undefined) task.redundancy = o.redundancy
       if (o.workers !== undefined) task.workers = o.workers
       if (o.timeout !== undefined) task.timeout = o.timeout
+      // two honest runs of a random function differ: impure tasks are not spot-checked unless asked
+      if (!(o.spotCheck ?? o.pure)) task.spotCheck = false
       this.ensureScheduled()
       if (!this.sentFunctions.has(tf.hash)) {
         this.sentFunctions.add(tf.hash)
@@ -1135,6 +1137,8 @@ export class Client {
         if (!rec) return
         switch (m.state) {
           case 'memory':
+            // the value it had was disproven and replaced: result() now gets the new one
+            if (m.replaced && rec.status !== 'pending') rec.replaced++
             // a late "memory" does not undo a cancel made here
             if (rec.status !== 'cancelled') settleRecord(rec, 'finished')
             return

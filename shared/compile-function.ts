@@ -104,6 +104,10 @@ export class FunctionCache {
     this.fns.clear()
   }
 
+  delete(hash: string): void {
+    this.fns.delete(hash)
+  }
+
   /**
    * The compiled, wrapped function for `source`. Cached by `hash`; a hit whose source
    * differs from the cached one (a wrong or colliding hash) is recompiled, never reused.

@@ -105,6 +105,18 @@ export class Executor {
 
   defineFunction(hash: string, source: string): void { this.sources.set(hash, source) }
 
+  /** Forgets a function's source and its compiled form (no queued task uses it: the main side checked). */
+  forgetFunction(hash: string): void {
+    this.sources.delete(hash)
+    this.functions.delete(hash)
+    for (const c of this.nsFunctions.values()) c.delete(hash)
+  }
+
+  forgetModule(name: string): void {
+    this.modules.delete(name)
+    this.moduleCache.delete(name)
+  }
+
   defineModule(name: string, source: string): void {
     this.modules.set(name, source)
     this.moduleCache.delete(name)
@@ -447,6 +459,8 @@ export function createExecutorApi(
         const parsed = taskBatch.safeParse(e.data)
         if (!parsed.success) { x.refuse(e.data, describeIssues(parsed.error)); return }
         const b: TaskBatch = parsed.data
+        if (b.forgetFns) for (const hash of b.forgetFns) x.forgetFunction(hash)
+        if (b.forgetModules) for (const name of b.forgetModules) x.forgetModule(name)
         if (b.fns) for (const [hash, source] of b.fns) x.defineFunction(hash, source)
         if (b.modules) for (const [name, source] of b.modules) x.defineModule(name, source)
         x.run(b.tasks)

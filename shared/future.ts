@@ -45,6 +45,8 @@ export interface KeyRecord {
   fetch: Deferred<unknown> | undefined
   /** resolved when status leaves `pending` (created only when someone waits) */
   settled: Deferred<void> | undefined
+  /** times the value was disproven and replaced after the key was finished */
+  replaced: number
 }
 
 /** @internal What a Future needs from the client that made it. */
@@ -112,6 +114,21 @@ export class Future<T = unknown> {
    * ```
    */
   get status(): FutureStatus { return this.rec.status }
+
+  /**
+   * How many times the value was replaced after the future finished: the volunteer that
+   * computed it (or one of its inputs) was caught lying, and a run on another volunteer
+   * gave a different value. A value read before then is not to be trusted; `result()`
+   * now returns the re-verified one (the task's story says what happened).
+   *
+   * @example
+   * ```ts
+   * const v = await f.result()
+   * // … later
+   * if (f.replaced > 0) console.warn(`${f.key} was recomputed:`, await f.result())
+   * ```
+   */
+  get replaced(): number { return this.rec.replaced }
 
   /**
    * True once the task is no longer pending (finished, failed, cancelled or lost).

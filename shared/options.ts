@@ -36,6 +36,12 @@ export interface TaskOptions {
   redundancy?: number
   /** ms a run may take; past it the worker stops the thread (Web Worker) running it and the task errs (retries apply). */
   timeout?: number
+  /**
+   * Whether the grid may spot-check the result by running it again on another volunteer
+   * (see README, Security). Default: true for pure tasks, false for `pure: false` ones
+   * (random or side-effecting functions, whose honest runs differ).
+   */
+  spotCheck?: boolean
 }
 
 /** TaskOptions after validation. */
@@ -47,14 +53,15 @@ export interface ResolvedTaskOptions {
   workers: string[] | undefined
   redundancy: number | undefined
   timeout: number | undefined
+  spotCheck: boolean | undefined
 }
 
 /** The options a client uses when none are given. */
 export const DEFAULT_TASK_OPTIONS: ResolvedTaskOptions = Object.freeze({
-  key: undefined, pure: true, priority: undefined, retries: undefined, workers: undefined, redundancy: undefined, timeout: undefined,
+  key: undefined, pure: true, priority: undefined, retries: undefined, workers: undefined, redundancy: undefined, timeout: undefined, spotCheck: undefined,
 })
 
-const TASK_OPTION_NAMES = ['key', 'pure', 'priority', 'retries', 'workers', 'redundancy', 'timeout'] as const
+const TASK_OPTION_NAMES = ['key', 'pure', 'priority', 'retries', 'workers', 'redundancy', 'timeout', 'spotCheck'] as const
 
 /**
  * Validates task options and lays them over `base` (a view's options, when chained).
@@ -89,6 +96,10 @@ export function resolveTaskOptions(options: unknown, base: ResolvedTaskOptions =
   if (o.retries !== undefined) out.retries = wholeNumber(o.retries, 'retries', 0, 100)
   if (o.redundancy !== undefined) out.redundancy = wholeNumber(o.redundancy, 'redundancy', 1, 16)
   if (o.timeout !== undefined) out.timeout = wholeNumber(o.timeout, 'timeout', 1, 2 ** 31 - 1)
+  if (o.spotCheck !== undefined) {
+    if (typeof o.spotCheck !== 'boolean') throw new TypeError(`spotCheck must be true or false, got ${describe(o.spotCheck)}`)
+    out.spotCheck = o.spotCheck
+  }
   if (o.workers !== undefined) {
     const list = typeof o.workers === 'string' ? [o.workers] : o.workers
     if (!Array.isArray(list) || list.length > 1024 || list.some(w => typeof w !== 'string' || w.length === 0 || w.length > LIMITS.name)) {

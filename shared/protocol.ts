@@ -139,6 +139,8 @@ export const taskSubmit = z.object({
   workers: z.array(z.string().max(LIMITS.name)).max(1024).optional(),
   /** ms a run may take; past it the worker stops the thread running it and the task errs */
   timeout: z.number().int().positive().max(2 ** 31 - 1).optional(),
+  /** false: its result is never spot-checked on another volunteer (random or side-effecting functions) */
+  spotCheck: z.boolean().optional(),
 })
 export type TaskSubmit = z.infer<typeof taskSubmit>
 
@@ -264,6 +266,8 @@ export const keyStateMessage = z.object({
   type: z.literal('key-state'), key,
   state: z.enum(['memory', 'erred', 'cancelled', 'lost']),
   error: wireError.optional(), nbytes: count.optional(),
+  /** the value the client was told of before was disproven (its volunteer was caught lying, and a re-run differs): this one replaces it */
+  replaced: z.boolean().optional(),
 })
 
 export const toClientMessage = z.discriminatedUnion('type', [
@@ -313,7 +317,7 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
     deps: z.array(z.object({ key, nbytes: count })),
     /** send the encoded result back with `finished` */
     push: z.boolean(),
-    /** report a digest of the encoded result (redundant runs) */
+    /** report a digest of the encoded result (redundant runs, spot checks, re-verification) */
     digest: z.boolean().optional(),
     /** ms the run may take */
     timeout: z.number().optional(),
@@ -327,6 +331,10 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('cancel-task'), key, attempt: count }),
   z.object({ type: z.literal('steal'), key, attempt: count }),
   z.object({ type: z.literal('free'), keys }),
+  /** forget these function sources (least recently used of one client's, past its per-worker cap); keep any a task here still needs */
+  z.object({ type: z.literal('free-functions'), hashes: z.array(z.string().max(64)).max(LIMITS.keys) }),
+  /** forget the modules of the client with this namespace (it is gone) */
+  z.object({ type: z.literal('free-modules'), ns: z.string().max(64) }),
   /** store this value (scattered data, or a hand-off from a leaving worker) */
   z.object({ type: z.literal('put'), key, data: bytes, ...partFields }),
   /** send me key's data, answer with `data` carrying the same id */
@@ -546,6 +554,9 @@ export type ExecTask = z.infer<typeof execTask>
 
 /** What the main side posts on the task port: definitions first, then the tasks that use them (one channel, so in order). */
 export const taskBatch = z.object({
+  /** sources and modules to forget first (the worker's cache of each client's is bounded) */
+  forgetFns: z.array(z.string().max(64)).max(LIMITS.keys).optional(),
+  forgetModules: z.array(z.string().max(2 * LIMITS.name + 1)).max(LIMITS.keys).optional(),
   /** function sources by hash */
   fns: z.array(z.tuple([z.string().max(64), z.string().max(LIMITS.source)])).optional(),
   /** modules by full name (`ns/name`) */

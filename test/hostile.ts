@@ -34,6 +34,8 @@ export interface RawOptions {
   localAddress?: string
   /** the Origin header a browser page would send */
   origin?: string
+  /** more request headers (X-Forwarded-For, as a reverse proxy adds it) */
+  headers?: Record<string, string>
 }
 
 /** Opens a raw connection; resolves once connected, rejects with the coordinator's refusal. */
@@ -41,7 +43,7 @@ export async function rawPeer(url: string, auth: Record<string, unknown>, opts: 
   const socket = connect(url, {
     transports: ['websocket'], auth, reconnection: false, forceNew: true, parser: frameParser,
     ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-    ...(opts.origin ? { extraHeaders: { origin: opts.origin } } : {}),
+    ...(opts.origin || opts.headers ? { extraHeaders: { ...opts.headers, ...(opts.origin ? { origin: opts.origin } : {}) } } : {}),
   } as Parameters<typeof connect>[1])
   let closed = false
   const peer: RawPeer = {

@@ -19,7 +19,7 @@ let joined = 0
 const stats = { finished: 0, framesIn: 0, framesOut: 0, steals: 0, fetches: 0, beats: 0 }
 const sockets = []
 
-function simulate(i) {
+function simulate(i, tries = 0) {
   const hello = { role: 'worker', kind: 'node', slots, name: `sim-${process.pid}-${i}`, ...(token ? { token } : {}) }
   const socket = io(url, { transports: ['websocket'], reconnection: false, auth: cb => cb(hello), parser: frameParser })
   let out = []
@@ -46,12 +46,17 @@ function simulate(i) {
       }
     }
   })
-  socket.on('connect_error', err => { console.error(`sim worker ${i}: ${err.message}`); process.exit(1) })
-  sockets.push({ socket, send })
+  // on a loaded machine a handshake can time out: try again a few times, as a worker would
+  socket.on('connect_error', err => {
+    socket.close()
+    if (tries >= 5) { console.error(`sim worker ${i}: ${err.message}`); process.exit(1) }
+    setTimeout(() => { sockets[i] = simulate(i, tries + 1) }, 1000 * (tries + 1))
+  })
+  return { socket, send }
 }
 
 for (let i = 0; i < count; i++) {
-  simulate(i)
+  sockets.push(simulate(i))
   // open connections in waves so the coordinator's accept loop is not swamped
   if (i % 200 === 199) await new Promise(r => setTimeout(r, 50))
 }

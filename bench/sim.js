@@ -1,61 +1,200 @@
-// The coordinator at scale, with simulated workers (bench/sim-worker.js: real sockets that
-// speak the worker protocol and answer at once), so what is measured is the coordinator.
-//   node bench/sim.js [--workers 10,100,1000,5000] [--tasks 50000] [--idle-seconds 10]
-// Prints, per worker count: tasks/s for a map + gather of no-op tasks, coordinator CPU per
-// task, and the coordinator's CPU share with every worker idle (heartbeats and pings only).
+// The coordinator at scale, with simulated workers (bench/sim-worker.js: real socket.io
+// connections that speak the worker protocol and answer at once, 1,250 to a process), so
+// what is measured is the coordinator. The coordinator runs in a process of its own
+// (bench/sim-coordinator.js): its CPU and heap are its own; the client runs here.
+//
+//   node bench/sim.js [--workers 10,100,1000,5000] [--tasks 50000]
+//                     [--sizes 1000,10000,100000,1000000] [--size-workers 100]
+//                     [--idle-seconds 30] [--runs 1] [--profile DIR] [--json]
+//
+// Rows: for each worker count, 50,000 no-op tasks (map + gather): tasks/s and its ratio to
+// the first count's rate, coordinator CPU per task, frames and steals per task; with every
+// worker idle (heartbeats and pings only), the coordinator's CPU share over --idle-seconds
+// (at the largest count). For each size at --size-workers workers, the tasks are queued
+// while the workers are paused (heap per queued task, gc'd), then run: µs per task and
+// coordinator CPU per task. --runs N gives the median of N runs on the same grid.
+// --profile DIR writes the coordinator's CPU profile of the largest count's run there.
 import { fork } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Client, startCoordinator } from 'tabgrid'
+import { Client } from 'tabgrid'
 
-const argv = process.argv.slice(2)
-const opt = (name, dflt) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : dflt }
-const COUNTS = opt('workers', '10,100,1000,5000').split(',').map(Number)
-const TASKS = Number(opt('tasks', 50_000))
-const IDLE_S = Number(opt('idle-seconds', 10))
 const PER_PROCESS = 1250
 const WORKER = fileURLToPath(new URL('./sim-worker.js', import.meta.url))
+const COORDINATOR = fileURLToPath(new URL('./sim-coordinator.js', import.meta.url))
+const sleep = ms => new Promise(r => setTimeout(r, ms))
+const median = xs => { const s = [...xs].sort((a, b) => a - b); return s[(s.length - 1) >> 1] }
 
-const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 }
-
-async function run(nworkers) {
-  const coord = await startCoordinator({ port: 0 })
+/** A coordinator process and simulated workers in processes of PER_PROCESS sockets each. */
+export async function startSimGrid(nworkers, { env = {} } = {}) {
+  const coord = fork(COORDINATOR, [], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const ready = await new Promise((resolve, reject) => {
+    coord.once('message', resolve)
+    coord.once('exit', code => reject(new Error(`the coordinator process exited (${code})`)))
+  })
+  let next = 1
+  const waiting = new Map()
+  coord.on('message', m => {
+    const w = waiting.get(m.id)
+    if (!w) return
+    waiting.delete(m.id)
+    if (m.error) w.reject(new Error(m.error))
+    else w.resolve(m.value)
+  })
+  const rpc = (op, extra = {}) => new Promise((resolve, reject) => {
+    const id = next++
+    waiting.set(id, { resolve, reject })
+    coord.send({ id, op, ...extra })
+  })
   const procs = []
   for (let left = nworkers; left > 0; left -= PER_PROCESS) {
-    const n = Math.min(PER_PROCESS, left)
-    const p = fork(WORKER, [coord.url, String(n), '1'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
-    procs.push(p)
+    procs.push(fork(WORKER, [ready.url, String(Math.min(PER_PROCESS, left)), '1'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, ...env } }))
   }
   const t0 = Date.now()
-  while (coord.coordinator.scheduler.workers().length < nworkers) {
-    if (Date.now() - t0 > 120_000) throw new Error(`only ${coord.coordinator.scheduler.workers().length} of ${nworkers} simulated workers joined`)
-    await new Promise(r => setTimeout(r, 50))
+  for (;;) {
+    const n = await rpc('workers')
+    if (n >= nworkers) break
+    if (Date.now() - t0 > 180_000) throw new Error(`only ${n} of ${nworkers} simulated workers joined`)
+    await sleep(200)
   }
-  // idle: heartbeats and pings only
-  await new Promise(r => setTimeout(r, 1000))
-  const idle0 = cpuMs(); const w0 = performance.now()
-  await new Promise(r => setTimeout(r, IDLE_S * 1000))
-  const idleShare = (cpuMs() - idle0) / (performance.now() - w0)
-  // the client in this process too: its CPU is counted (reported as coordinator + client)
-  const client = await Client.connect(coord.url, { token: coord.clientToken })
-  const c = client.with({ pure: false })
-  await client.gather(c.map(x => x, Array.from({ length: 2000 }, (_, i) => i)))
-  const cpu0 = cpuMs(); const t1 = performance.now()
-  const out = await client.gather(c.map(x => x, Array.from({ length: TASKS }, (_, i) => i)))
-  const ms = performance.now() - t1
-  const cpu = cpuMs() - cpu0
-  if (out.length !== TASKS) throw new Error('lost results')
-  await client.close()
-  for (const p of procs) p.send('exit')
-  await coord.close()
-  return { nworkers, rate: TASKS / (ms / 1000), usPerTask: (ms * 1000) / TASKS, cpuUsPerTask: (cpu * 1000) / TASKS, idleShare }
+  const stats = async () => {
+    const all = await Promise.all(procs.map(p => new Promise(resolve => {
+      const on = m => { if (m?.stats) { p.off('message', on); resolve(m.stats) } }
+      p.on('message', on)
+      p.send('stats')
+    })))
+    const sum = {}
+    for (const s of all) for (const [k, v] of Object.entries(s)) sum[k] = (sum[k] ?? 0) + v
+    return sum
+  }
+  const tell = m => { for (const p of procs) p.send(m) }
+  const client = await Client.connect(ready.url, { token: ready.token })
+  return {
+    url: ready.url, client, rpc, stats, tell,
+    close: async () => {
+      await client.close()
+      tell('exit')
+      await rpc('exit').catch(() => {})
+      await new Promise(r => { if (coord.exitCode !== null) r(); else coord.once('exit', r) })
+    },
+  }
 }
 
-const rows = []
-for (const n of COUNTS) {
-  const r = await run(n)
-  rows.push(r)
-  console.log(`${String(n).padStart(5)} workers: ${r.rate.toFixed(0).padStart(6)} tasks/s (${r.usPerTask.toFixed(1)} µs/task), coordinator+client CPU ${r.cpuUsPerTask.toFixed(1)} µs/task, idle ${(100 * r.idleShare).toFixed(1)}% of a core`)
+/** n no-op tasks, map + gather, on a grid already warmed up: wall time, coordinator CPU, frames. */
+async function noopRun(grid, n) {
+  const c = grid.client.with({ pure: false })
+  const s0 = await grid.stats()
+  const cpu0 = await grid.rpc('cpu')
+  const t0 = performance.now()
+  const out = await grid.client.gather(c.map(x => x, Array.from({ length: n }, (_, i) => i)))
+  const ms = performance.now() - t0
+  const cpu = (await grid.rpc('cpu')) - cpu0
+  const s1 = await grid.stats()
+  if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
+  const per = k => (s1[k] - s0[k]) / n
+  return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches') }
 }
-const base = rows[0]
-for (const r of rows.slice(1)) console.log(`  ${r.nworkers} workers run at ${(100 * r.rate / base.rate).toFixed(0)}% of the ${base.nworkers}-worker rate`)
-process.exit(0)
+
+function medianRow(runs) {
+  const row = {}
+  for (const k of Object.keys(runs[0])) row[k] = median(runs.map(r => r[k]))
+  return row
+}
+
+export async function workersRows({ counts, tasks, idleSeconds, runs, profile, log = console.log }) {
+  const rows = []
+  for (const n of counts) {
+    const grid = await startSimGrid(n)
+    try {
+      await grid.client.gather(grid.client.with({ pure: false }).map(x => x, Array.from({ length: 2000 }, (_, i) => i)))
+      const last = n === counts[counts.length - 1]
+      let idle = null
+      if (last && idleSeconds > 0) {
+        await sleep(2000)
+        const cpu0 = await grid.rpc('cpu'); const w0 = performance.now()
+        await sleep(idleSeconds * 1000)
+        idle = ((await grid.rpc('cpu')) - cpu0) / 1000 / (performance.now() - w0)
+      }
+      const results = []
+      for (let r = 0; r < runs; r++) {
+        const prof = profile && last && r === runs - 1
+        if (prof) await grid.rpc('profile-start')
+        results.push(await noopRun(grid, tasks))
+        if (prof) {
+          mkdirSync(profile, { recursive: true })
+          log(`  profile: ${await grid.rpc('profile-stop', { path: join(profile, `coordinator-${n}-workers.cpuprofile`) })}`)
+        }
+      }
+      const row = { workers: n, ...medianRow(results), idle }
+      rows.push(row)
+      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task, ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
+    } finally {
+      await grid.close()
+    }
+  }
+  return rows
+}
+
+/** Submits n tasks in maps of 50,000 (the client yields between them), then gathers. */
+async function queueAndRun(grid, n) {
+  const c = grid.client.with({ pure: false })
+  grid.tell('pause')
+  await sleep(300)
+  const heap0 = await grid.rpc('heap')
+  const futures = []
+  for (let i = 0; i < n; i += 50_000) {
+    futures.push(...c.map(x => x, Array.from({ length: Math.min(50_000, n - i) }, (_, j) => i + j)))
+    await new Promise(r => setImmediate(r))
+  }
+  const t0 = performance.now()
+  for (;;) {
+    const q = (await grid.rpc('counts')).queued
+    if (q >= n) break
+    if (performance.now() - t0 > 300_000) throw new Error(`only ${q} of ${n} tasks queued after 5 minutes`)
+    await sleep(100)
+  }
+  const heapPerTask = ((await grid.rpc('heap')) - heap0) / n
+  const cpu0 = await grid.rpc('cpu')
+  const t1 = performance.now()
+  grid.tell('resume')
+  const parts = []
+  for (let i = 0; i < futures.length; i += 50_000) parts.push(grid.client.gather(futures.slice(i, i + 50_000)))
+  const out = (await Promise.all(parts)).flat()
+  const ms = performance.now() - t1
+  const cpu = (await grid.rpc('cpu')) - cpu0
+  if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
+  for (const f of futures) f.release()
+  return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, heapPerTask }
+}
+
+export async function sizeRows({ sizes, workers, runs, log = console.log }) {
+  const rows = []
+  if (sizes.length === 0) return rows
+  const grid = await startSimGrid(workers)
+  try {
+    await grid.client.gather(grid.client.with({ pure: false }).map(x => x, Array.from({ length: 2000 }, (_, i) => i)))
+    for (const n of sizes) {
+      const results = []
+      for (let r = 0; r < (n >= 1_000_000 ? 1 : runs); r++) results.push(await queueAndRun(grid, n))
+      const row = { tasks: n, ...medianRow(results) }
+      rows.push(row)
+      log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task, ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
+    }
+  } finally {
+    await grid.close()
+  }
+  return rows
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const argv = process.argv.slice(2)
+  const opt = (name, dflt) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : dflt }
+  const list = s => (s === '' || s === 'none' ? [] : s.split(',').map(Number))
+  const runs = Number(opt('runs', 1))
+  const rows = {}
+  rows.workers = await workersRows({ counts: list(opt('workers', '10,100,1000,5000')), tasks: Number(opt('tasks', 50_000)), idleSeconds: Number(opt('idle-seconds', 30)), runs, profile: opt('profile', null) })
+  rows.sizes = await sizeRows({ sizes: list(opt('sizes', '1000,10000,100000,1000000')), workers: Number(opt('size-workers', 100)), runs })
+  if (argv.includes('--json')) console.log(JSON.stringify(rows))
+  process.exit(0)
+}

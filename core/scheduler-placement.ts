@@ -86,6 +86,11 @@ export function run(sched: Scheduler, t: TaskState, w: WorkerState): void {
   else t.attempts.push(a)
   t.redundant?.tried.push(w.volunteer)
   w.attempts.add(a)
+  if (w.attempts.size === 1) {
+    // its lease runs from now at the earliest (an idle worker may have been quiet a while)
+    w.busySince = sched.now
+    if (w.heapIndex < 0) { w.leaseAt = sched.now + sched.opts.leaseMs; sched.leases.push(w) }
+  }
   w.order.push(a)
   if (t.waitingOn > 0) { a.ahead = true; w.ahead++ }
   sched.touch(w)

@@ -149,6 +149,14 @@ export class WorkerState {
   accepting = true
   /** when it last spoke (scheduler clock) */
   lastSeen = 0
+  /** when its task attempts last went from none to some: its lease runs from then at the earliest */
+  busySince = 0
+  /** the lease deadline it is filed under in the scheduler's lease queue (rechecked when reached) */
+  leaseAt = 0
+  /** index in the lease queue, −1 if not there */
+  heapIndex = -1
+  /** the capacity it is filed in the free list with (recomputed on every touch, so the average's drift costs no pass over all workers) */
+  cap = 0
   /** live attempts sent ahead (waiting on inputs running here): they hold capacity but no slot */
   ahead = 0
   inIdle = false
@@ -249,7 +257,7 @@ export function wanterList(t: TaskState): string[] {
 
 /** Weight of the newest report in the moving average of task run time. */
 export const EMA_WEIGHT = 0.2
-/** Capacities are recomputed (an O(workers) pass) only when the average drifts by this factor. */
+/** The average capacities are computed with moves only when the average drifts by this factor; each worker picks it up at its next touch. */
 export const CAPACITY_HYSTERESIS = 1.25
 /** Lower bound for the average run time, so a 0 ms report cannot divide by zero. */
 export const MIN_AVG_MS = 1e-3
@@ -265,6 +273,7 @@ export interface ResolvedOptions {
   storyLength: number
   bandwidth: number
   pipelineMs: number
+  stealLatencyMs: number
   maxAhead: number
   allowedFailures: number
   leaseMs: number

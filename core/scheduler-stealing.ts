@@ -13,36 +13,62 @@ import { record } from './scheduler-story.js'
 /**
  * When nothing waits in the main queue, workers with a free slot ask busy workers for
  * tasks those have most likely not started (the ones beyond their slots, newest first).
+ *
+ * In proportion to the imbalance, once per turn: a victim gives at most half of what it
+ * holds beyond its slots in one round (the thieves and it meet halfway; the next round,
+ * after the answers, evens out the rest), and only tasks that would wait on it longer
+ * than a steal takes (`stealLatencyMs`: its place beyond the slots × the average run time
+ * ÷ slots) — tasks that finish before a steal could land are left alone. The round looks
+ * at no more than STEAL_SCAN workers and attempts, however many are idle.
  */
 export function stealWork(sched: Scheduler): void {
   if (sched.mainQ.size > 0 || sched.idle.size === 0 || sched.saturated.size === 0) return
+  const latency = sched.opts.stealLatencyMs
+  const avg = sched.avgMs
   let budget = STEAL_SCAN
-  for (const thief of sched.idle) {
-    let want = thief.slots - thief.attempts.size - thief.incoming
-    for (const victim of sched.saturated) {
-      if (want <= 0 || budget <= 0) break
-      if (victim === thief) continue
-      let excess = victim.attempts.size - victim.ahead - victim.slots
-      const order = victim.order
-      for (let i = order.length - 1; i >= 0 && excess > 0 && want > 0 && budget > 0; i--) {
-        const a = order[i] as Attempt
-        budget--
-        if (!a.live) continue
-        excess--
-        if (a.thief !== null || a.denied || !canSteal(sched, a, victim, thief)) continue
-        a.thief = thief
-        a.stealAt = sched.now
-        thief.incoming++
-        victim.stealing++
-        want--
-        record(sched, a.task, 'processing', 'processing', victim.id, `steal-request for ${thief.id}`, a.id)
-        sched.out.push({ type: 'steal-request', worker: victim.id, key: a.task.key, attempt: a.id })
-      }
-      sched.touch(victim)
+  const thieves = sched.idle.values()
+  let thief: WorkerState | null = null
+  let want = 0
+  /** The next thief with room (the last one re-filed), or null when none is left or the round's budget is spent. */
+  const nextThief = (): WorkerState | null => {
+    if (thief !== null) sched.touch(thief)
+    for (;;) {
+      if (budget-- <= 0) return null
+      const n = thieves.next()
+      if (n.done === true) return null
+      want = n.value.slots - n.value.attempts.size - n.value.incoming
+      if (want > 0) return n.value
     }
-    sched.touch(thief)
-    if (budget <= 0) break
   }
+  thief = nextThief()
+  for (const victim of sched.saturated) {
+    if (thief === null || budget-- <= 0) break
+    let excess = victim.attempts.size - victim.ahead - victim.slots
+    // the newest waits longest: if even it starts before a steal could land, none is worth it
+    if ((excess * avg) / victim.slots < latency) continue
+    let give = Math.ceil(excess / 2)
+    const order = victim.order
+    for (let i = order.length - 1; i >= 0 && excess > 0 && give > 0 && thief !== null && budget > 0; i--) {
+      const a = order[i] as Attempt
+      budget--
+      if (!a.live) continue
+      const wait = (excess * avg) / victim.slots
+      excess--
+      if (wait < latency) break
+      if (a.thief !== null || a.denied || thief === victim || !canSteal(sched, a, victim, thief)) continue
+      a.thief = thief
+      a.stealAt = sched.now
+      thief.incoming++
+      victim.stealing++
+      want--
+      give--
+      record(sched, a.task, 'processing', 'processing', victim.id, `steal-request for ${thief.id}`, a.id)
+      sched.out.push({ type: 'steal-request', worker: victim.id, key: a.task.key, attempt: a.id })
+      if (want <= 0) thief = nextThief()
+    }
+    sched.touch(victim)
+  }
+  if (thief !== null) sched.touch(thief)
 }
 
 

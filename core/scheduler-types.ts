@@ -162,6 +162,12 @@ export interface SchedulerOptions {
   bandwidth?: number
   /** Work (in ms of expected run time) kept queued on a worker beyond its slots. Default 5. */
   pipelineMs?: number
+  /**
+   * ms a steal costs (the request to the victim, its answer, the assign to the thief): a
+   * task is stolen only if it would wait longer than this on its victim (its place beyond
+   * the victim's slots × the average run time ÷ slots). Default: `pipelineMs`.
+   */
+  stealLatencyMs?: number
   /** Upper bound of tasks ahead per worker beyond its slots. Default 1000. */
   maxAhead?: number
   /** Times a task may be running on a worker that dies/crashes before it is failed ('killed-worker'). Default 3. */

@@ -159,13 +159,17 @@ export function validate(sched: Scheduler): void {
     if ((w.status === 'running' && !w.accepting) || (w.status === 'paused' && w.accepting)) fail(`${w.status} but accepting is ${w.accepting}`)
     if (w.status === 'lapsed' && w.attempts.size > 0) fail('lapsed with attempts')
     if (isLeaving(w) !== sched.retiringWorkers.has(w)) fail('retiring set stale')
-    if ((w.freeIndex >= 0) !== (isOpen && w.attempts.size < sched.capacity(w)) || (w.freeIndex >= 0 && sched.free[w.freeIndex] !== w)) fail('free list stale')
+    // filed with the capacity of its last touch (a drifting average reaches each worker at its next one)
+    if ((w.freeIndex >= 0) !== (isOpen && w.attempts.size < w.cap) || (w.freeIndex >= 0 && sched.free[w.freeIndex] !== w)) fail('free list stale')
+    if (w.attempts.size > 0 && w.status !== 'lapsed' && (!sched.leases.has(w) || w.leaseAt > Math.max(w.lastSeen, w.busySince) + sched.opts.leaseMs)) fail('lease not filed, or filed past its deadline')
     if (sched.idle.has(w) !== (isOpen && w.attempts.size - w.ahead + w.incoming < w.slots)) fail('idle set stale')
     if (sched.saturated.has(w) !== (w.attempts.size - w.ahead - w.stealing > w.slots)) fail('saturated set stale')
   }
   if (thieves !== incomingTotal) throw new Error(`scheduler: invariant broken: ${thieves} pending steals but ${incomingTotal} expected by thieves`)
   if (open !== sched.openWorkers) throw new Error(`scheduler: invariant broken: ${sched.openWorkers} open workers counted, ${open} real`)
   for (const w of sched.free) if (w.status === 'gone') throw new Error(`scheduler: invariant broken: dead worker ${w.id} in the free list`)
+  sched.leases.check()
+  for (const w of sched.leases.values()) if (w.status === 'gone') throw new Error(`scheduler: invariant broken: dead worker ${w.id} in the lease queue`)
   for (const [t, ms] of sched.moves) {
     for (const m of ms) check(t, t.status === 'memory' && m.from.status !== 'gone' && m.to.status !== 'gone' && (t.holders?.includes(m.from) ?? false), `move ${m.from.id} → ${m.to.id} stale`)
   }

@@ -286,6 +286,20 @@ describe('pipelining', () => {
     for (const w of s.workers()) expect(w.processing).toBeLessThanOrEqual(4)
   })
 
+  it('a drifting average re-files each worker at its next touch, not all at once', () => {
+    const s = new Scheduler({ validate: true }) // pipelineMs 5, avg 1 ms: capacity 1 + 5 for one slot
+    addW(s, 'w1', 1)
+    addW(s, 'w2', 1)
+    const first = assigned(submit(s, 'c', ...Array.from({ length: 20 }, (_, i) => spec(`t${i}`))))
+    expect(first.filter(([w]) => w === 'w1').map(([, k]) => k)).toEqual(['t0', 't2', 't4', 't6', 't8', 't10'])
+    expect(first.filter(([w]) => w === 'w2').map(([, k]) => k)).toEqual(['t1', 't3', 't5', 't7', 't9', 't11'])
+    expect(assigned(fin(s, 'w2', 't1', 2, { ms: 0 }))).toEqual([['w2', 't12', 13]])
+    // the average (0.64 ms) leaves its band: w2, touched, may hold 1 + ⌈5 ÷ 0.64⌉ = 9; w1 still 6
+    expect(assigned(fin(s, 'w2', 't3', 4, { ms: 0 }))).toEqual([['w2', 't13', 14], ['w2', 't14', 15], ['w2', 't15', 16], ['w2', 't16', 17]])
+    // w1 is re-filed when it reports
+    expect(assigned(fin(s, 'w1', 't0', 1, { ms: 0 }))).toEqual([['w1', 't17', 18], ['w1', 't18', 19], ['w1', 't19', 20]])
+  })
+
   it('respects maxAhead', () => {
     const s = new Scheduler({ validate: true, maxAhead: 3 })
     addW(s, 'w1', 2)
@@ -350,7 +364,8 @@ describe('restrictions', () => {
 
 describe('work stealing', () => {
   it('an idle worker steals not-yet-started tasks; stale result from the victim is dropped', () => {
-    const s = new Scheduler({ validate: true }) // capacity 6 for one slot
+    // capacity 6 for one slot; a steal is assumed to cost nothing, so any task waiting on w1 is worth stealing
+    const s = new Scheduler({ validate: true, stealLatencyMs: 0 })
     addW(s, 'w1', 1)
     expect(assigned(submit(s, 'c', ...[1, 2, 3, 4, 5, 6, 7].map(i => spec(`t${i}`))))).toHaveLength(6)
     // The newcomer takes the queued t7 first; nothing to steal while the queue has work.
@@ -367,6 +382,30 @@ describe('work stealing', () => {
     expect(s.handle({ type: 'client-added', client: 'x' })).toEqual([])
     expect(s.story('t5').at(-1)).toMatchObject({ note: 'attempt 5: steal refused' })
     expect(fin(s, 'w1', 't5', 5)).toEqual([memoryState('t5', ['c'])])
+  })
+
+  it('steals only what would wait on its victim longer than a steal takes (stealLatencyMs)', () => {
+    const s = sched({ stealLatencyMs: 2 }) // capacity 2 × slots
+    addW(s, 'w1', 4)
+    expect(assigned(submit(s, 'c', ...[1, 2, 3, 4, 5, 6, 7, 8].map(i => spec(`t${i}`))))).toHaveLength(8)
+    // the newest of w1's 4 waiting tasks starts in 4 × 1 ms ÷ 4 slots = 1 ms: not worth a steal
+    expect(addW(s, 'w2', 1)).toEqual([])
+    // tasks turn out to take 20 ms: the average is 4.8 ms, t8 would wait 3 × 4.8 ÷ 4 = 3.6 ms
+    expect(fin(s, 'w1', 't1', 1, { ms: 20 })).toEqual([memoryState('t1', ['c']), { type: 'steal-request', worker: 'w1', key: 't8', attempt: 8 }])
+  })
+
+  it('a victim gives at most half of its excess per round, however many thieves are idle', () => {
+    const s = sched()
+    addW(s, 'w1', 8)
+    expect(assigned(submit(s, 'c', ...Array.from({ length: 16 }, (_, i) => spec(`t${i + 1}`))))).toHaveLength(16)
+    // eight idle workers join in one turn: w1 holds 8 beyond its slots and gives 4 of them
+    const join = Array.from({ length: 8 }, (_, i): SchedulerEvent => ({ type: 'worker-added', worker: `x${i}`, name: `x${i}`, kind: 'node', slots: 1 }))
+    expect(s.handleMany(join)).toEqual([16, 15, 14, 13].map(i => ({ type: 'steal-request', worker: 'w1', key: `t${i}`, attempt: i })))
+    // they are given up and run in queue order on the thieves; w1 gives half of the 4 it still has beyond its slots
+    const given = [16, 15, 14, 13].map((i): SchedulerEvent => ({ type: 'steal-response', worker: 'w1', key: `t${i}`, attempt: i, ok: true }))
+    const next = s.handleMany(given)
+    expect(assigned(next)).toEqual([['x0', 't13', 17], ['x1', 't14', 18], ['x2', 't15', 19], ['x3', 't16', 20]])
+    expect(ofType(next, 'steal-request')).toEqual([12, 11].map(i => ({ type: 'steal-request', worker: 'w1', key: `t${i}`, attempt: i })))
   })
 
   it('does not steal tasks restricted to the victim or with big data there', () => {
@@ -716,6 +755,22 @@ describe('faults', () => {
     // a worker with no tasks never lapses
     s.handle({ type: 'worker-added', worker: 'w3', name: 'w3', kind: 'node', slots: 1, now: 1100 })
     expect(ofType(s.handle({ type: 'tick', now: 50_000 }), 'worker-lapsed').map(c => c.worker)).toEqual(['w1', 'w2'])
+  })
+
+  it('a lease runs from when the worker was given its tasks: an idle worker that was quiet a while does not lapse at once', () => {
+    const s = sched({ leaseMs: 1000 })
+    s.handle({ type: 'worker-added', worker: 'w1', name: 'w1', kind: 'node', slots: 1, now: 0 })
+    // quiet for 5 s with nothing to do, then given x
+    expect(assigned(s.handle({ type: 'submit', client: 'c', tasks: [spec('x')], now: 5000 }))).toEqual([['w1', 'x', 1]])
+    expect(s.handle({ type: 'tick', now: 5500 })).toEqual([])
+    // any frame moves the deadline; the tick at the old one finds it moved and files it again
+    s.handle({ type: 'worker-seen', worker: 'w1', now: 5900 })
+    expect(s.handle({ type: 'tick', now: 6000 })).toEqual([])
+    expect(s.handle({ type: 'tick', now: 6899 })).toEqual([])
+    expect(s.handle({ type: 'tick', now: 6900 })).toEqual([
+      { type: 'worker-lapsed', worker: 'w1', tasks: 1, quietMs: 1000 },
+      { type: 'cancel-task', worker: 'w1', key: 'x', attempt: 1 },
+    ])
   })
 
   it('lapsing three times with the same task in hand fails it with killed-worker (for a worker that returned results before)', () => {

@@ -54,6 +54,7 @@ function resolveOptions(o: SchedulerOptions): ResolvedOptions {
     storyLength: positive('storyLength', o.storyLength, 32, true, 0),
     bandwidth: positive('bandwidth', o.bandwidth, 100_000, false, Number.MIN_VALUE),
     pipelineMs: positive('pipelineMs', o.pipelineMs, 5, false, 0),
+    stealLatencyMs: positive('stealLatencyMs', o.stealLatencyMs, positive('pipelineMs', o.pipelineMs, 5, false, 0), false, 0),
     maxAhead: positive('maxAhead', o.maxAhead, 1000, true, 0),
     allowedFailures: positive('allowedFailures', o.allowedFailures, 3, true, 1),
     leaseMs: positive('leaseMs', o.leaseMs, 15_000, false, 1),
@@ -94,6 +95,8 @@ export class Scheduler {
   readonly scatterQ = new Set<TaskState>()
   /** open workers below capacity */
   readonly free: WorkerState[] = []
+  /** workers with task attempts, by the deadline their lease was last checked against (the earliest first) */
+  readonly leases = new TaskQueue<WorkerState>((a, b) => a.leaseAt < b.leaseAt || (a.leaseAt === b.leaseAt && a.seq < b.seq))
   /** open workers with a free slot (thieves) */
   readonly idle = new Set<WorkerState>()
   /** workers with more unstolen tasks than slots (victims) */
@@ -581,6 +584,7 @@ export class Scheduler {
     this.retiringWorkers.delete(w)
     this.aheadLater.delete(w)
     this.frees.delete(w)
+    if (this.leases.has(w)) this.leases.remove(w)
     this.touch(w)
     // a worker that never returned a result proves nothing about a task by vanishing with it
     const counts = reason !== 'left' && reason !== 'quarantined' && w.done > 0
@@ -773,28 +777,45 @@ export class Scheduler {
     replicateAll(this)
   }
 
-  /** Leases: a worker silent for leaseMs with tasks in hand loses them and gets none until it speaks. */
+  /**
+   * Leases: a worker silent for leaseMs with tasks in hand (since it was given them, at the
+   * earliest) loses them and gets none until it speaks. Only workers whose filed deadline
+   * has come are looked at (a frame just moves lastSeen; the deadline is rechecked when
+   * reached), so a tick costs O(deadlines due), not O(workers).
+   */
   onTick(): void {
     const lease = this.opts.leaseMs
-    for (const w of this.byId.values()) {
-      if (w.status === 'lapsed' || w.attempts.size === 0 || this.now - w.lastSeen < lease) continue
-      // a leaving worker loses its tasks the same way, and stays leaving (it gets nothing new anyway)
-      if (w.status === 'running' || w.status === 'paused') this.setWorkerStatus(w, 'lapsed')
-      this.out.push({ type: 'worker-lapsed', worker: w.id, tasks: w.attempts.size, quietMs: this.now - w.lastSeen })
-      for (const a of [...w.order]) {
-        if (!a.live) continue
-        const t = a.task
-        const ahead = a.ahead
-        this.out.push({ type: 'cancel-task', worker: w.id, key: t.key, attempt: a.id })
-        this.endAttempt(a)
-        record(this, t, 'processing', 'processing', w.id, 'lease expired', a.id)
-        // a task sent ahead never started, and a worker that never returned a result proves
-        // nothing by stalling on it: neither counts against the task
-        this.attemptFailed(t, !ahead && w.done > 0, w)
-      }
-      this.setWindow(w, narrow(w.window))
+    let due: WorkerState[] | null = null
+    for (let w = this.leases.peek(); w !== undefined && w.leaseAt <= this.now; w = this.leases.peek()) {
+      this.leases.pop()
+      if (w.status === 'gone' || w.status === 'lapsed' || w.attempts.size === 0) continue
+      const at = Math.max(w.lastSeen, w.busySince) + lease
+      if (at > this.now) {
+        w.leaseAt = at
+        this.leases.push(w)
+      } else (due ??= []).push(w)
     }
+    if (due !== null) for (const w of due.sort((a, b) => a.seq - b.seq)) this.lapse(w)
     checkTrust(this)
+  }
+
+  lapse(w: WorkerState): void {
+    // a leaving worker loses its tasks the same way, and stays leaving (it gets nothing new anyway)
+    if (w.status === 'running' || w.status === 'paused') this.setWorkerStatus(w, 'lapsed')
+    const quiet = this.now - Math.max(w.lastSeen, w.busySince)
+    this.out.push({ type: 'worker-lapsed', worker: w.id, tasks: w.attempts.size, quietMs: quiet })
+    for (const a of [...w.order]) {
+      if (!a.live) continue
+      const t = a.task
+      const ahead = a.ahead
+      this.out.push({ type: 'cancel-task', worker: w.id, key: t.key, attempt: a.id })
+      this.endAttempt(a)
+      record(this, t, 'processing', 'processing', w.id, 'lease expired', a.id)
+      // a task sent ahead never started, and a worker that never returned a result proves
+      // nothing by stalling on it: neither counts against the task
+      this.attemptFailed(t, !ahead && w.done > 0, w)
+    }
+    this.setWindow(w, narrow(w.window))
   }
 
   /** A worker's window changed (core/trust.ts): it counts on min(claimed, window) slots. */
@@ -1512,7 +1533,8 @@ export class Scheduler {
     const open = w.status === 'running'
     const n = w.attempts.size
     const free = this.free
-    if (open && n < this.capacity(w)) {
+    w.cap = this.capacity(w)
+    if (open && n < w.cap) {
       if (w.freeIndex < 0) {
         w.freeIndex = free.length
         free.push(w)
@@ -1542,10 +1564,9 @@ export class Scheduler {
   updateAvg(ms: number): void {
     if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) return
     this.avgMs = Math.max(MIN_AVG_MS, this.avgMs + EMA_WEIGHT * (ms - this.avgMs))
-    if (this.avgMs * CAPACITY_HYSTERESIS < this.capMs || this.avgMs > this.capMs * CAPACITY_HYSTERESIS) {
-      this.capMs = this.avgMs
-      for (const w of this.byId.values()) this.touch(w)
-    }
+    // no pass over the workers: each is re-filed with the new capacity at its next touch
+    // (every assignment and result touches its worker), so this is O(1) per report
+    if (this.avgMs * CAPACITY_HYSTERESIS < this.capMs || this.avgMs > this.capMs * CAPACITY_HYSTERESIS) this.capMs = this.avgMs
   }
 
   // ───────────────────────────── placement ─────────────────────────────

@@ -25,6 +25,8 @@ import { withDefaults } from '../shared/defaults.js'
 import { moduleSyntaxError } from '../shared/modules.js'
 import { decodeValue } from '../shared/codec.js'
 import { Datasets } from './datasets.js'
+import type { Journal, JournalSnapshot } from './journal.js'
+import { FIRE_AND_FORGET, type RestoredTask } from './scheduler-types.js'
 
 /** One connected peer, whatever carries it. `send` gets a batch of messages of one frame. */
 export interface Connection {
@@ -124,6 +126,15 @@ export interface CoordinatorOptions {
    * timeouts. The checks of what a worker claims stay. Default false.
    */
   trustWorkers?: boolean
+  /**
+   * Where the coordinator records what it must not forget across a crash (client sessions,
+   * wanted tasks and their functions, which worker holds which result, with its digest).
+   * What it holds is replayed before anyone connects; the Node edge opens one in SQLite
+   * (server/journal.ts). Default: none (a restart forgets everything).
+   */
+  journal?: Journal | undefined
+  /** ms clients and workers restored from a journal have to come back before they are gone. Default 30 s */
+  restartGraceMs?: number
   /** check scheduler invariants after every event (tests) */
   validate?: boolean
   /** where the coordinator says what happens; `level` is 'info' when left out */
@@ -232,7 +243,18 @@ export class Coordinator {
   /** volunteers that may not join until then */
   private readonly quarantined = new Map<string, number>()
   private readonly limits: ClientLimits
-  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines' | 'clientLimits' | 'spotCheck'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines'>
+  private readonly opts: Required<Omit<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines' | 'clientLimits' | 'spotCheck' | 'journal'>> & Pick<CoordinatorOptions, 'clientToken' | 'workerToken' | 'deadlines'>
+  private readonly journal: Journal | undefined
+  /** keys whose journal record may have changed this turn (written when the turn's microtasks run) */
+  private readonly dirty = new Set<string>()
+  /** digests reported with results this turn: key → [worker, digest] */
+  private readonly reportedDigests = new Map<string, [string, string]>()
+  /** SHA-256 of resume secrets of peers restored from the journal (their secrets were never written) → peer id */
+  private readonly restoredSecrets = new Map<string, string>()
+  /** workers restored from the journal that have not come back yet */
+  private readonly restoredWorkers = new Set<string>()
+  /** digests the journal holds for results on restored workers, checked when they re-announce them */
+  private readonly restoredDigests = new Map<string, string>()
   /** counters for /metrics and the dashboard */
   readonly metrics = {
     badMessages: 0, tasksSubmitted: 0, tasksFinished: 0, tasksErred: 0, bytesRelayed: 0, schedulerMs: 0, events: 0,
@@ -273,6 +295,7 @@ export class Coordinator {
         log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
         digester, tokenEquals: portableTokenEquals(digester),
         outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000,
+        restartGraceMs: 30_000,
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
     }
@@ -289,6 +312,145 @@ export class Coordinator {
     // leases and deadlines are the scheduler's: it only needs to be told the time now and then
     this.tickTimer = setInterval(() => this.checkTime(), Math.max(50, Math.min(1_000, this.opts.leaseMs / 4, this.opts.stallMs / 4, this.opts.fetchTimeoutMs / 4)))
     ;(this.tickTimer as { unref?: () => void }).unref?.()
+    this.journal = options.journal
+    if (this.journal) this.restore(this.journal.load())
+  }
+
+  // ------------------------------------------------------------ journal
+
+  private hashSecret(secret: string): string {
+    return this.hashOf(encoder.encode(secret))
+  }
+
+  /** Records a peer's session (with the hash of its current secret, never the secret). */
+  private journalPeer(p: Peer): void {
+    const j = this.journal
+    if (!j || !p.secret) return
+    if (p.role === 'client') j.putClient({ id: p.id, name: p.name, secretHash: this.hashSecret(p.secret), ns: (p as ClientPeer).ns })
+    else if (p.role === 'worker') {
+      const w = p as WorkerPeer
+      j.putWorker({ id: w.id, name: w.name, kind: w.kind, slots: w.slots, volunteer: w.volunteer, secretHash: this.hashSecret(w.secret) })
+    }
+  }
+
+  /** The key's record may have changed: it is written once this turn's work is done. */
+  private markDirty(key: string): void {
+    if (!this.journal) return
+    if (this.dirty.size === 0) queueMicrotask(this.flushJournal)
+    this.dirty.add(key)
+  }
+
+  private readonly flushJournal = (): void => {
+    const j = this.journal
+    if (!j || this.closed) { this.dirty.clear(); return }
+    for (const key of this.dirty) {
+      const st = this.scheduler.snapshot(key)
+      if (st === undefined) { j.removeTask(key); continue }
+      const state = st.status === 'memory' ? 'memory' : st.status === 'erred' ? 'erred' : 'pending'
+      const r = this.reportedDigests.get(key)
+      const digest = r !== undefined && state === 'memory' && st.holders.includes(r[0]) ? r[1] : null
+      j.updateTask(key, { state, wanters: st.wanters, holders: st.holders, nbytes: st.nbytes, digest, error: st.error })
+    }
+    this.dirty.clear()
+    this.reportedDigests.clear()
+  }
+
+  /**
+   * Replays a journal before anyone connects: clients and workers come back as if in their
+   * grace period (they resume with their secrets, or are gone after `restartGraceMs`),
+   * restored workers take no tasks until they are back, and tasks come back as they were:
+   * results in memory on the workers that held them (until those re-announce them, or
+   * not), failures failed, the rest to run.
+   */
+  private restore(snap: JournalSnapshot): void {
+    const grace = this.opts.restartGraceMs
+    const events: SchedulerEvent[] = []
+    const clients = new Map<string, ClientPeer>()
+    for (const jc of snap.clients) {
+      const c: ClientPeer = {
+        conn: undefined, role: 'client', id: jc.id, name: jc.name, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
+        fns: new Map(), modules: new Map(), ns: jc.ns, sourceBytes: 0, tasks: 0, bytes: 0,
+      }
+      this.peers.set(c.id, c)
+      clients.set(c.id, c)
+      this.restoredSecrets.set(jc.secretHash, c.id)
+      c.graceTimer = setTimeout(() => this.gone(c.id, 'disconnected'), grace)
+      events.push({ type: 'client-added', client: c.id })
+    }
+    for (const [client, name, source] of snap.modules) {
+      const c = clients.get(client)
+      if (c) { c.modules.set(name, source); c.sourceBytes += source.length }
+    }
+    const workers = new Set<string>()
+    for (const jw of snap.workers) {
+      const w: WorkerPeer = {
+        conn: undefined, role: 'worker', id: jw.id, name: jw.name, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
+        kind: jw.kind, slots: jw.slots, volunteer: jw.volunteer, fns: new Map(), fnBytes: new Map(), sent: new Set(), memory: 0, spilled: 0, since: this.opts.now(), accepting: false,
+      }
+      this.peers.set(w.id, w)
+      workers.add(w.id)
+      this.restoredWorkers.add(w.id)
+      this.restoredSecrets.set(jw.secretHash, w.id)
+      w.graceTimer = setTimeout(() => this.gone(w.id, 'disconnected'), grace)
+      events.push({ type: 'worker-added', worker: w.id, name: w.name, kind: w.kind, slots: w.slots, volunteer: w.volunteer })
+      // it gets work once it is back
+      events.push({ type: 'worker-status', worker: w.id, accepting: false })
+    }
+    for (const [id, source] of snap.functions) this.functions.set(id, { source, tasks: 0, clients: 0 })
+    const datasets = new Set<string>()
+    for (const [name, key] of snap.datasets) {
+      this.datasets.publish(name, key, true)
+      datasets.add(Datasets.holder(name))
+    }
+    // owners gone before the crash still carry the counts of what they submitted
+    const owners = new Map<string, ClientPeer>(clients)
+    const ownerOf = (id: string): ClientPeer => {
+      let c = owners.get(id)
+      if (!c) {
+        c = { conn: undefined, role: 'client', id, name: id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1, fns: new Map(), modules: new Map(), ns: randomId('m'), sourceBytes: 0, tasks: 0, bytes: 0 }
+        owners.set(id, c)
+      }
+      return c
+    }
+    const restored: RestoredTask[] = []
+    for (const jt of snap.tasks) {
+      const spec = jt.spec
+      const owner = ownerOf(jt.owner)
+      const holders = jt.state === 'memory' ? jt.holders.filter(h => workers.has(h)) : []
+      const r: RestoredTask = {
+        spec, owner: owner.id, nbytes: jt.nbytes, holders,
+        wanters: jt.wanters.filter(c => clients.has(c) || datasets.has(c) || c === FIRE_AND_FORGET),
+      }
+      if (jt.state === 'erred' && jt.error) r.error = jt.error
+      if (spec.fn !== null) {
+        const f = this.functions.get(spec.fn)
+        if (f === undefined || jt.args === null) {
+          r.error ??= { code: 'lost-data', message: `${spec.key} could not be restored after the coordinator restarted: its function or arguments were not in the journal`, key: spec.key }
+        } else {
+          this.tasks.set(spec.key, { fn: spec.fn, args: jt.args, redundancy: spec.redundancy, timeout: spec.timeout, group: spec.group, owner })
+          f.tasks++
+          owner.tasks++
+          owner.bytes += jt.args.byteLength
+        }
+        if (jt.digest !== null && spec.redundancy > 1) for (const h of holders) this.claimDigest(spec.key, h, jt.digest)
+      } else {
+        if (jt.digest !== null) this.digests.set(spec.key, jt.digest)
+        if (jt.args !== null) {
+          this.scattered.set(spec.key, { data: jt.args, replicas: spec.redundancy, stored: 0, owner })
+          owner.bytes += jt.args.byteLength
+        } else if (holders.length === 0 && r.error === undefined) {
+          r.error = { code: 'lost-data', message: `the scattered value ${spec.key} was held by no worker the coordinator knew after it restarted`, key: spec.key }
+        }
+      }
+      if (holders.length && jt.digest !== null) this.restoredDigests.set(spec.key, jt.digest)
+      restored.push(r)
+    }
+    for (const [id, f] of this.functions) if (f.tasks === 0) { this.functions.delete(id); this.journal?.removeFunction(id) }
+    events.push({ type: 'restore', tasks: restored })
+    this.feed(events)
+    if (snap.tasks.length || snap.clients.length || snap.workers.length) {
+      this.opts.log(`restored from the journal: ${snap.clients.length} clients, ${snap.workers.length} workers, ${snap.tasks.length} tasks (${restored.filter(r => r.holders.length).length} results held); they have ${grace} ms to come back`)
+    }
   }
 
   private readonly tickTimer: ReturnType<typeof setInterval>
@@ -378,7 +540,15 @@ export class Coordinator {
     if (!secret) return undefined
     const id = this.secrets.get(secret)
     const p = id === undefined ? undefined : this.peers.get(id)
-    return p && p.role === role && p.graceTimer !== undefined && p.secret === secret ? p : undefined
+    if (p && p.role === role && p.graceTimer !== undefined && p.secret === secret) return p
+    // a peer restored from the journal: only its secret's hash was kept
+    if (this.restoredSecrets.size === 0 || id !== undefined) return undefined
+    const hash = this.hashSecret(secret)
+    const rid = this.restoredSecrets.get(hash)
+    const r = rid === undefined ? undefined : this.peers.get(rid)
+    if (!r || r.role !== role || r.graceTimer === undefined || r.secret !== '') return undefined
+    this.restoredSecrets.delete(hash)
+    return r
   }
 
   /** A new secret for the peer's new connection (the old one no longer resumes anything). */
@@ -386,6 +556,7 @@ export class Coordinator {
     if (p.secret) this.secrets.delete(p.secret)
     p.secret = randomSecret()
     this.secrets.set(p.secret, p.id)
+    this.journalPeer(p)
     return p.secret
   }
 
@@ -406,16 +577,33 @@ export class Coordinator {
       this.sendModules(conn)
       // what it no longer holds (a reloaded tab keeps only what it spilled); what it says
       // it holds beyond what it was given here is not believed
-      if (hello.held) {
+      const restored = this.restoredWorkers.delete(w.id)
+      if (hello.held || restored) {
         const mine = new Set(this.scheduler.heldBy(w.id))
-        const still = new Set(hello.held.map(h => h.key))
+        const still = new Set<string>()
+        const refused: string[] = []
+        for (const h of hello.held ?? []) {
+          // after a restart, a result is taken back only where the journal agrees: same worker, same key, same digest
+          if (restored && mine.has(h.key) && (h.digest === undefined || h.digest !== this.restoredDigests.get(h.key))) refused.push(h.key)
+          else still.add(h.key)
+        }
+        if (restored) for (const k of mine) this.restoredDigests.delete(k)
         const gone = [...mine].filter(k => !still.has(k))
         if (gone.length) this.handle({ type: 'data-released', worker: w.id, keys: gone })
-        const claimed = [...still].filter(k => !mine.has(k))
-        if (claimed.length) conn.send({ type: 'free', keys: claimed } satisfies ToWorkerMessage)
+        // results whose report is on its way (a live assignment here) are not claims
+        let running: Set<string> | undefined
+        const claimed = [...still].filter(k => !mine.has(k) && !(running ??= new Set(this.scheduler.assignmentsOf(w.id).map(a => a.key))).has(k))
+        if (refused.length) {
+          this.metrics.refused += refused.length
+          this.opts.log(`worker ${w.name} re-announced ${refused.length} results whose digest is not the journal's (${refused.slice(0, 3).join(', ')}): not believed`, 'warn')
+        }
+        if (claimed.length || refused.length) conn.send({ type: 'free', keys: [...claimed, ...refused] } satisfies ToWorkerMessage)
       }
+
       // assignments it may have missed: the scheduler's record is the only one
       for (const a of this.scheduler.assignmentsOf(w.id)) this.sendAssign(w, a)
+      // restored from the journal: it takes work again (its next status says otherwise if it must)
+      if (restored) this.handle({ type: 'worker-status', worker: w.id, accepting: true })
       this.retryDeferredGathers()
       return w.id
     }
@@ -491,15 +679,19 @@ export class Coordinator {
     if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
     this.peers.delete(id)
     if (p.secret) this.secrets.delete(p.secret)
+    if (this.restoredSecrets.size) for (const [h, rid] of this.restoredSecrets) if (rid === id) this.restoredSecrets.delete(h)
     this.drained(id)
     if (p.conn) p.conn.close(reason)
     if (p.role === 'worker') {
+      this.journal?.removeWorker(id)
+      if (this.restoredWorkers.delete(id)) for (const k of this.scheduler.heldBy(id)) this.restoredDigests.delete(k)
       this.opts.log(`worker ${p.name} is gone (${reason})`)
       for (const [rid, r] of this.relays) if (r.holder === id) this.relayFailed(rid, { code: 'lost-data', message: `holder of ${r.key} left`, key: r.key })
       this.handle({ type: 'worker-removed', worker: id, reason })
       this.retryDeferredGathers()
     } else if (p.role === 'client') {
       const c = p as ClientPeer
+      this.journal?.removeClient(id)
       for (const hash of [...c.fns.keys()]) this.unregister(c, hash)
       this.handle({ type: 'client-removed', client: id })
       if (c.tasks === 0) this.dropModules(c)
@@ -631,10 +823,14 @@ export class Coordinator {
           }
           const old = this.scattered.get(m.key)
           if (old) old.owner.bytes -= old.data.byteLength
-          this.scattered.set(m.key, { data: ownBytes(data), replicas: m.replicas ?? 1, stored: 0, owner: c })
+          const own = ownBytes(data)
+          this.scattered.set(m.key, { data: own, replicas: m.replicas ?? 1, stored: 0, owner: c })
           c.bytes += data.byteLength
           this.digests.set(m.key, digest)
+          const spec: TaskSpec = { key: m.key, fn: null, deps: [], group: 'scatter', priority: 0, retries: 0, redundancy: m.replicas ?? 1, workers: [], nbytes: data.byteLength }
+          this.journal?.putTask({ spec, owner: c.id, args: own, state: 'pending', wanters: [c.id], holders: [], nbytes: data.byteLength, digest, error: null })
         }
+        this.markDirty(m.key)
         this.handle({ type: 'submit', client: c.id, tasks: [{ key: m.key, fn: null, deps: [], group: 'scatter', priority: 0, retries: 0, redundancy: m.replicas ?? 1, workers: [], nbytes: data.byteLength }] })
         return
       }
@@ -657,6 +853,7 @@ export class Coordinator {
       c.conn?.send({ type: 'key-state', key, state: 'erred', error: { ...error, key } } satisfies ToClientMessage)
     }
     for (const t of tasks) {
+      let fresh = false
       const fn = c.fns.get(t.fn)
       if (fn === undefined) {
         erred(t.key, { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first` })
@@ -684,7 +881,9 @@ export class Coordinator {
         this.tasks.set(t.key, { fn, args: ownBytes(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group, owner: c })
         c.tasks++
         c.bytes += t.args.byteLength
-        ;(this.functions.get(fn) as StoredFunction).tasks++
+        const f = this.functions.get(fn) as StoredFunction
+        if (++f.tasks === 1) this.journal?.putFunction(fn, f.source)
+        fresh = true
       }
       const spec: TaskSpec = {
         key: t.key, fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
@@ -693,6 +892,9 @@ export class Coordinator {
       if (t.timeout !== undefined) spec.timeout = t.timeout
       if (t.spotCheck === false) spec.spotCheck = false
       specs.push(spec)
+      if (fresh) this.journal?.putTask({ spec, owner: c.id, args: (this.tasks.get(t.key) as StoredTask).args, state: 'pending', wanters: [c.id], holders: [], nbytes: 0, digest: null, error: null })
+      // another client wants it too
+      else this.markDirty(t.key)
     }
     this.metrics.tasksSubmitted += specs.length
     if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
@@ -764,6 +966,7 @@ export class Coordinator {
         if (more > 0 && !this.makeRoom(c, more)) return fail({ code: 'too-large', message: `this client's function and module sources would pass its limit of ${this.limits.sources} bytes` })
         c.modules.set(op.name, op.source)
         c.sourceBytes += more
+        this.journal?.putModule(c.id, op.name, op.source)
         for (const p of this.peers.values()) if (p.role === 'worker' && p.conn) p.conn.send({ type: 'module', name: op.name, source: op.source, ns: c.ns } satisfies ToWorkerMessage)
         return reply(op.op, true)
       }
@@ -786,6 +989,7 @@ export class Coordinator {
         }
         const r = this.datasets.publish(op.name, op.key, op.override === true)
         if ('error' in r) return fail(r.error)
+        this.journal?.putDataset(op.name, op.key)
         for (const e of r.events) this.handle(e)
         return reply(op.op, true)
       }
@@ -800,6 +1004,7 @@ export class Coordinator {
       case 'unpublish-dataset': {
         const events = this.datasets.unpublish(op.name)
         if (events === undefined) return fail({ code: 'not-found', message: `no dataset named ${op.name} (see listDatasets())` })
+        this.journal?.removeDataset(op.name)
         for (const e of events) this.handle(e)
         return reply(op.op, true)
       }
@@ -885,6 +1090,7 @@ export class Coordinator {
           this.claimDigest(m.key, w.id, m.digest)
         }
         if (m.data) this.pushed.set(m.key, m.data)
+        if (m.digest !== undefined && this.journal) this.reportedDigests.set(m.key, [w.id, m.digest])
         const ev: SchedulerEvent = { type: 'task-finished', worker: w.id, key: m.key, attempt: m.attempt, nbytes: m.nbytes, ms: m.ms }
         if (m.digest) ev.digest = m.digest
         if (this.observers.length) {
@@ -1187,8 +1393,25 @@ export class Coordinator {
 
   /** Feeds the scheduler one event (or queues it with the frame's others) and carries out its commands. */
   handle(event: SchedulerEvent): void {
+    if (this.journal) this.journalEvent(event)
     if (this.batch) this.batch.push(event)
     else this.feed([event])
+  }
+
+  /** Events that change what the journal keeps of their keys. */
+  private journalEvent(e: SchedulerEvent): void {
+    switch (e.type) {
+      case 'release': case 'cancel': case 'want': case 'fire-and-forget': case 'data-released': case 'data-lost':
+        for (const k of e.keys) this.markDirty(k)
+        return
+      case 'task-finished': case 'data-added':
+        this.markDirty(e.key)
+        return
+      case 'retry':
+        for (const t of e.tasks) this.markDirty(t.key)
+        return
+      default:
+    }
   }
 
   private flushBatch(): void {
@@ -1263,6 +1486,7 @@ export class Coordinator {
         return
       }
       case 'free-keys':
+        if (this.journal) for (const k of c.keys) this.markDirty(k)
         this.peers.get(c.worker)?.conn?.send({ type: 'free', keys: c.keys } satisfies ToWorkerMessage)
         return
       case 'put-data': {
@@ -1270,7 +1494,8 @@ export class Coordinator {
         const w = this.peers.get(c.worker) as WorkerPeer | undefined
         if (s && w?.conn) {
           this.sentTo(w, c.key)
-          w.conn.send({ type: 'put', key: c.key, data: s.data } satisfies ToWorkerMessage)
+          const digest = this.digests.get(c.key)
+          w.conn.send(typeof digest === 'string' ? { type: 'put', key: c.key, data: s.data, digest } satisfies ToWorkerMessage : { type: 'put', key: c.key, data: s.data } satisfies ToWorkerMessage)
         }
         return
       }
@@ -1283,6 +1508,7 @@ export class Coordinator {
         return
       }
       case 'key-state': {
+        this.markDirty(c.key)
         const msg: ToClientMessage = { type: 'key-state', key: c.key, state: c.state }
         if (c.error) msg.error = c.error
         if (c.nbytes !== undefined) msg.nbytes = c.nbytes
@@ -1330,6 +1556,8 @@ export class Coordinator {
 
   /** The scheduler forgot the key: what was kept for it goes, and its owner's share of the limits with it. */
   private forget(key: string): void {
+    this.markDirty(key)
+    this.restoredDigests.delete(key)
     const t = this.tasks.get(key)
     if (t) {
       this.tasks.delete(key)
@@ -1337,7 +1565,10 @@ export class Coordinator {
       c.tasks--
       c.bytes -= t.args.byteLength
       const f = this.functions.get(t.fn)
-      if (f && --f.tasks <= 0 && f.clients <= 0) this.functions.delete(t.fn)
+      if (f && --f.tasks <= 0) {
+        this.journal?.removeFunction(t.fn)
+        if (f.clients <= 0) this.functions.delete(t.fn)
+      }
       if (c.tasks === 0 && !this.peers.has(c.id)) this.dropModules(c)
     }
     this.dropScattered(key)
@@ -1349,6 +1580,7 @@ export class Coordinator {
     if (!s) return
     this.scattered.delete(key)
     s.owner.bytes -= s.data.byteLength
+    this.journal?.dropArgs(key)
   }
 
   /** Sends an assignment (with its function's source the first time this connection needs it). */
@@ -1358,7 +1590,8 @@ export class Coordinator {
     const msg: Assign = {
       type: 'assign', key: a.key, attempt: a.attempt, fn: t.fn, args: t.args, deps: a.deps, push: a.push, priority: a.priority, seq: a.seq,
     }
-    if (t.redundancy > 1 || a.digest) msg.digest = true
+    // a journal keeps every result's digest: a worker re-announcing it after a restart must name the same
+    if (t.redundancy > 1 || a.digest || this.journal) msg.digest = true
     if (t.timeout !== undefined) msg.timeout = t.timeout
     // its client's modules, not anyone else's
     if (t.owner.modules.size) msg.ns = t.owner.ns
@@ -1464,6 +1697,12 @@ export class Coordinator {
     this.closed = true
     clearInterval(this.tickTimer)
     for (const ask of [...this.storyAsks.values()]) ask.done([])
+    if (this.journal) {
+      // every session ends here (workers are told goodbye): nothing is left to resume
+      this.dirty.clear()
+      this.journal.clear()
+      this.journal.close()
+    }
     for (const p of this.peers.values()) {
       if (p.graceTimer !== undefined) clearTimeout(p.graceTimer)
       if (p.role === 'worker') p.conn?.send({ type: 'goodbye', reason: 'the coordinator is shutting down' } satisfies ToWorkerMessage)

@@ -76,6 +76,8 @@ interface ThreadIO {
 type StatusChange = LinkStatus | { state: 'welcome'; id: string; resumed: boolean; /** the secret that resumes this identity (keep it to resume after a reload) */ resume?: string } | { state: 'goodbye'; reason: string }
 
 const now = (): number => performance.now()
+/** most keys a reconnecting worker lists in its hello (it stays well under the frame cap) */
+const HELLO_HELD_MAX = 50_000
 
 /** Callbacks whose comlink port must not keep the host process alive (RuntimeOptions.unref). */
 const unrefProxies = new WeakSet<object>()
@@ -162,6 +164,12 @@ export class WorkerRuntime {
     link.onStatus = s => {
       if (s.state !== 'connected') {
         this.feed({ type: 'disconnected', now: now() })
+        // the next hello says what this worker holds: a coordinator that restarted takes back what its journal agrees on
+        if (s.state === 'disconnected' && this.link) {
+          const held = this.state.heldKeys(HELLO_HELD_MAX)
+          const hello = this.link.hello as typeof this.link.hello & { held?: unknown }
+          if (hello.role === 'worker') this.link.hello = { ...hello, held }
+        }
         this.fetches.rejectAll(new TimeoutError(`connection lost: ${s.reason}`))
         this.joiner.clear() // parts half received are dropped with the connection
       }
@@ -295,7 +303,7 @@ export class WorkerRuntime {
             break
           case 'put': {
             const data = this.joiner.add(`put:${m.key}`, m)
-            if (data) events.push({ type: 'put', key: m.key, data, now: t })
+            if (data) events.push(m.digest === undefined ? { type: 'put', key: m.key, data, now: t } : { type: 'put', key: m.key, data, digest: m.digest, now: t })
             break
           }
           case 'data': {

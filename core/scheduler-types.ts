@@ -91,6 +91,28 @@ export type SchedulerEvent =
    * Keys not erred just get their state told again.
    */
   | { type: 'retry'; client: string; tasks: { key: string; deps: string[] }[] }
+  /**
+   * A journal replayed into a fresh scheduler (a coordinator that restarted), before anyone
+   * connects: tasks in submission order (dependencies first), their clients and workers
+   * added before. A result is in memory again on those of its holders that are workers
+   * here; a task none of whose holders is runs again; a failed one stays failed.
+   */
+  | { type: 'restore'; tasks: RestoredTask[] }
+
+/** A task as a journal remembers it (core/journal.ts), for `restore`. */
+export interface RestoredTask {
+  spec: TaskSpec
+  /** the client that submitted it */
+  owner: string
+  /** the clients (and datasets) that want it */
+  wanters: string[]
+  /** workers said to hold its result: it is in memory again on those that are workers here */
+  holders: string[]
+  /** size of its result */
+  nbytes: number
+  /** it failed so (and stays failed) */
+  error?: WireError
+}
 
 /** The wanter that holds fire-and-forget tasks until they are done (not a real client). */
 export const FIRE_AND_FORGET = 'fire-and-forget'

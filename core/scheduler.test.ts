@@ -1770,3 +1770,55 @@ describe('verification: spot checks and re-verification', () => {
     expect(s.taskStatus('y')).toBe('memory')
   })
 })
+
+describe('restore (a journal replayed after a coordinator restart)', () => {
+  it('results come back in memory on workers here, the rest runs, failures stay failed, what nobody wants goes', () => {
+    const s = sched()
+    s.handle({ type: 'client-added', client: 'c' })
+    addW(s, 'w1')
+    // w1 is back as a worker here; w-gone is not
+    s.handle({ type: 'worker-status', worker: 'w1', accepting: false })
+    const cmds = s.handle({
+      type: 'restore', tasks: [
+        { spec: spec('a'), owner: 'c', wanters: ['c'], holders: ['w1'], nbytes: 8 },
+        { spec: spec('b', { deps: ['a'] }), owner: 'c', wanters: ['c'], holders: ['w-gone'], nbytes: 8 },
+        { spec: spec('e'), owner: 'c', wanters: ['c'], holders: [], nbytes: 0, error: { code: 'task-error', message: 'boom' } },
+        { spec: spec('u'), owner: 'c', wanters: [], holders: ['w1'], nbytes: 8 },
+      ],
+    })
+    expect(cmds).toEqual([
+      memoryState('a', ['c']),
+      { type: 'key-state', clients: ['c'], key: 'e', state: 'erred', error: { code: 'task-error', message: 'boom', key: 'e' } },
+      { type: 'forget', key: 'u' },
+      { type: 'free-keys', worker: 'w1', keys: ['u'] },
+    ])
+    expect(s.taskStatus('a')).toBe('memory')
+    expect(s.whoHas('a')).toEqual(['w1'])
+    // b's holder is not here: it runs again, from a (in memory on w1), once w1 takes work
+    expect(s.taskStatus('b')).toBe('queued')
+    expect(s.taskStatus('e')).toBe('erred')
+    expect(s.taskStatus('u')).toBeUndefined()
+    expect(assigned(s.handle({ type: 'worker-status', worker: 'w1', accepting: true }))).toEqual([['w1', 'b', 1]])
+    expect(fin(s, 'w1', 'b', 1)).toEqual([memoryState('b', ['c'])])
+    // a restored result that loses its holder is recomputed like any other
+    expect(assigned(s.handle({ type: 'data-released', worker: 'w1', keys: ['a'] }))).toEqual([['w1', 'a', 2]])
+  })
+
+  it('a restored result whose holder leaves is recomputed from its restored lineage', () => {
+    const s = sched()
+    s.handle({ type: 'client-added', client: 'c' })
+    addW(s, 'w1')
+    addW(s, 'w2')
+    s.handle({
+      type: 'restore', tasks: [
+        { spec: spec('a'), owner: 'c', wanters: [], holders: ['w1'], nbytes: 8 },
+        { spec: spec('b', { deps: ['a'] }), owner: 'c', wanters: ['c'], holders: ['w2'], nbytes: 8 },
+      ],
+    })
+    // a is kept (released, or in memory) for b's lineage; b is in memory on w2
+    expect(s.taskStatus('b')).toBe('memory')
+    const cmds = s.handle({ type: 'worker-removed', worker: 'w2', reason: 'disconnected' })
+    // b runs again, after a (still on w1 or recomputed)
+    expect(ofType(cmds, 'assign').map(c => c.task.key)).toEqual(s.taskStatus('a') === 'memory' ? ['b'] : ['a'])
+  })
+})

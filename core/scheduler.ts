@@ -25,7 +25,7 @@
  * s.handle({ type: 'task-finished', worker: 'w1', key: 'inc-1', attempt: 1, nbytes: 8, ms: 1 })
  * // → [{ type: 'key-state', clients: ['c1'], key: 'inc-1', state: 'memory', nbytes: 8 }]
  */
-import { FIRE_AND_FORGET, type AssignedTask, type Command, type EventMeta, type GroupCounts, type SchedulerEvent, type SchedulerOptions, type StoryEntry, type TaskSpec, type TaskStatus, type WorkerInfo } from './scheduler-types.js'
+import { FIRE_AND_FORGET, type AssignedTask, type Command, type EventMeta, type GroupCounts, type SchedulerEvent, type SchedulerOptions, type RestoredTask, type StoryEntry, type TaskSpec, type TaskStatus, type WorkerInfo } from './scheduler-types.js'
 import type { WireError } from '../shared/errors.js'
 import { ClientState, NO_TASKS, Redundancy, TaskState, WorkerState, WORKER_TRANSITIONS, isLeaving, addWanter, hasWanter, isActive, removeWanter, wanterList, EMA_WEIGHT, CAPACITY_HYSTERESIS, MIN_AVG_MS, NO_INFO, NO_KEYS, int, type Attempt, type Entry, type Status, type ResolvedOptions, type Info, type Move, type WorkerStatus } from './scheduler-state.js'
 import { TaskQueue, runsBefore } from './scheduler-queue.js'
@@ -203,6 +203,7 @@ export class Scheduler {
       case 'want': this.onWant(event.client, event.keys); break
       case 'fire-and-forget': this.onFireAndForget(event.client, event.keys); break
       case 'retry': this.onRetry(event.client, event.tasks); break
+      case 'restore': this.onRestore(event.tasks); break
       default: {
         const never: never = event
         throw new Error(`unknown scheduler event ${JSON.stringify((never as { type?: unknown }).type)}`)
@@ -263,6 +264,16 @@ export class Scheduler {
   /** Tasks per status; 'forgotten' counts every task forgotten so far. */
   counts(): Record<TaskStatus, number> {
     return { ...this.statusCounts }
+  }
+
+  /** What a journal keeps of a known key (undefined once forgotten). */
+  snapshot(key: string): { status: TaskStatus; wanters: string[]; holders: string[]; nbytes: number; error: WireError | null } | undefined {
+    const t = this.tasks.get(key)
+    if (t === undefined || t.status === 'new' || t.status === 'forgotten') return undefined
+    return {
+      status: t.status, wanters: wanterList(t), holders: t.holders === null ? [] : t.holders.map(w => w.id), nbytes: t.nbytes,
+      error: t.status === 'erred' ? t.error : null,
+    }
   }
 
   /** Clients holding futures to the key. */
@@ -330,24 +341,59 @@ export class Scheduler {
         else if (added) this.todo.push(old) // a released task is needed again
         continue
       }
-      const fn = s.fn === null || typeof s.fn === 'string' ? s.fn : null
-      const restrict = Array.isArray(s.workers) && s.workers.length > 0 ? s.workers.slice() : null
-      const t = new TaskState(
-        s.key, fn, typeof s.group === 'string' ? s.group : 'task',
-        typeof s.priority === 'number' && Number.isFinite(s.priority) ? s.priority : 0,
-        int(s.retries, 0, 0), int(s.redundancy, 1, 1), restrict, int(s.nbytes, 0, 0), c,
-      )
-      if (fn !== null && t.redundancy > 1) t.redundant = new Redundancy()
-      if (typeof s.timeout === 'number' && s.timeout > 0) t.timeout = s.timeout
-      if (s.spotCheck === false) t.spotCheck = false
-      this.tasks.set(s.key, t)
+      const t = this.newTask(s, c)
       this.want(t, c)
       // heapIndex is unused while 'new': it carries the task's index in this batch.
       t.heapIndex = fresh.length
       fresh.push(t)
-      freshDeps.push(fn === null || !Array.isArray(s.deps) ? NO_KEYS : s.deps)
+      freshDeps.push(t.fn === null || !Array.isArray(s.deps) ? NO_KEYS : s.deps)
     }
     if (fresh.length > 0) this.admit(fresh, freshDeps)
+  }
+
+  private newTask(s: TaskSpec, c: ClientState): TaskState {
+    const fn = s.fn === null || typeof s.fn === 'string' ? s.fn : null
+    const restrict = Array.isArray(s.workers) && s.workers.length > 0 ? s.workers.slice() : null
+    const t = new TaskState(
+      s.key, fn, typeof s.group === 'string' ? s.group : 'task',
+      typeof s.priority === 'number' && Number.isFinite(s.priority) ? s.priority : 0,
+      int(s.retries, 0, 0), int(s.redundancy, 1, 1), restrict, int(s.nbytes, 0, 0), c,
+    )
+    if (fn !== null && t.redundancy > 1) t.redundant = new Redundancy()
+    if (typeof s.timeout === 'number' && s.timeout > 0) t.timeout = s.timeout
+    if (s.spotCheck === false) t.spotCheck = false
+    this.tasks.set(s.key, t)
+    return t
+  }
+
+  /** What `restore` is bringing back, while its tasks are admitted. */
+  private restoring: Map<TaskState, RestoredTask> | null = null
+
+  /**
+   * A journal's record replayed (a coordinator that restarted): tasks in submission order,
+   * each wanted by the clients listed (added before). A result is in memory again on those
+   * of its holders that are workers here; one with none runs again; a failure stays failed.
+   * Whatever nobody wants any more is released or forgotten, as after a release.
+   */
+  onRestore(tasks: readonly RestoredTask[]): void {
+    const fresh: TaskState[] = []
+    const freshDeps: (readonly string[])[] = []
+    const restoring = new Map<TaskState, RestoredTask>()
+    for (const r of tasks) {
+      const s = r.spec
+      if (this.tasks.has(s.key)) continue
+      const t = this.newTask(s, this.client(r.owner))
+      for (const w of r.wanters) this.want(t, this.client(w))
+      restoring.set(t, r)
+      t.heapIndex = fresh.length
+      fresh.push(t)
+      freshDeps.push(t.fn === null || !Array.isArray(s.deps) ? NO_KEYS : s.deps)
+    }
+    this.restoring = restoring
+    try {
+      if (fresh.length > 0) this.admit(fresh, freshDeps)
+    } finally { this.restoring = null }
+    for (const t of fresh) this.todo.push(t)
   }
 
   /** Resolves a batch's dependencies depth-first, so a task may name keys later in its own batch. */
@@ -379,6 +425,8 @@ export class Scheduler {
 
   resolve(x: TaskState, keys: readonly string[]): void {
     x.heapIndex = -1
+    const restored = this.restoring?.get(x)
+    if (restored !== undefined && this.restore(x, keys, restored)) return
     let error: WireError | null = null
     let deps: TaskState[] | null = null
     for (const k of keys) {
@@ -408,6 +456,33 @@ export class Scheduler {
       }
     }
     this.transition(x, notReady > 0 ? 'waiting' : 'queued', NO_INFO)
+  }
+
+  /** A restored task that failed, or whose result a worker here holds: back as it was (true), else admitted as if submitted. */
+  private restore(x: TaskState, keys: readonly string[], r: RestoredTask): boolean {
+    if (r.error !== undefined) {
+      this.err(x, { ...r.error, key: x.key })
+      return true
+    }
+    const holders: WorkerState[] = []
+    for (const id of r.holders) {
+      const w = this.byId.get(id)
+      if (w !== undefined && !holders.includes(w)) holders.push(w)
+    }
+    if (holders.length === 0) return false
+    // its lineage, for a recomputation if its holders are lost
+    const deps: TaskState[] = []
+    for (const k of keys) {
+      const d = this.tasks.get(k)
+      if (d === undefined || d === x || d.status === 'new' || deps.includes(d)) continue
+      deps.push(d)
+      ;(d.dependents ??= new Set()).add(x)
+    }
+    if (deps.length > 0) x.deps = deps
+    x.nbytes = int(r.nbytes, 0, 0)
+    for (const w of holders) this.addHolder(x, w)
+    this.transition(x, 'memory', { note: 'restored from the journal' })
+    return true
   }
 
   onRelease(client: string, keys: readonly string[]): void {
@@ -1148,6 +1223,7 @@ export class Scheduler {
       waiting: Scheduler.prototype.toActive,
       queued: Scheduler.prototype.toActive,
       erred: Scheduler.prototype.newToErred,
+      memory: Scheduler.prototype.newToMemory,
     },
     waiting: {
       queued: Scheduler.prototype.waitingToQueued,
@@ -1205,6 +1281,12 @@ export class Scheduler {
     this.setStatus(t, to)
     this.enterActive(t)
     if (to === 'queued') this.enqueue(t)
+  }
+
+  /** Restored from a journal with its holders already added. */
+  newToMemory(t: TaskState): void {
+    this.setStatus(t, 'memory')
+    this.enteredMemory(t)
   }
 
   newToErred(t: TaskState, _to: TaskStatus, info: Info): void {

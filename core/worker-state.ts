@@ -89,7 +89,7 @@ export type WorkerEvent = (
   /** `name` is namespaced (`ns/name`) when the module belongs to a client that uploaded it */
   | { type: 'module'; name: string; source: string }
   /** Store this value here (scattered data, a hand-off); its parts are already joined. */
-  | { type: 'put'; key: string; data: Uint8Array }
+  | { type: 'put'; key: string; data: Uint8Array; /** the bytes' SHA-256, when the coordinator said */ digest?: string }
   /** The coordinator asks for a key's data (request `id`). */
   | { type: 'fetch'; id: number; key: string }
   /** `resumed`: the same identity as before the reconnect; else a fresh one. */
@@ -322,6 +322,8 @@ export class WorkerState {
   /** waiting tasks, by the input they wait for */
   private readonly waiters = new Map<string, Set<TaskState>>()
   private readonly data = new Map<string, DataState>()
+  /** SHA-256 of held results as reported (or of puts, as the coordinator said), for re-announcing them */
+  private readonly digests = new Map<string, string>()
   /** data with bytes and no thread alive to put them in */
   private readonly unplaced = new Set<DataState>()
   /** data with copies in flight */
@@ -408,6 +410,21 @@ export class WorkerState {
   taskStatus(key: string, attempt: number): TaskStatus | undefined { return this.tasks.get(attemptId(key, attempt))?.status }
 
   /** Ids of the threads of the pool by slot (null: a slot waiting for its respawn), with their status. */
+  /**
+   * What this worker holds (some thread has it), with digests where known: the `held` of
+   * its next hello, so a coordinator that restarted can take back what its journal agrees on.
+   */
+  heldKeys(max: number): { key: string; nbytes: number; digest?: string }[] {
+    const out: { key: string; nbytes: number; digest?: string }[] = []
+    for (const d of this.data.values()) {
+      if (d.holders.length === 0) continue
+      if (out.length >= max) break
+      const digest = this.digests.get(d.key)
+      out.push(digest === undefined ? { key: d.key, nbytes: d.nbytes } : { key: d.key, nbytes: d.nbytes, digest })
+    }
+    return out
+  }
+
   threadList(): { id: number; slot: number; status: ThreadStatus; tasks: string[]; held: string[] }[] {
     const out: { id: number; slot: number; status: ThreadStatus; tasks: string[]; held: string[] }[] = []
     for (const t of this.pool) if (t !== null) out.push({ id: t.id, slot: t.slot, status: t.status, tasks: t.tasks.map(x => x.id), held: [...t.held] })
@@ -477,7 +494,10 @@ export class WorkerState {
         // a new version reaches every thread with its next batch
         for (const t of this.threads.values()) t.modules.delete(e.name)
         break
-      case 'put': this.onPut(e.key, e.data); break
+      case 'put':
+        if (e.digest !== undefined) this.digests.set(e.key, e.digest)
+        this.onPut(e.key, e.data)
+        break
       case 'fetch': this.onServe(e.id, e.key); break
       case 'welcome': this.onWelcome(e.id, e.resumed); break
       case 'disconnected':
@@ -624,7 +644,7 @@ export class WorkerState {
       d.landing = null
       d.copies = null
       this.copying.delete(d)
-      if (d.fetch === 'no') this.data.delete(key)
+      if (d.fetch === 'no') { this.data.delete(key); this.digests.delete(key) }
     }
   }
 
@@ -684,6 +704,7 @@ export class WorkerState {
     this.onFree([...this.data.keys()])
     for (const d of this.data.values()) d.fetch = 'no'
     this.data.clear()
+    this.digests.clear()
   }
 
   private onFetched(key: string, bytes: Uint8Array): void {
@@ -809,6 +830,7 @@ export class WorkerState {
       this.send(sent)
     }
     this.end(t, 'memory')
+    if (e.digest !== undefined) this.digests.set(e.key, e.digest)
     // dependents waiting for it here become ready now
     this.addHolder(e.key, th, e.nbytes)
   }
@@ -1281,7 +1303,7 @@ export class WorkerState {
   }
 
   private dropIfEmpty(d: DataState): void {
-    if (d.holders.length === 0 && d.landing === null && d.bytes === null && d.fetch === 'no' && (d.copies === null || d.copies.size === 0) && !d.stored) this.data.delete(d.key)
+    if (d.holders.length === 0 && d.landing === null && d.bytes === null && d.fetch === 'no' && (d.copies === null || d.copies.size === 0) && !d.stored) { this.data.delete(d.key); this.digests.delete(d.key) }
   }
 
   private freeIn(t: ThreadState, key: string): void {

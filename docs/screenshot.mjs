@@ -24,7 +24,7 @@ const until = async (check, what, ms = 120_000) => {
 }
 
 function startCoordinator() {
-  const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--log-format', 'json', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--log-format', 'json', '--log-level', 'info', '--no-journal'], { stdio: ['ignore', 'pipe', 'inherit'] })
   // its first record has its address and the dashboard's, which carries the client token it made
   const banner = new Promise((resolve, reject) => {
     let out = ''

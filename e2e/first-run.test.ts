@@ -7,6 +7,9 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { Page } from 'playwright-core'
 import { Client } from 'tabgrid'
 import { browserSuite, screenshot, until, untilText, type BrowserGrid } from './harness.js'
@@ -57,7 +60,8 @@ async function runExample(page: Page, title: string, done: RegExp, timeoutMs = 9
 describe('first run', () => {
   it('npm start: the dashboard runs every Drive example to a result', { timeout: 300_000 }, async () => {
     // as the README says, plus a free port and JSON logs for the test to read
-    started = spawn('npm', ['start', '--', '--port', '0', '--log-format', 'json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+    // (its journal in a temporary folder: the test leaves nothing in the repository)
+    started = spawn('npm', ['start', '--', '--port', '0', '--log-format', 'json', '--journal', join(mkdtempSync(join(tmpdir(), 'tabgrid-first-run-')), 'journal.db')], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
     let out = ''
     started.stdout!.on('data', d => { out += String(d) })
     started.stderr!.on('data', d => { out += String(d) })

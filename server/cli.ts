@@ -4,7 +4,7 @@
 import { cac } from 'cac'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve as resolvePath } from 'node:path'
 import type { Level, Logger } from 'pino'
 import { startCoordinator, packageRoot } from './http.js'
 import { startWorker, type RunningWorker, type WorkerOptions } from './agent.js'
@@ -15,6 +15,8 @@ import { runSandboxed, inSandbox, exitWithParent, sandboxSpillDir, EXIT_WITH_PAR
 
 const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version
 const cli = cac('tabgrid')
+/** where `tabgrid coordinator` journals unless told otherwise: the working folder */
+const DEFAULT_JOURNAL = 'tabgrid-journal.db'
 
 /** A flag's value was wrong: say which and how, and exit 2 (nothing has started yet). */
 function usage(message: string): never {
@@ -55,11 +57,16 @@ logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto
   .option('--allow-origin <origin>', 'a web app\'s origin (https://app.example.org) whose pages may connect; repeat for more, \'*\' for any')
   .option('--spot-check <rate>', 'how often a new worker\'s results are re-run on another volunteer to check them, 0 to 1 (default 0.5, falling as it earns trust; 0 turns spot checks off)')
   .option('--trust-proxy', 'behind a reverse proxy: each connection\'s address is the last entry of its X-Forwarded-For header')
-  .option('--local-workers <n>', 'also start n Node workers (one thread each) in this process, so the grid computes at once', { default: 0 }))
+  .option('--local-workers <n>', 'also start n Node workers (one thread each) in this process, so the grid computes at once', { default: 0 })
+  .option('--journal [path]', `SQLite file where the coordinator journals what a restart must not lose (default: ./${DEFAULT_JOURNAL})`)
+  .option('--no-journal', 'keep no journal: a restart forgets every client, task and result'))
   .example('tabgrid coordinator --port 8786 --client-token s3cret')
   .example('tabgrid coordinator --local-workers 2')
-  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; allowOrigin?: unknown; trustProxy?: boolean; spotCheck?: unknown; localWorkers: unknown } & LogFlags) => {
+  .action(async (o: { port: unknown; host: string; clientToken?: string; workerToken?: string; allowOrigin?: unknown; trustProxy?: boolean; spotCheck?: unknown; localWorkers: unknown; journal?: unknown } & LogFlags) => {
     const { log, format } = logger('coordinator', o)
+    if (Array.isArray(o.journal)) usage('--journal is given more than once')
+    if (o.journal === '') usage('--journal needs a file name (or --no-journal for none)')
+    const journal = o.journal === false ? false : resolvePath(typeof o.journal === 'string' ? o.journal : DEFAULT_JOURNAL)
     const local = int(o.localWorkers, '--local-workers', 0, 64)
     const port = int(o.port, '--port', 0, 65535)
     const spot = o.spotCheck === undefined ? undefined : Number(o.spotCheck)
@@ -69,7 +76,7 @@ logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto
       port, host: String(o.host),
       clientToken: o.clientToken === undefined ? undefined : String(o.clientToken),
       workerToken: o.workerToken === undefined ? undefined : String(o.workerToken),
-      allowOrigin,
+      allowOrigin, journal,
       trustProxy: o.trustProxy === true,
       ...(spot === undefined ? {} : { spotCheck: spot === 0 ? false as const : { rate: spot, floor: Math.min(0.02, spot) } }),
       log: lineLogger(log),
@@ -87,6 +94,7 @@ logOptions(cli.command('coordinator', 'Run the coordinator: schedules tasks onto
       console.log(`tabgrid coordinator ${version} listening on ${running.url}`)
       console.log(`  dashboard: ${running.dashboardUrl}`)
       console.log(`  worker page (open it in a browser tab to donate compute): ${workerPage}`)
+      console.log(`  journal: ${journal === false ? 'none (--no-journal): a restart forgets everything' : journal}`)
       console.log(`  Node worker: npx tabgrid worker ${running.url}${o.workerToken === undefined ? '' : ` --token ${String(o.workerToken)}`}`)
       console.log(running.clientToken
         ? `  client: TABGRID_URL=${running.url} TABGRID_TOKEN=${running.clientToken}, then await Client.connect()`

@@ -18,8 +18,16 @@ import { packFrames } from '../shared/frames.js'
 import { TooLargeError } from '../shared/errors.js'
 import { frameParser } from '../shared/socket-parser.js'
 import { randomSecret, type DigesterFactory } from '../shared/digest.js'
+import { openJournal } from './journal.js'
 
-export interface StartOptions extends CoordinatorOptions {
+export interface StartOptions extends Omit<CoordinatorOptions, 'journal'> {
+  /**
+   * A file (SQLite, server/journal.ts) where the coordinator journals what it must not
+   * forget: started again on the same file after a crash, it replays it, and clients and
+   * workers carry on. Default false (none); `tabgrid coordinator` journals to
+   * ./tabgrid-journal.db unless told `--no-journal`.
+   */
+  journal?: string | false | undefined
   /** Default 8786; 0 picks a free port. */
   port?: number
   /** Default 127.0.0.1. */
@@ -81,7 +89,8 @@ const TYPES: Record<string, string> = {
 export async function startCoordinator(options: StartOptions = {}): Promise<RunningCoordinator> {
   // safe by default: a grid started without a client token gets one
   const clientToken = options.clientToken === undefined ? randomSecret(16) : options.clientToken || undefined
-  const coordinator = new Coordinator({ tokenEquals, digester: nodeDigester, ...options, clientToken })
+  const journal = options.journal ? openJournal(options.journal, options.log ? { log: options.log } : {}) : undefined
+  const coordinator = new Coordinator({ tokenEquals, digester: nodeDigester, ...options, clientToken, journal })
   const allowed = new Set(options.allowOrigin ?? [])
   const failures = new AuthFailures(options.maxAuthFailures ?? 10, options.authWindowMs ?? 60_000)
   const metrics = coordinatorMetrics(coordinator)
@@ -267,6 +276,12 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
   await new Promise<void>((resolveListen, reject) => {
     http.once('error', reject)
     http.listen(options.port ?? 8786, host, () => { http.off('error', reject); resolveListen() })
+  }).catch((err: unknown) => {
+    // the journal (and its lock) is let go with the coordinator that could not listen
+    dashboard.stop()
+    metrics.stop()
+    coordinator.close()
+    throw err
   })
   const port = (http.address() as AddressInfo).port
   const shownHost = host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host

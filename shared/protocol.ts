@@ -109,8 +109,12 @@ export const hello = z.discriminatedUnion('role', [
     kind: z.enum(['browser', 'node']),
     /** how many tasks it runs at once (processes × threads) */
     slots: z.number().int().min(1).max(4096),
-    /** keys it still holds (a reloaded tab re-announces what it spilled to IndexedDB) */
-    held: z.array(z.object({ key, nbytes: count })).max(LIMITS.keys).optional(),
+    /**
+     * keys it still holds (a reloaded tab re-announces what it spilled to IndexedDB; any
+     * worker, after losing the coordinator, what it holds then), with the digest its
+     * report gave (or its put carried), which a restarted coordinator checks against its journal
+     */
+    held: z.array(z.object({ key, nbytes: count, digest: z.string().max(64).optional() })).max(LIMITS.keys).optional(),
   }),
   z.object({
     role: z.literal('dashboard'),
@@ -336,7 +340,7 @@ export const toWorkerMessage = z.discriminatedUnion('type', [
   /** forget the modules of the client with this namespace (it is gone) */
   z.object({ type: z.literal('free-modules'), ns: z.string().max(64) }),
   /** store this value (scattered data, or a hand-off from a leaving worker) */
-  z.object({ type: z.literal('put'), key, data: bytes, ...partFields }),
+  z.object({ type: z.literal('put'), key, data: bytes, /** SHA-256 of the bytes, when the coordinator knows it (scattered data): the worker names it when it re-announces the key */ digest: z.string().max(64).optional(), ...partFields }),
   /** send me key's data, answer with `data` carrying the same id */
   z.object({ type: z.literal('fetch'), id: count, key }),
   /** answer to the worker's own fetch */

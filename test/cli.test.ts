@@ -5,7 +5,7 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { Client } from 'tabgrid'
-import { BIN, spawnWorker, startGrid, until, type Grid, type WorkerProcess } from './grid.js'
+import { BIN, scratchDir, spawnWorker, startGrid, until, type Grid, type WorkerProcess } from './grid.js'
 
 let grid: Grid | undefined
 const extra: Array<WorkerProcess | ChildProcess> = []
@@ -86,7 +86,7 @@ describe('tabgrid worker', () => {
 
   it('--death-timeout gives up once the coordinator has been gone that long', async () => {
     // a coordinator that vanishes (a clean shutdown says goodbye, and workers leave at once)
-    const c = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const c = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir() })
     extra.push(c)
     let out = ''
     c.stdout!.on('data', d => { out += String(d) })
@@ -134,7 +134,7 @@ describe('tabgrid worker', () => {
 
 describe('tabgrid coordinator --local-workers', () => {
   it('starts Node workers beside it, so a fresh grid computes at once', async () => {
-    const p = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--local-workers', '2', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const p = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--local-workers', '2', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir() })
     extra.push(p)
     let out = ''
     p.stdout!.on('data', d => { out += String(d) })

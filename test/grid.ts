@@ -4,9 +4,17 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { startCoordinator, type RunningCoordinator, type StartOptions } from 'tabgrid'
 
 export const BIN = fileURLToPath(new URL('../bin/tabgrid.js', import.meta.url))
+
+/** A fresh temporary folder: the working folder of a `tabgrid coordinator` a test starts (its journal goes there, not into the repository). */
+export function scratchDir(): string {
+  return mkdtempSync(join(tmpdir(), 'tabgrid-test-'))
+}
 
 export interface WorkerProcess {
   proc: ChildProcess

@@ -7,7 +7,7 @@ import { describe, it, expect, afterEach } from 'vitest'
 import { spawn, execFile, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { Client } from 'tabgrid'
-import { BIN, startGrid, until, type Grid } from './grid.js'
+import { BIN, scratchDir, startGrid, until, type Grid } from './grid.js'
 
 const running: ChildProcess[] = []
 let grid: Grid | undefined
@@ -39,7 +39,7 @@ async function freePort(): Promise<number> {
 
 interface Proc { proc: ChildProcess; out: () => string; lines: () => string[]; exited: Promise<number | null> }
 function run(args: string[], env: NodeJS.ProcessEnv = process.env): Proc {
-  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: scratchDir() })
   running.push(proc)
   let out = ''
   proc.stdout!.on('data', d => { out += String(d) })

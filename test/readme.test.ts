@@ -22,7 +22,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
-import { BIN, until } from './grid.js'
+import { BIN, scratchDir, until } from './grid.js'
 
 const exec = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -89,7 +89,7 @@ async function runSh(block: Block): Promise<void> {
     const args = words.slice(2)
     if (args[0] === 'coordinator') {
       if (!args.includes('--port')) args.push('--port', '0')
-      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir() })
       procs.push(p)
       let out = ''
       p.stdout!.on('data', d => { out += String(d) })
@@ -99,7 +99,7 @@ async function runSh(block: Block): Promise<void> {
       address = url.replace('http://', '')
       token = /TABGRID_TOKEN=([0-9a-f]+)/.exec(out)?.[1]
     } else if (args[0] === 'worker') {
-      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir() })
       procs.push(p)
       let out = ''
       p.stdout!.on('data', d => { out += String(d) })

@@ -1,0 +1,205 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fork } from 'node:child_process'
+import Database from 'better-sqlite3'
+import { openJournal, type SqliteJournal } from './journal.js'
+import type { JournalTask } from '../core/journal.js'
+import { Coordinator } from '../core/coordinator.js'
+import type { Connection } from '../core/coordinator.js'
+import { sha256Hex } from '../shared/digest.js'
+import { hashString } from '../shared/hash.js'
+import { PROTOCOL_VERSION } from '../shared/protocol.js'
+
+const dirs: string[] = []
+const open: SqliteJournal[] = []
+afterEach(() => {
+  for (const j of open.splice(0)) j.close()
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
+})
+const file = (): string => {
+  const d = mkdtempSync(join(tmpdir(), 'tabgrid-journal-'))
+  dirs.push(d)
+  return join(d, 'journal.db')
+}
+const journal = (path: string): SqliteJournal => {
+  const j = openJournal(path)
+  open.push(j)
+  return j
+}
+const reopen = (j: SqliteJournal): SqliteJournal => {
+  j.close()
+  open.splice(open.indexOf(j), 1)
+  return journal(j.path)
+}
+
+const task = (key: string, o: Partial<JournalTask> = {}): JournalTask => ({
+  spec: { key, fn: 'fn1', deps: [], group: 'inc', priority: 0, retries: 0, redundancy: 1, workers: [], nbytes: 3 },
+  owner: 'c-1', args: new Uint8Array([1, 2, 3]), state: 'pending', wanters: ['c-1'], holders: [], nbytes: 0, digest: null, error: null, ...o,
+})
+
+describe('SqliteJournal', () => {
+  it('records, and a reopened file replays exactly what was committed', () => {
+    const j = journal(file())
+    j.putClient({ id: 'c-1', name: 'tour', secretHash: 'h1', ns: 'm-1' })
+    j.putModule('c-1', 'stats', 'export const x = 1')
+    j.putWorker({ id: 'w-1', name: 'a', kind: 'node', slots: 2, volunteer: '127.0.0.1', secretHash: 'h2' })
+    j.putFunction('fn1', 'x => x + 1')
+    j.putTask(task('inc-1'))
+    j.putTask(task('inc-2', { spec: { ...task('inc-2').spec, deps: ['inc-1'], timeout: 500 } }))
+    j.putTask(task('s-1', { spec: { ...task('s-1').spec, fn: null, group: 'scatter' }, args: new Uint8Array([9]), digest: 'd-s' }))
+    j.updateTask('inc-1', { state: 'memory', wanters: ['c-1', 'dataset:x'], holders: ['w-1'], nbytes: 8, digest: 'd1', error: null })
+    // a null digest keeps the one recorded
+    j.updateTask('inc-1', { state: 'memory', wanters: ['c-1', 'dataset:x'], holders: ['w-1', 'w-2'], nbytes: 8, digest: null, error: null })
+    j.updateTask('inc-2', { state: 'erred', wanters: ['c-1'], holders: [], nbytes: 0, digest: null, error: { code: 'task-error', message: 'boom' } })
+    j.dropArgs('s-1')
+    j.putDataset('x', 'inc-1')
+    const back = reopen(j).load()
+    expect(back.clients).toEqual([{ id: 'c-1', name: 'tour', secretHash: 'h1', ns: 'm-1' }])
+    expect(back.modules).toEqual([['c-1', 'stats', 'export const x = 1']])
+    expect(back.workers).toEqual([{ id: 'w-1', name: 'a', kind: 'node', slots: 2, volunteer: '127.0.0.1', secretHash: 'h2' }])
+    expect(back.functions).toEqual(new Map([['fn1', 'x => x + 1']]))
+    expect(back.datasets).toEqual([['x', 'inc-1']])
+    expect(back.tasks).toEqual([
+      task('inc-1', { state: 'memory', wanters: ['c-1', 'dataset:x'], holders: ['w-1', 'w-2'], nbytes: 8, digest: 'd1' }),
+      task('inc-2', { spec: { ...task('inc-2').spec, deps: ['inc-1'], timeout: 500 }, state: 'erred', error: { code: 'task-error', message: 'boom' } }),
+      task('s-1', { spec: { ...task('s-1').spec, fn: null, group: 'scatter' }, args: null, digest: 'd-s' }),
+    ])
+  })
+
+  it('removes what the coordinator forgot, and clear() forgets everything', () => {
+    const j = journal(file())
+    j.putClient({ id: 'c-1', name: 'a', secretHash: 'h', ns: 'm' })
+    j.putModule('c-1', 'm', 'export {}')
+    j.putWorker({ id: 'w-1', name: 'a', kind: 'browser', slots: 1, volunteer: 'v', secretHash: 'h' })
+    j.putFunction('fn1', 'x => x')
+    j.putTask(task('a'))
+    j.putTask(task('b'))
+    j.putDataset('d', 'a')
+    j.removeClient('c-1')
+    j.removeWorker('w-1')
+    j.removeFunction('fn1')
+    j.removeTask('a')
+    j.removeDataset('d')
+    let back = reopen(j).load()
+    expect(back.clients).toEqual([])
+    expect(back.modules).toEqual([])
+    expect(back.workers).toEqual([])
+    expect(back.functions.size).toBe(0)
+    expect(back.datasets).toEqual([])
+    expect(back.tasks.map(t => t.spec.key)).toEqual(['b'])
+    const k = journal(file())
+    k.putTask(task('x'))
+    k.clear()
+    back = reopen(k).load()
+    expect(back.tasks).toEqual([])
+  })
+
+  it('commits once per turn of the event loop: a process killed after the turn loses nothing', async () => {
+    const path = file()
+    // a child writes and is SIGKILLed once the turn's commit ran
+    const child = fork(new URL('../test/fixtures/journal-writer.ts', import.meta.url).pathname, [path], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    await new Promise<void>(r => child.once('message', () => r()))
+    child.kill('SIGKILL')
+    await new Promise(r => child.once('exit', r))
+    const back = journal(path).load()
+    expect(back.tasks.map(t => t.spec.key)).toEqual(Array.from({ length: 1000 }, (_, i) => `k-${i}`))
+    expect(back.tasks[999]).toMatchObject({ state: 'memory', holders: ['w-1'], digest: 'd' })
+  })
+
+  it('one coordinator per file: a second is refused with a clear error; a file that is not a journal too', () => {
+    const path = file()
+    journal(path)
+    expect(() => openJournal(path)).toThrow(/is in use by another coordinator/)
+    const other = file()
+    const j = journal(other)
+    j.close()
+    open.splice(open.indexOf(j), 1)
+    const db = new Database(other)
+    db.pragma('user_version = 99')
+    db.close()
+    expect(() => openJournal(other)).toThrow(/schema version 99/)
+  })
+})
+
+/** One connected peer of the in-memory core: what it was sent. */
+function peer(id: string): Connection & { got: Record<string, unknown>[] } {
+  const got: Record<string, unknown>[] = []
+  return { id, got, send: (m: object) => { got.push(m as Record<string, unknown>) }, close: () => {}, address: '10.0.0.1' }
+}
+
+describe('Coordinator with a journal (in memory, no sockets)', () => {
+  it('journals hashed secrets only, and a restarted core resumes the client and worker with their secrets', () => {
+    const path = file()
+    const j1 = openJournal(path)
+    const c1 = new Coordinator({ journal: j1, clientToken: '', validate: true })
+    const wc = peer('wc')
+    const wid = c1.accept(wc, { role: 'worker', kind: 'node', slots: 1 })
+    const wSecret = (wc.got[0] as { resume: string }).resume
+    const cc = peer('cc')
+    const cid = c1.accept(cc, { role: 'client', name: 'tour' })
+    const cSecret = (cc.got[0] as { resume: string }).resume
+    const source = '(x) => x + 1'
+    c1.receive(cid, [{ type: 'function', hash: hashString(source), source }, { type: 'submit', tasks: [{ key: 'inc-1', fn: hashString(source), args: new Uint8Array([0x91, 1]), deps: [], group: 'inc' }] }])
+    const assign = wc.got.find(m => m.type === 'assign') as { attempt: number; digest?: boolean }
+    // every result's digest is asked for: the journal keeps it
+    expect(assign.digest).toBe(true)
+    c1.receive(wid, [{ type: 'finished', key: 'inc-1', attempt: assign.attempt, nbytes: 2, ms: 1, digest: 'ab'.repeat(32) }])
+    return Promise.resolve().then(() => {
+      j1.flush()
+      const snap = j1.load()
+      expect(snap.clients).toEqual([{ id: cid, name: 'tour', secretHash: sha256Hex(new TextEncoder().encode(cSecret)), ns: expect.any(String) }])
+      expect(snap.workers[0]!.secretHash).toBe(sha256Hex(new TextEncoder().encode(wSecret)))
+      expect(JSON.stringify(snap)).not.toContain(cSecret)
+      expect(JSON.stringify(snap)).not.toContain(wSecret)
+      expect(snap.tasks).toMatchObject([{ spec: { key: 'inc-1' }, state: 'memory', holders: [wid], digest: 'ab'.repeat(32), nbytes: 2 }])
+      // the coordinator dies without a word (no close: nothing is cleared)
+      j1.close()
+      const c2 = new Coordinator({ journal: openJournal(path), clientToken: '', validate: true })
+      try {
+        expect(c2.scheduler.taskStatus('inc-1')).toBe('memory')
+        // a worker that lies about the digest keeps nothing
+        const liar = peer('liar')
+        const back = peer('back')
+        const client = peer('client')
+        expect(c2.accept(client, { role: 'client', resume: cSecret })).toBe(cid)
+        expect(client.got[0]).toMatchObject({ type: 'welcome', id: cid, resumed: true, version: PROTOCOL_VERSION })
+        expect(c2.accept(back, { role: 'worker', kind: 'node', slots: 1, resume: wSecret, held: [{ key: 'inc-1', nbytes: 2, digest: 'ab'.repeat(32) }] })).toBe(wid)
+        expect(back.got[0]).toMatchObject({ type: 'welcome', id: wid, resumed: true })
+        expect(c2.scheduler.whoHas('inc-1')).toEqual([wid])
+        // an old secret resumes nothing now, and a stranger's claim is freed
+        expect(c2.accept(liar, { role: 'worker', kind: 'node', slots: 1, resume: wSecret, held: [{ key: 'inc-1', nbytes: 2, digest: 'ab'.repeat(32) }] })).not.toBe(wid)
+        expect(liar.got).toContainEqual({ type: 'free', keys: ['inc-1'] })
+        expect(c2.scheduler.whoHas('inc-1')).toEqual([wid])
+      } finally { c2.close() }
+    })
+  })
+
+  it('a restored worker that re-announces a result with another digest is refused: it is recomputed', async () => {
+    const path = file()
+    const j1 = openJournal(path)
+    const c1 = new Coordinator({ journal: j1, clientToken: '' })
+    const wc = peer('wc')
+    const wid = c1.accept(wc, { role: 'worker', kind: 'node', slots: 1 })
+    const wSecret = (wc.got[0] as { resume: string }).resume
+    const cc = peer('cc')
+    const cid = c1.accept(cc, { role: 'client' })
+    const source = '(x) => x + 1'
+    c1.receive(cid, [{ type: 'function', hash: hashString(source), source }, { type: 'submit', tasks: [{ key: 'inc-1', fn: hashString(source), args: new Uint8Array([0x91, 1]), deps: [], group: 'inc' }] }])
+    const assign = wc.got.find(m => m.type === 'assign') as { attempt: number }
+    c1.receive(wid, [{ type: 'finished', key: 'inc-1', attempt: assign.attempt, nbytes: 2, ms: 1, digest: 'ab'.repeat(32) }])
+    await Promise.resolve()
+    j1.close()
+    const c2 = new Coordinator({ journal: openJournal(path), clientToken: '' })
+    try {
+      const back = peer('back')
+      c2.accept(back, { role: 'worker', kind: 'node', slots: 1, resume: wSecret, held: [{ key: 'inc-1', nbytes: 2, digest: 'cd'.repeat(32) }] })
+      expect(back.got).toContainEqual({ type: 'free', keys: ['inc-1'] })
+      expect(c2.metrics.refused).toBe(1)
+      // it runs again, on the worker that is back
+      expect(back.got.filter(m => m.type === 'assign').map(m => m.key)).toEqual(['inc-1'])
+    } finally { c2.close() }
+  })
+})
+

@@ -602,8 +602,7 @@ export class Coordinator {
 
       // assignments it may have missed: the scheduler's record is the only one
       for (const a of this.scheduler.assignmentsOf(w.id)) this.sendAssign(w, a)
-      // restored from the journal: it takes work again (its next status says otherwise if it must)
-      if (restored) this.handle({ type: 'worker-status', worker: w.id, accepting: true })
+      // restored from the journal, it takes work again once its status says it does (a resumed worker sends one at once)
       this.retryDeferredGathers()
       return w.id
     }

@@ -506,6 +506,8 @@ describe('WorkerState: leases and reconnection', () => {
       finishedMsg('a'),
       send({ type: 'erred', key: 'b', attempt: 1, error: { code: 'task-error', message: 'no' } }),
       { type: 'fetch-remote', key: 'x' },
+      // and what it is (a coordinator that restarted knows only what its journal kept)
+      send({ type: 'status', accepting: true, memory: 0, spilled: 0, slots: 1 }),
       { type: 'wake-at', at: 3_600_000 },
     ])
     expect(h.ws.taskStatus('y', 1)).toBe('waiting')
@@ -515,7 +517,9 @@ describe('WorkerState: leases and reconnection', () => {
     const h = boot()
     h.on({ type: 'disconnected' })
     expect(h.on(assign('y', 1, { deps: [dep('x')] }))).toEqual([])
-    expect(h.on({ type: 'welcome', id: 'w1', resumed: true })).toEqual([{ type: 'fetch-remote', key: 'x' }, { type: 'wake-at', at: 3_600_000 }])
+    expect(h.on({ type: 'welcome', id: 'w1', resumed: true })).toEqual([
+      { type: 'fetch-remote', key: 'x' }, send({ type: 'status', accepting: true, memory: 0, spilled: 0, slots: 1 }), { type: 'wake-at', at: 3_600_000 },
+    ])
   })
 
   it('welcomed as a fresh worker after an old identity: drops the old tasks, reports and data', () => {

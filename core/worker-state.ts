@@ -679,6 +679,8 @@ export class WorkerState {
       // reports sent while the connection was going down may be lost: send them again (a duplicate is dropped by attempt id)
       for (const r of this.reports.values()) this.send(r)
       for (const d of this.data.values()) if (d.fetch === 'again') { d.fetch = 'flight'; this.out.push({ type: 'fetch-remote', key: d.key }) }
+      // a coordinator that restarted knows neither whether we take tasks nor how many: say so
+      this.sendStatus(true)
       return
     }
     if (before !== '') this.dropStale()

@@ -197,6 +197,9 @@ describe('Coordinator with a journal (in memory, no sockets)', () => {
       c2.accept(back, { role: 'worker', kind: 'node', slots: 1, resume: wSecret, held: [{ key: 'inc-1', nbytes: 2, digest: 'cd'.repeat(32) }] })
       expect(back.got).toContainEqual({ type: 'free', keys: ['inc-1'] })
       expect(c2.metrics.refused).toBe(1)
+      // nothing runs on it before it says it takes tasks (a resumed worker says so at once)
+      expect(back.got.filter(m => m.type === 'assign')).toEqual([])
+      c2.receive(wid, [{ type: 'status', accepting: true }])
       // it runs again, on the worker that is back
       expect(back.got.filter(m => m.type === 'assign').map(m => m.key)).toEqual(['inc-1'])
     } finally { c2.close() }

@@ -174,6 +174,11 @@ async function main() {
     const r = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(new URL('./million.js', import.meta.url)), '1000000'], { encoding: 'utf8', timeout: 600_000 })
     console.log(`\n${(r.stdout || r.stderr).trim()}`)
   }
+  // what the coordinator's journal (--journal) costs on tiny tasks
+  if (!args.has('--no-journal')) {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('./journal.js', import.meta.url)), '3'], { encoding: 'utf8', timeout: 600_000 })
+    console.log(`\n${(r.stdout || r.stderr).trim()}`)
+  }
   // the submit-time checks on a task function (once per distinct source)
   if (!args.has('--no-fn')) {
     const r = spawnSync(process.execPath, [fileURLToPath(new URL('./free-variables.js', import.meta.url))], { encoding: 'utf8', timeout: 300_000 })

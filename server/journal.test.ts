@@ -147,15 +147,16 @@ describe('Coordinator with a journal (in memory, no sockets)', () => {
     expect(assign.digest).toBe(true)
     c1.receive(wid, [{ type: 'finished', key: 'inc-1', attempt: assign.attempt, nbytes: 2, ms: 1, digest: 'ab'.repeat(32) }])
     return Promise.resolve().then(() => {
-      j1.flush()
-      const snap = j1.load()
+      // the coordinator dies without a word (no close: nothing is cleared); what it wrote is read back
+      j1.close()
+      const reader = openJournal(path)
+      const snap = reader.load()
+      reader.close()
       expect(snap.clients).toEqual([{ id: cid, name: 'tour', secretHash: sha256Hex(new TextEncoder().encode(cSecret)), ns: expect.any(String) }])
       expect(snap.workers[0]!.secretHash).toBe(sha256Hex(new TextEncoder().encode(wSecret)))
       expect(JSON.stringify(snap)).not.toContain(cSecret)
       expect(JSON.stringify(snap)).not.toContain(wSecret)
       expect(snap.tasks).toMatchObject([{ spec: { key: 'inc-1' }, state: 'memory', holders: [wid], digest: 'ab'.repeat(32), nbytes: 2 }])
-      // the coordinator dies without a word (no close: nothing is cleared)
-      j1.close()
       const c2 = new Coordinator({ journal: openJournal(path), clientToken: '', validate: true })
       try {
         expect(c2.scheduler.taskStatus('inc-1')).toBe('memory')

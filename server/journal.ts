@@ -2,42 +2,20 @@
  * The coordinator's journal in SQLite (better-sqlite3): what it must not forget across a
  * crash (core/journal.ts). WAL mode with `synchronous = NORMAL`: a commit is an append
  * to the log, and a crash of the process (SIGKILL) loses nothing committed; a power cut
- * may lose the last commits, never the file. Writes go through prepared statements inside
- * one transaction per turn of the event loop, committed by `setImmediate`, so a frame of
- * a thousand results costs one commit.
+ * may lose the last commits, never the file. The file is held in exclusive locking mode:
+ * a second coordinator on the same journal fails at start with a clear error.
  *
- * The file is held in exclusive locking mode: a second coordinator on the same journal
- * fails at start with a clear error instead of interleaving its writes.
+ * The coordinator's thread reads the journal when it starts (`load`), then hands the file
+ * to a writer thread (server/journal-writer.ts): each turn of the event loop, the changes
+ * recorded during it leave in one message and are written there in one transaction of
+ * prepared statements, so the coordinator's thread spends no time in SQLite.
  */
-import Database from 'better-sqlite3'
+import { Worker } from 'node:worker_threads'
+import type Database from 'better-sqlite3'
 import type { Journal, JournalClient, JournalSnapshot, JournalTask, JournalTaskUpdate, JournalWorker } from '../core/journal.js'
 import type { TaskSpec, WorkerKind } from '../core/scheduler-types.js'
 import type { WireError } from '../shared/errors.js'
-
-/** The journal's schema version (`PRAGMA user_version`): a file of another version is refused, not misread. */
-const SCHEMA_VERSION = 1
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
-CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (
-  seq INTEGER PRIMARY KEY,
-  key TEXT NOT NULL UNIQUE,
-  owner TEXT NOT NULL,
-  fn TEXT,
-  spec TEXT NOT NULL,
-  args BLOB,
-  state TEXT NOT NULL,
-  wanters TEXT NOT NULL,
-  holders TEXT NOT NULL,
-  nbytes INTEGER NOT NULL,
-  digest TEXT,
-  error TEXT
-);
-CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
-`
+import { openDatabase, prepareWrites, type Op } from './journal-db.js'
 
 export interface SqliteJournalOptions {
   /** where a failed write is reported (the coordinator goes on without it) */
@@ -45,6 +23,9 @@ export interface SqliteJournalOptions {
 }
 
 type Row = Record<string, unknown>
+
+/** how long `flush` and `close` wait for the writer thread */
+const WAIT_MS = 10_000
 
 /**
  * Opens (or creates) the journal at `path`.
@@ -58,63 +39,23 @@ export function openJournal(path: string, options: SqliteJournalOptions = {}): S
 }
 
 export class SqliteJournal implements Journal {
-  private readonly db: Database.Database
+  /** the connection of this thread, until the writer thread takes the file over */
+  private db: Database.Database | undefined
+  private writer: Worker | undefined
   private readonly log: (line: string, level?: 'info' | 'warn' | 'error') => void
-  private inTx = false
+  private ops: Op[] = []
   private closed = false
-  private failures = 0
-  private readonly st: Record<string, Database.Statement>
-  private readonly commitSoon = (): void => this.commit()
+  private readonly sendSoon = (): void => this.send()
 
   constructor(readonly path: string, options: SqliteJournalOptions = {}) {
     this.log = options.log ?? (() => {})
-    let db: Database.Database
-    try {
-      // no waiting on a lock: the only other holder would be another coordinator
-      db = new Database(path, { timeout: 0 })
-    } catch (err) {
-      throw new Error(`cannot open the journal ${path}: ${(err as Error).message}`, { cause: err })
-    }
-    try {
-      // exclusive: one coordinator per journal (the lock is taken by the first write below)
-      db.pragma('locking_mode = EXCLUSIVE')
-      db.pragma('journal_mode = WAL')
-      db.pragma('synchronous = NORMAL')
-      const version = db.pragma('user_version', { simple: true }) as number
-      const empty = (db.prepare(`SELECT count(*) AS n FROM sqlite_master`).get() as { n: number }).n === 0
-      if (!empty && version !== SCHEMA_VERSION) throw new Error(`it has schema version ${version}, this tabgrid writes version ${SCHEMA_VERSION} (start with another --journal file, or --no-journal)`)
-      db.exec(SCHEMA)
-      db.pragma(`user_version = ${SCHEMA_VERSION}`)
-    } catch (err) {
-      db.close()
-      const busy = (err as { code?: string }).code === 'SQLITE_BUSY'
-      throw new Error(busy ? `the journal ${path} is in use by another coordinator (give this one another --journal file, or --no-journal)` : `cannot use the journal ${path}: ${(err as Error).message}`, { cause: err })
-    }
-    this.db = db
-    const p = (sql: string): Database.Statement => db.prepare(sql)
-    this.st = {
-      begin: p('BEGIN'),
-      commit: p('COMMIT'),
-      putClient: p('INSERT OR REPLACE INTO clients (id, name, secret_hash, ns) VALUES (?, ?, ?, ?)'),
-      removeClient: p('DELETE FROM clients WHERE id = ?'),
-      removeModules: p('DELETE FROM modules WHERE client = ?'),
-      putModule: p('INSERT OR REPLACE INTO modules (client, name, source) VALUES (?, ?, ?)'),
-      putWorker: p('INSERT OR REPLACE INTO workers (id, name, kind, slots, volunteer, secret_hash) VALUES (?, ?, ?, ?, ?, ?)'),
-      removeWorker: p('DELETE FROM workers WHERE id = ?'),
-      putFunction: p('INSERT OR IGNORE INTO functions (id, source) VALUES (?, ?)'),
-      removeFunction: p('DELETE FROM functions WHERE id = ?'),
-      putTask: p('INSERT OR IGNORE INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
-      updateTask: p('UPDATE tasks SET state = ?, wanters = ?, holders = ?, nbytes = ?, digest = coalesce(?, digest), error = ? WHERE key = ?'),
-      dropArgs: p('UPDATE tasks SET args = NULL WHERE key = ?'),
-      removeTask: p('DELETE FROM tasks WHERE key = ?'),
-      putDataset: p('INSERT OR REPLACE INTO datasets (name, key) VALUES (?, ?)'),
-      removeDataset: p('DELETE FROM datasets WHERE name = ?'),
-    }
+    this.db = openDatabase(path)
   }
 
   load(): JournalSnapshot {
-    this.flush()
-    const all = (sql: string): Row[] => this.db.prepare(sql).all() as Row[]
+    if (!this.db) throw new Error('the journal is read once, when the coordinator starts, before anything is written')
+    const db = this.db
+    const all = (sql: string): Row[] => db.prepare(sql).all() as Row[]
     const clients: JournalClient[] = all('SELECT id, name, secret_hash, ns FROM clients').map(r => ({
       id: String(r.id), name: String(r.name), secretHash: String(r.secret_hash), ns: String(r.ns),
     }))
@@ -125,7 +66,7 @@ export class SqliteJournal implements Journal {
     }))
     const functions = new Map(all('SELECT id, source FROM functions').map(r => [String(r.id), String(r.source)]))
     const tasks: JournalTask[] = []
-    for (const r of this.db.prepare('SELECT key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) {
+    for (const r of db.prepare('SELECT key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) {
       const spec = JSON.parse(String(r.spec)) as Omit<TaskSpec, 'key' | 'fn'>
       tasks.push({
         spec: { ...spec, key: String(r.key), fn: r.fn === null ? null : String(r.fn) },
@@ -143,73 +84,90 @@ export class SqliteJournal implements Journal {
     return { clients, modules, workers, functions, tasks, datasets }
   }
 
-  /** Runs one write inside this turn's transaction; a failure is logged, never thrown at the coordinator. */
-  private write(name: string, ...args: unknown[]): void {
+  private write(op: Op): void {
     if (this.closed) return
-    try {
-      if (!this.inTx) {
-        this.st.begin!.run()
-        this.inTx = true
-        setImmediate(this.commitSoon)
-      }
-      this.st[name]!.run(...args)
-    } catch (err) {
-      // a full disk or a broken file: the grid goes on, but a restart would not have this
-      if (this.failures++ < 5) this.log(`journal write (${name}) failed: ${(err as Error).message}; a restart may lose this change`, 'error')
-    }
+    if (this.ops.length === 0) setImmediate(this.sendSoon)
+    this.ops.push(op)
   }
 
-  private commit(): void {
-    if (!this.inTx) return
-    this.inTx = false
-    try { this.st.commit!.run() } catch (err) {
-      if (this.failures++ < 5) this.log(`journal commit failed: ${(err as Error).message}; a restart may lose this turn's changes`, 'error')
-      try { if (this.db.inTransaction) this.db.exec('ROLLBACK') } catch { /* nothing more to do */ }
-    }
+  /** This turn's changes leave for the writer thread (started, with the file handed over, on the first). */
+  private send(): void {
+    if (this.ops.length === 0 || this.closed) return
+    const ops = this.ops
+    this.ops = []
+    this.startWriter().postMessage({ type: 'batch', ops })
   }
 
-  putClient(c: JournalClient): void { this.write('putClient', c.id, c.name, c.secretHash, c.ns) }
-  removeClient(id: string): void {
-    this.write('removeClient', id)
-    this.write('removeModules', id)
+  private startWriter(): Worker {
+    if (this.writer) return this.writer
+    // the writer opens the file itself: this thread lets go of it (and of its lock) first
+    this.db?.close()
+    this.db = undefined
+    const fromSource = import.meta.url.endsWith('.ts')
+    const workerData = { path: this.path }
+    // from sources (tests), the thread registers tsx itself: `--import tsx` does not reach a thread's own entry
+    const w = fromSource
+      ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(new URL('./journal-writer.ts', import.meta.url).href)}) })`, { eval: true, workerData })
+      : new Worker(new URL('./journal-writer.js', import.meta.url), { workerData })
+    w.on('message', (m: { type: string; message?: string }) => { if (m.type === 'error') this.log(m.message ?? 'journal writer error', 'error') })
+    w.on('error', (err: Error) => this.log(`journal writer thread failed: ${err.message}; a restart may lose what it had not written`, 'error'))
+    w.unref()
+    this.writer = w
+    return w
   }
-  putModule(client: string, name: string, source: string): void { this.write('putModule', client, name, source) }
-  putWorker(w: JournalWorker): void { this.write('putWorker', w.id, w.name, w.kind, w.slots, w.volunteer, w.secretHash) }
-  removeWorker(id: string): void { this.write('removeWorker', id) }
-  putFunction(id: string, source: string): void { this.write('putFunction', id, source) }
-  removeFunction(id: string): void { this.write('removeFunction', id) }
+
+  /** Posts `type` to the writer after what is pending, and waits (blocking this thread) until it answers. */
+  private waitFor(type: 'flush' | 'close'): void {
+    const w = this.writer
+    if (!w) return
+    const flag = new Int32Array(new SharedArrayBuffer(4))
+    w.postMessage({ type, flag })
+    if (Atomics.wait(flag, 0, 0, WAIT_MS) === 'timed-out') this.log(`the journal writer did not answer ${type} within ${WAIT_MS} ms`, 'error')
+  }
+
+  putClient(c: JournalClient): void { this.write(['putClient', c.id, c.name, c.secretHash, c.ns]) }
+  removeClient(id: string): void { this.write(['removeClient', id]) }
+  putModule(client: string, name: string, source: string): void { this.write(['putModule', client, name, source]) }
+  putWorker(w: JournalWorker): void { this.write(['putWorker', w.id, w.name, w.kind, w.slots, w.volunteer, w.secretHash]) }
+  removeWorker(id: string): void { this.write(['removeWorker', id]) }
+  putFunction(id: string, source: string): void { this.write(['putFunction', id, source]) }
+  removeFunction(id: string): void { this.write(['removeFunction', id]) }
 
   putTask(t: JournalTask): void {
     const { key, fn, ...spec } = t.spec
-    this.write('putTask', key, t.owner, fn, JSON.stringify(spec), t.args, t.state, JSON.stringify(t.wanters), JSON.stringify(t.holders), t.nbytes, t.digest, t.error === null ? null : JSON.stringify(t.error))
+    this.write(['putTask', key, t.owner, fn, spec, t.args, t.state, t.wanters, t.holders, t.nbytes, t.digest, t.error])
   }
 
   updateTask(key: string, u: JournalTaskUpdate): void {
-    this.write('updateTask', u.state, JSON.stringify(u.wanters), JSON.stringify(u.holders), u.nbytes, u.digest, u.error === null ? null : JSON.stringify(u.error), key)
+    this.write(['updateTask', key, u.state, u.wanters, u.holders, u.nbytes, u.digest, u.error])
   }
 
-  dropArgs(key: string): void { this.write('dropArgs', key) }
-  removeTask(key: string): void { this.write('removeTask', key) }
-  putDataset(name: string, key: string): void { this.write('putDataset', name, key) }
-  removeDataset(name: string): void { this.write('removeDataset', name) }
+  dropArgs(key: string): void { this.write(['dropArgs', key]) }
+  removeTask(key: string): void { this.write(['removeTask', key]) }
+  putDataset(name: string, key: string): void { this.write(['putDataset', name, key]) }
+  removeDataset(name: string): void { this.write(['removeDataset', name]) }
 
-  flush(): void { this.commit() }
+  /** Writes what was recorded so far, and returns once it is committed. */
+  flush(): void {
+    if (this.closed) return
+    if (this.ops.length === 0 && !this.writer) return
+    this.send()
+    this.waitFor('flush')
+  }
 
   clear(): void {
     if (this.closed) return
-    this.commit()
-    try {
-      this.db.exec('BEGIN; DELETE FROM clients; DELETE FROM modules; DELETE FROM workers; DELETE FROM functions; DELETE FROM tasks; DELETE FROM datasets; COMMIT')
-    } catch (err) {
-      this.log(`journal could not be cleared: ${(err as Error).message}`, 'error')
-      try { if (this.db.inTransaction) this.db.exec('ROLLBACK') } catch { /* nothing more to do */ }
-    }
+    this.ops = []
+    if (this.db) prepareWrites(this.db).clear()
+    else this.startWriter().postMessage({ type: 'clear' })
   }
 
   close(): void {
     if (this.closed) return
-    this.commit()
+    this.send()
     this.closed = true
-    this.db.close()
+    if (this.writer) this.waitFor('close')
+    this.db?.close()
+    this.db = undefined
   }
 }

@@ -1,0 +1,120 @@
+/**
+ * The journal's SQLite file (server/journal.ts): opening it (exclusive lock, WAL,
+ * `synchronous = NORMAL`, the schema and its version) and the prepared statements its
+ * writes go through, one transaction per batch. Used by the coordinator's thread to read
+ * it and by the writer thread (server/journal-writer.ts) to write it.
+ */
+import Database from 'better-sqlite3'
+
+/** The journal's schema version (`PRAGMA user_version`): a file of another version is refused, not misread. */
+const SCHEMA_VERSION = 1
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+  seq INTEGER PRIMARY KEY,
+  key TEXT NOT NULL UNIQUE,
+  owner TEXT NOT NULL,
+  fn TEXT,
+  spec TEXT NOT NULL,
+  args BLOB,
+  state TEXT NOT NULL,
+  wanters TEXT NOT NULL,
+  holders TEXT NOT NULL,
+  nbytes INTEGER NOT NULL,
+  digest TEXT,
+  error TEXT
+);
+CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
+`
+
+/** One change: the name of a write and its arguments (plain data: batches cross to the writer thread). */
+export type Op = [string, ...unknown[]]
+
+/** Opens (or creates) the journal at `path`, held by this connection alone; throws a clear error if it can't. */
+export function openDatabase(path: string): Database.Database {
+  let db: Database.Database
+  try {
+    // no waiting on a lock: the only other holder would be another coordinator
+    db = new Database(path, { timeout: 0 })
+  } catch (err) {
+    throw new Error(`cannot open the journal ${path}: ${(err as Error).message}`, { cause: err })
+  }
+  try {
+    // exclusive: one coordinator per journal (the lock is taken by the first write below)
+    db.pragma('locking_mode = EXCLUSIVE')
+    db.pragma('journal_mode = WAL')
+    db.pragma('synchronous = NORMAL')
+    const version = db.pragma('user_version', { simple: true }) as number
+    const empty = (db.prepare(`SELECT count(*) AS n FROM sqlite_master`).get() as { n: number }).n === 0
+    if (!empty && version !== SCHEMA_VERSION) throw new Error(`it has schema version ${version}, this tabgrid writes version ${SCHEMA_VERSION} (start with another --journal file, or --no-journal)`)
+    db.exec(SCHEMA)
+    db.pragma(`user_version = ${SCHEMA_VERSION}`)
+  } catch (err) {
+    db.close()
+    const busy = (err as { code?: string }).code === 'SQLITE_BUSY'
+    throw new Error(busy ? `the journal ${path} is in use by another coordinator (give this one another --journal file, or --no-journal)` : `cannot use the journal ${path}: ${(err as Error).message}`, { cause: err })
+  }
+  return db
+}
+
+const json = (v: unknown): string | null => v === null || v === undefined ? null : JSON.stringify(v)
+
+/** The journal's writes as prepared statements; `apply` runs a batch in one transaction. */
+export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; clear(): void } {
+  const p = (sql: string): Database.Statement => db.prepare(sql)
+  const putClient = p('INSERT OR REPLACE INTO clients (id, name, secret_hash, ns) VALUES (?, ?, ?, ?)')
+  const removeClient = p('DELETE FROM clients WHERE id = ?')
+  const removeModules = p('DELETE FROM modules WHERE client = ?')
+  const putModule = p('INSERT OR REPLACE INTO modules (client, name, source) VALUES (?, ?, ?)')
+  const putWorker = p('INSERT OR REPLACE INTO workers (id, name, kind, slots, volunteer, secret_hash) VALUES (?, ?, ?, ?, ?, ?)')
+  const removeWorker = p('DELETE FROM workers WHERE id = ?')
+  const putFunction = p('INSERT OR IGNORE INTO functions (id, source) VALUES (?, ?)')
+  const removeFunction = p('DELETE FROM functions WHERE id = ?')
+  const putTask = p('INSERT OR REPLACE INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+  const updateTask = p('UPDATE tasks SET state = ?, wanters = ?, holders = ?, nbytes = ?, digest = coalesce(?, digest), error = ? WHERE key = ?')
+  const dropArgs = p('UPDATE tasks SET args = NULL WHERE key = ?')
+  const removeTask = p('DELETE FROM tasks WHERE key = ?')
+  const putDataset = p('INSERT OR REPLACE INTO datasets (name, key) VALUES (?, ?)')
+  const removeDataset = p('DELETE FROM datasets WHERE name = ?')
+  const one = (op: Op): void => {
+    const a = op
+    switch (a[0]) {
+      case 'putClient': putClient.run(a[1], a[2], a[3], a[4]); return
+      case 'removeClient': removeClient.run(a[1]); removeModules.run(a[1]); return
+      case 'putModule': putModule.run(a[1], a[2], a[3]); return
+      case 'putWorker': putWorker.run(a[1], a[2], a[3], a[4], a[5], a[6]); return
+      case 'removeWorker': removeWorker.run(a[1]); return
+      case 'putFunction': putFunction.run(a[1], a[2]); return
+      case 'removeFunction': removeFunction.run(a[1]); return
+      // [key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error]
+      case 'putTask': putTask.run(a[1], a[2], a[3], json(a[4]), a[5], a[6], json(a[7]), json(a[8]), a[9], a[10], json(a[11])); return
+      // [key, state, wanters, holders, nbytes, digest, error]
+      case 'updateTask': updateTask.run(a[2], json(a[3]), json(a[4]), a[5], a[6], json(a[7]), a[1]); return
+      case 'dropArgs': dropArgs.run(a[1]); return
+      case 'removeTask': removeTask.run(a[1]); return
+      case 'putDataset': putDataset.run(a[1], a[2]); return
+      case 'removeDataset': removeDataset.run(a[1]); return
+      default: throw new Error(`unknown journal write ${String(a[0])}`)
+    }
+  }
+  // a write that fails (it should not) loses itself, not the rest of its batch
+  let failed: Error | undefined
+  const apply = db.transaction((ops: Op[]) => {
+    for (const op of ops) try { one(op) } catch (err) { failed ??= err as Error }
+  })
+  const clear = db.transaction(() => {
+    for (const t of ['clients', 'modules', 'workers', 'functions', 'tasks', 'datasets']) db.exec(`DELETE FROM ${t}`)
+  })
+  return {
+    apply: ops => {
+      failed = undefined
+      apply(ops)
+      if (failed) throw failed
+    },
+    clear: () => clear(),
+  }
+}

@@ -14,7 +14,7 @@ import { Scheduler } from './scheduler.js'
 import type { AssignedTask, Command, SchedulerEvent, TaskSpec, WorkerKind } from './scheduler-types.js'
 import { volunteerOf, type DeadlineOptions } from './trust.js'
 import {
-  LIMITS, PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
+  HELLO_HELD_MAX, LIMITS, PROTOCOL_VERSION, clientMessage, hello as helloSchema, workerMessage, describeIssues,
   type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage, type ClientRequest, type ReplyValue,
 } from '../shared/protocol.js'
 import { PartJoiner, ownBytes } from '../shared/wire.js'
@@ -588,11 +588,13 @@ export class Coordinator {
           else still.add(h.key)
         }
         if (restored) for (const k of mine) this.restoredDigests.delete(k)
-        const gone = [...mine].filter(k => !still.has(k))
+        // a list cut at its cap leaves keys out: only a restored worker loses what it did not name (the journal's word alone is not enough)
+        const complete = (hello.held?.length ?? 0) < HELLO_HELD_MAX
+        const gone = complete || restored ? [...mine].filter(k => !still.has(k)) : []
         if (gone.length) this.handle({ type: 'data-released', worker: w.id, keys: gone })
-        // results whose report is on its way (a live assignment here) are not claims
+        // results whose report is on its way (a live assignment here), and inputs it fetched for one, are not claims
         let running: Set<string> | undefined
-        const claimed = [...still].filter(k => !mine.has(k) && !(running ??= new Set(this.scheduler.assignmentsOf(w.id).map(a => a.key))).has(k))
+        const claimed = [...still].filter(k => !mine.has(k) && !(running ??= new Set(this.scheduler.assignmentsOf(w.id).map(a => a.key))).has(k) && !this.scheduler.isInputOf(k, w.id))
         if (refused.length) {
           this.metrics.refused += refused.length
           this.opts.log(`worker ${w.name} re-announced ${refused.length} results whose digest is not the journal's (${refused.slice(0, 3).join(', ')}): not believed`, 'warn')

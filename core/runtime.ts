@@ -12,7 +12,7 @@
  */
 import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from '../shared/link.js'
-import { LIMITS, describeIssues, execEvents, type ExecEvent, type WorkerStoryEntry, type ToWorkerMessage, type WorkerMessage } from '../shared/protocol.js'
+import { HELLO_HELD_MAX, LIMITS, describeIssues, execEvents, type ExecEvent, type WorkerStoryEntry, type ToWorkerMessage, type WorkerMessage } from '../shared/protocol.js'
 import { PartJoiner, PendingRequests, ownBytes, streamParts } from '../shared/wire.js'
 import type { ExecutorApi, TaskPort } from '../shared/executor.js'
 import { toWireError, TimeoutError, type WireError } from '../shared/errors.js'
@@ -76,8 +76,6 @@ interface ThreadIO {
 type StatusChange = LinkStatus | { state: 'welcome'; id: string; resumed: boolean; /** the secret that resumes this identity (keep it to resume after a reload) */ resume?: string } | { state: 'goodbye'; reason: string }
 
 const now = (): number => performance.now()
-/** most keys a reconnecting worker lists in its hello (it stays well under the frame cap) */
-const HELLO_HELD_MAX = 50_000
 
 /** Callbacks whose comlink port must not keep the host process alive (RuntimeOptions.unref). */
 const unrefProxies = new WeakSet<object>()

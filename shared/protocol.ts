@@ -91,6 +91,9 @@ export const welcomeMessage = z.object({
   resume: z.string().optional(),
 })
 
+/** Most keys a worker lists in its hello's `held` (a hello stays well under the frame cap); a list this long may leave some out. */
+export const HELLO_HELD_MAX = 50_000
+
 /** What a connecting socket says about itself (socket.io `auth`). */
 export const hello = z.discriminatedUnion('role', [
   z.object({

@@ -5,15 +5,18 @@
  * `close` answer through a shared flag the coordinator's thread waits on.
  */
 import { parentPort, workerData } from 'node:worker_threads'
+import { Unpackr } from 'msgpackr'
 import { openDatabase, prepareWrites, type Op } from './journal-db.js'
 
 type Message =
-  | { type: 'batch'; ops: Op[] }
+  /** the turn's changes, msgpack-encoded (server/journal.ts) */
+  | { type: 'batch'; packed: Uint8Array }
   | { type: 'clear' }
   | { type: 'flush'; flag: Int32Array }
   | { type: 'close'; flag: Int32Array }
 
 const port = parentPort!
+const unpackr = new Unpackr({ useRecords: false, moreTypes: false, mapsAsObjects: true })
 const { path } = workerData as { path: string }
 let failures = 0
 const fail = (what: string, err: unknown): void => {
@@ -36,7 +39,7 @@ port.on('message', (m: Message) => {
   switch (m.type) {
     case 'batch':
       if (!db || !writes) return
-      try { writes.apply(m.ops) } catch (err) { fail('write', err) }
+      try { writes.apply(unpackr.unpack(m.packed) as Op[]) } catch (err) { fail('write', err) }
       return
     case 'clear':
       if (!db || !writes) return

@@ -265,6 +265,8 @@ describe('dashboard', () => {
     expect(body).toMatch(/processing → memory/)
     expect(body).toMatch(/its worker finished it/)
     expect(body).toMatch(/a client submitted it/)
+    // the tab's own steps, fetched from it and merged in
+    expect(body).toMatch(/on the worker, thread \d: running/)
     // a bar clicked: find one in the canvas
     await until(async () => (await colouredPixels(page)) > 100, 'bars')
     const at = await findBar(page)

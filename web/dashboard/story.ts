@@ -73,7 +73,8 @@ export class StoryPanel {
       this.body.replaceChildren()
       return
     }
-    const last = story[story.length - 1]!
+    // the task's state is the scheduler's; the worker's own steps (source 'worker') are interleaved by time
+    const last = story.findLast(s => s.source !== 'worker') ?? story[story.length - 1]!
     const ran = [...new Set(story.filter(s => s.to === 'processing' && s.worker).map(s => this.name(s.worker)))]
     const attempts = story.filter(s => s.to === 'processing').length
     const parts = [`now ${last.to}`]
@@ -108,6 +109,7 @@ export class StoryPanel {
 /** Why it moved, in words: the transition first, then the event that caused it. */
 function reason(s: StoryEntry): string {
   const st = s.stimulus
+  if (s.source === 'worker') return `on the worker${s.thread !== undefined ? `, thread ${s.thread}` : ''}: ${WORKER_STEPS[s.to] ?? s.to}`
   if (s.to === 'processing') {
     if (/^task-(finished|erred)/.test(st)) return 'a slot freed up on a worker'
     if (/^steal/.test(st)) return 'moved to an idle worker'
@@ -119,6 +121,19 @@ function reason(s: StoryEntry): string {
   if (s.from === 'processing' && s.to === 'queued') return /^task-erred/.test(st) ? 'it threw; retrying' : 'taken back from its worker'
   for (const [re, text] of STIMULI) if (re.test(st)) return text
   return st
+}
+
+/** The worker state machine's states, in words (core/worker-state.ts). */
+const WORKER_STEPS: Record<string, string> = {
+  waiting: 'received, waiting for its inputs',
+  ready: 'ready: its inputs are here',
+  copying: 'copying its inputs to a thread',
+  executing: 'running',
+  memory: 'done, result held',
+  erred: 'failed',
+  cancelled: 'cancelled',
+  missing: 'an input is missing',
+  released: 'let go',
 }
 
 function fmtMs(ms: number): string {

@@ -60,11 +60,13 @@ export function webWorkerThread(worker: Worker, onStrayError: StrayErrorSink = (
   worker.addEventListener('error', (ev: ErrorEvent) => {
     // handled here: the browser would otherwise print it as an uncaught page error
     ev.preventDefault()
-    const message = ev.message || 'the Web Worker could not start (its script failed to load)'
     if (!ready) {
-      fire(`failed to start: ${message}`)
+      fire(`failed to start: ${ev.message || 'the Web Worker could not start (its script failed to load)'}`)
       worker.terminate()
-    } else onStrayError(message)
+    } else {
+      // an error after the start is a task's stray one; if the thread died of it, its Web Lock says so
+      onStrayError(ev.message || 'an error without a message')
+    }
   })
   worker.addEventListener('messageerror', () => onStrayError('a message from a Web Worker could not be read'))
   return {

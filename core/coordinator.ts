@@ -587,7 +587,8 @@ export class Coordinator {
           if (restored && mine.has(h.key) && (h.digest === undefined || h.digest !== this.restoredDigests.get(h.key))) refused.push(h.key)
           else still.add(h.key)
         }
-        if (restored) for (const k of mine) this.restoredDigests.delete(k)
+        // (kept for the other restored holders of the same keys until none is left)
+        if (restored && this.restoredWorkers.size === 0) this.restoredDigests.clear()
         // a list cut at its cap leaves keys out: only a restored worker loses what it did not name (the journal's word alone is not enough)
         const complete = (hello.held?.length ?? 0) < HELLO_HELD_MAX
         const gone = complete || restored ? [...mine].filter(k => !still.has(k)) : []
@@ -685,7 +686,7 @@ export class Coordinator {
     if (p.conn) p.conn.close(reason)
     if (p.role === 'worker') {
       this.journal?.removeWorker(id)
-      if (this.restoredWorkers.delete(id)) for (const k of this.scheduler.heldBy(id)) this.restoredDigests.delete(k)
+      if (this.restoredWorkers.delete(id) && this.restoredWorkers.size === 0) this.restoredDigests.clear()
       this.opts.log(`worker ${p.name} is gone (${reason})`)
       for (const [rid, r] of this.relays) if (r.holder === id) this.relayFailed(rid, { code: 'lost-data', message: `holder of ${r.key} left`, key: r.key })
       this.handle({ type: 'worker-removed', worker: id, reason })

@@ -205,5 +205,36 @@ describe('Coordinator with a journal (in memory, no sockets)', () => {
       expect(back.got.filter(m => m.type === 'assign').map(m => m.key)).toEqual(['inc-1'])
     } finally { c2.close() }
   })
-})
 
+  it('a scattered value on two workers comes back on both: each re-announces it with the digest its put carried', async () => {
+    const path = file()
+    const j1 = openJournal(path)
+    const c1 = new Coordinator({ journal: j1, clientToken: '', trustWorkers: true })
+    const peersBefore = [peer('a'), peer('b')]
+    const ids = peersBefore.map((p, i) => c1.accept(p, { role: 'worker', kind: 'node', slots: 1, name: `w${i}` }))
+    const secrets = peersBefore.map(p => (p.got[0] as { resume: string }).resume)
+    const cid = c1.accept(peer('cc'), { role: 'client' })
+    const bytes = new Uint8Array([0xc4, 3, 1, 2, 3])
+    c1.receive(cid, [{ type: 'scatter', key: 's-1', data: bytes, replicas: 2 }])
+    const digest = sha256Hex(bytes)
+    for (const [i, p] of peersBefore.entries()) {
+      const put = p.got.find(m => m.type === 'put') as { key: string; digest?: string }
+      // the put says what the bytes hash to: the worker names it when it re-announces them
+      expect(put).toMatchObject({ key: 's-1', digest })
+      c1.receive(ids[i]!, [{ type: 'stored', key: 's-1', nbytes: 5 }])
+    }
+    expect(c1.scheduler.whoHas('s-1').sort()).toEqual([...ids].sort())
+    await Promise.resolve()
+    j1.close()
+    const c2 = new Coordinator({ journal: openJournal(path), clientToken: '', trustWorkers: true })
+    try {
+      expect(c2.scheduler.taskStatus('s-1')).toBe('memory')
+      for (const [i, secret] of secrets.entries()) {
+        const back = peer(`back-${i}`)
+        expect(c2.accept(back, { role: 'worker', kind: 'node', slots: 1, resume: secret, held: [{ key: 's-1', nbytes: 5, digest }] })).toBe(ids[i])
+        expect(back.got.filter(m => m.type === 'free')).toEqual([])
+      }
+      expect(c2.scheduler.whoHas('s-1').sort()).toEqual([...ids].sort())
+    } finally { c2.close() }
+  })
+})

@@ -211,7 +211,7 @@ function pureKeyHash(tf: TaskFunction, args: Uint8Array): string {
 const scratch = new Uint8Array(4096 + 64)
 
 function newRecord(key: string): KeyRecord {
-  return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined, replaced: 0 }
+  return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined, replaced: 0, spec: undefined }
 }
 
 function randomId(): string {
@@ -244,6 +244,8 @@ export class Client {
   private joiner = new PartJoiner()
   /** function hashes sent on this connection */
   private readonly sentFunctions = new Set<string>()
+  /** the source of each function submitted, by hash: a task sent again after a reconnect may need it again */
+  private readonly sources = new Map<string, string>()
   private building: Building | undefined
   /** the re-check of futures after a reconnect now running (a newer one stops an older one) */
   private resyncRun = 0
@@ -947,6 +949,8 @@ export class Client {
         this.sentFunctions.add(tf.hash)
         this.out({ type: 'function', hash: tf.hash, source: tf.source }, tf.source.length)
       }
+      rec.spec = task
+      if (!this.sources.has(tf.hash)) this.sources.set(tf.hash, tf.source)
       this.addTask(task, bytes.byteLength + key.length * 2 + TASK_OVERHEAD + (deps ? deps.length * 40 : 0))
     }
     return this.newFuture(rec)
@@ -1031,6 +1035,7 @@ export class Client {
 
   /** rec ends in a failed state; whoever awaits its value gets `err`. */
   private fail(rec: KeyRecord, status: Exclude<FutureStatus, 'pending' | 'finished'>, err: Error): void {
+    rec.spec = undefined
     settleRecord(rec, status, err)
     if (rec.fetch) { rec.fetch.reject(err); rec.fetch = undefined }
     this.joiner.drop(rec.key)
@@ -1135,6 +1140,7 @@ export class Client {
       case 'key-state': {
         const rec = this.records.get(m.key)
         if (!rec) return
+        rec.spec = undefined
         switch (m.state) {
           case 'memory':
             // the value it had was disproven and replaced: result() now gets the new one
@@ -1169,6 +1175,7 @@ export class Client {
         const d = rec.fetch
         rec.fetch = undefined
         if (rec.status === 'pending') settleRecord(rec, 'finished')
+        rec.spec = undefined
         let value: unknown
         try {
           value = decodeValue(bytes)
@@ -1286,6 +1293,17 @@ export class Client {
       const rec = this.records.get(key)
       if (!rec || rec.status !== 'pending') continue
       const st = states[key]
+      if ((st === 'forgotten' || st === 'released') && rec.spec !== undefined) {
+        // lost with a frame the dropped connection never delivered: send it again
+        const task = rec.spec as TaskSubmit
+        if (!this.sentFunctions.has(task.fn)) {
+          const source = this.sources.get(task.fn)
+          if (source !== undefined) { this.sentFunctions.add(task.fn); this.out({ type: 'function', hash: task.fn, source }, source.length) }
+        }
+        this.addTask(task, task.args.byteLength + key.length * 2 + TASK_OVERHEAD + task.deps.length * 40)
+        continue
+      }
+      rec.spec = undefined
       if (st === 'memory') settleRecord(rec, 'finished')
       else if (st === 'erred') this.fail(rec, 'error', new TaskError(`${key} failed while this client was reconnecting (its error did not reach this client: see client.story(key))`, { key }))
       else if (st === 'forgotten' || st === 'released') this.fail(rec, 'lost', new LostDataError(`${key} did not reach the coordinator before the connection dropped: submit it again`))

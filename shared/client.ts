@@ -249,6 +249,8 @@ export class Client {
   private building: Building | undefined
   /** the re-check of futures after a reconnect now running (a newer one stops an older one) */
   private resyncRun = 0
+  /** a re-check is running (one at a time is enough) */
+  private resyncing = false
   private scheduled = false
   /** bytes handed to the link since its last frame (the Outbox only sees top-level data) */
   private linkBytes = 0
@@ -1140,6 +1142,8 @@ export class Client {
       case 'key-state': {
         const rec = this.records.get(m.key)
         if (!rec) return
+        // a gather of a task whose submit was lost with a dropped connection: the re-check sends both again
+        if (m.state === 'erred' && m.error?.code === 'not-found' && rec.spec !== undefined && rec.status === 'pending') { if (!this.resyncing) this.resync(); return }
         rec.spec = undefined
         switch (m.state) {
           case 'memory':
@@ -1198,6 +1202,8 @@ export class Client {
         return
       case 'error': {
         const rec = m.error.key !== undefined ? this.records.get(m.error.key) : undefined
+        // a gather of a task whose submit was lost with a dropped connection: the re-check sends both again
+        if (rec && rec.spec !== undefined && m.error.code === 'not-found' && rec.status === 'pending') { if (!this.resyncing) this.resync(); return }
         if (rec) return this.fail(rec, 'error', fromWireError(m.error))
         // a frame of this client's refused for its size: what it carried is lost, find out which futures that leaves hanging
         if (m.error.code === 'too-large' && m.error.key === undefined) this.resync()
@@ -1252,6 +1258,7 @@ export class Client {
    */
   private resync(): void {
     const run = ++this.resyncRun
+    this.resyncing = true
     const keys: string[] = []
     for (const rec of this.records.values()) if (rec.status === 'pending') keys.push(rec.key)
     let next = 0
@@ -1261,6 +1268,7 @@ export class Client {
     // Paced: a few requests of about STATUS_BYTES each in flight, the next when one is
     // answered, so neither end gets one huge frame and the socket stays served in between
     const pump = (): void => {
+      if (run === this.resyncRun && inFlight === 0 && (next >= keys.length || !current())) this.resyncing = false
       while (inFlight < STATUS_IN_FLIGHT && next < keys.length && current()) {
         const chunk: string[] = []
         let bytes = 0
@@ -1277,6 +1285,7 @@ export class Client {
           pump()
         }, (err: Error) => {
           inFlight--
+          if (run === this.resyncRun) this.resyncing = false
           // a newer reconnect checks again from the start; say it once per run
           if (warned || this.state === 'closed' || run !== this.resyncRun) return
           warned = true
@@ -1301,6 +1310,8 @@ export class Client {
           if (source !== undefined) { this.sentFunctions.add(task.fn); this.out({ type: 'function', hash: task.fn, source }, source.length) }
         }
         this.addTask(task, task.args.byteLength + key.length * 2 + TASK_OVERHEAD + task.deps.length * 40)
+        // a gather sent before the task was known was refused: ask again
+        if (rec.fetch) this.addKey('gather', key)
         continue
       }
       rec.spec = undefined

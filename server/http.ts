@@ -161,7 +161,10 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     parser: frameParser,
     transports: ['websocket', 'polling'],
     pingInterval: 5_000,
-    pingTimeout: 10_000,
+    // a client may block its event loop for seconds: map() returns a million futures at
+    // once, 5-12 s of synchronous work on a loaded machine, which no slicing can split; a
+    // silent worker is found sooner anyway, by its leases (leaseMs)
+    pingTimeout: 20_000,
     // browsers say where a page comes from: this coordinator's own pages, and the web apps allowed
     allowRequest: (req, cb) => {
       const origin = req.headers.origin

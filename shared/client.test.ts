@@ -652,6 +652,43 @@ describe('reconnect at scale', () => {
   }, 60_000)
 })
 
+describe('reconnect: tasks lost with the connection', () => {
+  it('sends again, with its function, a task the coordinator never got (a frame lost as the connection dropped); not one it has', async () => {
+    const h = track(harness())
+    h.send({ type: 'welcome', id: 'c1', version: PROTOCOL_VERSION, resumed: false, resume: 's1' })
+    await tick()
+    const lost = h.client.submit((x: number) => x + 1, 1)
+    const value = lost.result()
+    const kept = h.client.submit((x: number) => x + 1, 2)
+    const done = h.client.submit((x: number) => x * 5, 3)
+    h.send({ type: 'key-state', key: done.key, state: 'memory' })
+    await tick()
+    h.clear()
+    h.clientSide.onStatus({ state: 'disconnected', reason: 'ping timeout' })
+    h.clientSide.onStatus({ state: 'connected', again: true })
+    h.send({ type: 'welcome', id: 'c1', version: PROTOCOL_VERSION, resumed: true, resume: 's2' })
+    await tick()
+    const status = h.of('request')[0]!
+    expect(status.op).toEqual({ op: 'status', keys: [lost.key, kept.key] })
+    // the gather asked again on reconnecting is refused: the coordinator never got the task
+    expect(h.of('gather').flatMap(g => g.keys)).toEqual([lost.key])
+    h.send({ type: 'key-state', key: lost.key, state: 'erred', error: { code: 'not-found', message: `key ${lost.key} is unknown to the scheduler`, key: lost.key } })
+    await tick()
+    expect(lost.status).toBe('pending')
+    h.clear()
+    h.send({ type: 'reply', id: status.id, ok: true, value: { [lost.key]: 'forgotten', [kept.key]: 'queued' } })
+    await tick()
+    expect(h.all().map(m => m.type)).toEqual(['function', 'submit', 'gather'])
+    const task = h.of('submit')[0]!.tasks
+    expect(task.map(t => t.key)).toEqual([lost.key])
+    expect(decodeValue(task[0]!.args)).toEqual([1])
+    expect([lost.status, kept.status]).toEqual(['pending', 'pending'])
+    h.send({ type: 'key-state', key: lost.key, state: 'memory' }, { type: 'data', key: lost.key, data: encodeValue(2) })
+    expect(await value).toBe(2)
+    expect(lost.status).toBe('finished')
+  })
+})
+
 describe('lifecycle', () => {
   it('close() releases everything, rejects pending futures, is idempotent, and runs onClose', async () => {
     const [clientSide, coordinator] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })

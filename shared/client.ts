@@ -211,7 +211,7 @@ function pureKeyHash(tf: TaskFunction, args: Uint8Array): string {
 const scratch = new Uint8Array(4096 + 64)
 
 function newRecord(key: string): KeyRecord {
-  return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined, replaced: 0 }
+  return { key, status: 'pending', error: undefined, refs: 0, fetch: undefined, settled: undefined, replaced: 0, spec: undefined }
 }
 
 function randomId(): string {
@@ -244,9 +244,13 @@ export class Client {
   private joiner = new PartJoiner()
   /** function hashes sent on this connection */
   private readonly sentFunctions = new Set<string>()
+  /** the source of each function submitted, by hash: a task sent again after a reconnect may need it again */
+  private readonly sources = new Map<string, string>()
   private building: Building | undefined
   /** the re-check of futures after a reconnect now running (a newer one stops an older one) */
   private resyncRun = 0
+  /** a re-check is running (one at a time is enough) */
+  private resyncing = false
   private scheduled = false
   /** bytes handed to the link since its last frame (the Outbox only sees top-level data) */
   private linkBytes = 0
@@ -947,6 +951,8 @@ export class Client {
         this.sentFunctions.add(tf.hash)
         this.out({ type: 'function', hash: tf.hash, source: tf.source }, tf.source.length)
       }
+      rec.spec = task
+      if (!this.sources.has(tf.hash)) this.sources.set(tf.hash, tf.source)
       this.addTask(task, bytes.byteLength + key.length * 2 + TASK_OVERHEAD + (deps ? deps.length * 40 : 0))
     }
     return this.newFuture(rec)
@@ -1031,6 +1037,7 @@ export class Client {
 
   /** rec ends in a failed state; whoever awaits its value gets `err`. */
   private fail(rec: KeyRecord, status: Exclude<FutureStatus, 'pending' | 'finished'>, err: Error): void {
+    rec.spec = undefined
     settleRecord(rec, status, err)
     if (rec.fetch) { rec.fetch.reject(err); rec.fetch = undefined }
     this.joiner.drop(rec.key)
@@ -1135,6 +1142,9 @@ export class Client {
       case 'key-state': {
         const rec = this.records.get(m.key)
         if (!rec) return
+        // a gather of a task whose submit was lost with a dropped connection: the re-check sends both again
+        if (m.state === 'erred' && m.error?.code === 'not-found' && rec.spec !== undefined && rec.status === 'pending') { if (!this.resyncing) this.resync(); return }
+        rec.spec = undefined
         switch (m.state) {
           case 'memory':
             // the value it had was disproven and replaced: result() now gets the new one
@@ -1169,6 +1179,7 @@ export class Client {
         const d = rec.fetch
         rec.fetch = undefined
         if (rec.status === 'pending') settleRecord(rec, 'finished')
+        rec.spec = undefined
         let value: unknown
         try {
           value = decodeValue(bytes)
@@ -1191,6 +1202,8 @@ export class Client {
         return
       case 'error': {
         const rec = m.error.key !== undefined ? this.records.get(m.error.key) : undefined
+        // a gather of a task whose submit was lost with a dropped connection: the re-check sends both again
+        if (rec && rec.spec !== undefined && m.error.code === 'not-found' && rec.status === 'pending') { if (!this.resyncing) this.resync(); return }
         if (rec) return this.fail(rec, 'error', fromWireError(m.error))
         // a frame of this client's refused for its size: what it carried is lost, find out which futures that leaves hanging
         if (m.error.code === 'too-large' && m.error.key === undefined) this.resync()
@@ -1245,6 +1258,7 @@ export class Client {
    */
   private resync(): void {
     const run = ++this.resyncRun
+    this.resyncing = true
     const keys: string[] = []
     for (const rec of this.records.values()) if (rec.status === 'pending') keys.push(rec.key)
     let next = 0
@@ -1254,6 +1268,7 @@ export class Client {
     // Paced: a few requests of about STATUS_BYTES each in flight, the next when one is
     // answered, so neither end gets one huge frame and the socket stays served in between
     const pump = (): void => {
+      if (run === this.resyncRun && inFlight === 0 && (next >= keys.length || !current())) this.resyncing = false
       while (inFlight < STATUS_IN_FLIGHT && next < keys.length && current()) {
         const chunk: string[] = []
         let bytes = 0
@@ -1270,6 +1285,7 @@ export class Client {
           pump()
         }, (err: Error) => {
           inFlight--
+          if (run === this.resyncRun) this.resyncing = false
           // a newer reconnect checks again from the start; say it once per run
           if (warned || this.state === 'closed' || run !== this.resyncRun) return
           warned = true
@@ -1286,6 +1302,19 @@ export class Client {
       const rec = this.records.get(key)
       if (!rec || rec.status !== 'pending') continue
       const st = states[key]
+      if ((st === 'forgotten' || st === 'released') && rec.spec !== undefined) {
+        // lost with a frame the dropped connection never delivered: send it again
+        const task = rec.spec as TaskSubmit
+        if (!this.sentFunctions.has(task.fn)) {
+          const source = this.sources.get(task.fn)
+          if (source !== undefined) { this.sentFunctions.add(task.fn); this.out({ type: 'function', hash: task.fn, source }, source.length) }
+        }
+        this.addTask(task, task.args.byteLength + key.length * 2 + TASK_OVERHEAD + task.deps.length * 40)
+        // a gather sent before the task was known was refused: ask again
+        if (rec.fetch) this.addKey('gather', key)
+        continue
+      }
+      rec.spec = undefined
       if (st === 'memory') settleRecord(rec, 'finished')
       else if (st === 'erred') this.fail(rec, 'error', new TaskError(`${key} failed while this client was reconnecting (its error did not reach this client: see client.story(key))`, { key }))
       else if (st === 'forgotten' || st === 'released') this.fail(rec, 'lost', new LostDataError(`${key} did not reach the coordinator before the connection dropped: submit it again`))

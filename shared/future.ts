@@ -47,6 +47,8 @@ export interface KeyRecord {
   settled: Deferred<void> | undefined
   /** times the value was disproven and replaced after the key was finished */
   replaced: number
+  /** the task as it was submitted, until the coordinator is known to have it: sent again if a dropped connection lost it (client.ts) */
+  spec?: unknown
 }
 
 /** @internal What a Future needs from the client that made it. */

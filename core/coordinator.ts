@@ -206,8 +206,12 @@ interface Relay {
   /** the digest the bytes must have (agreed by redundant runs, or of scattered bytes); the relay is checked before anything is forwarded */
   expect?: string
   hasher?: Digester
-  /** parts held back until the digest is checked */
+  /** parts held back until the digest is checked (a copy to a worker, or a value in one part) */
   held?: Extract<WorkerMessage, { type: 'data' }>[]
+  /** parts received so far, the next part to hash (parts are hashed in order as they pass), and those that came before their turn */
+  got?: number
+  next?: number
+  early?: Map<number, Uint8Array>
 }
 
 const encoder = new TextEncoder()
@@ -1244,8 +1248,11 @@ export class Coordinator {
 
   /**
    * Data from a holder: each part is forwarded as it arrives (a stream, not a
-   * store-and-forward), unless its bytes must match a digest: then the parts are held
-   * until the last one proves them, and a holder that fails is distrusted.
+   * store-and-forward). When its bytes must match a digest they are hashed as they pass,
+   * and the last part to arrive is held until the digest is checked: the receiver can't
+   * finish the value before then, and on a mismatch it is told to discard what it got
+   * (a relay from another holder replaces it, or a data-error ends it) while the holder
+   * is distrusted. A copy to a worker (a replica, a hand-off) is still held whole.
    */
   private onRelayData(w: WorkerPeer, m: Extract<WorkerMessage, { type: 'data' }>): void {
     const r = this.relays.get(m.id)
@@ -1253,6 +1260,37 @@ export class Coordinator {
     const last = (m.parts ?? 1) <= 1 || m.part === (m.parts ?? 1) - 1
     r.at = this.opts.now()
     this.metrics.bytesRelayed += m.data.byteLength
+    if (r.hasher && r.to.kind !== 'move' && (m.parts ?? 1) > 1) {
+      const parts = m.parts as number
+      const part = m.part ?? 0
+      r.got = (r.got ?? 0) + 1
+      r.next ??= 0
+      if (part === r.next) {
+        r.hasher.update(m.data)
+        r.next++
+        // parts that came early are hashed once those before them have been
+        for (let d = r.early?.get(r.next); d !== undefined; d = r.early?.get(r.next)) {
+          r.early!.delete(r.next)
+          r.hasher.update(d)
+          r.next++
+        }
+      } else (r.early ??= new Map()).set(part, m.data)
+      if (r.got < parts) { this.forward(r, w, m); return }
+      // the last part to arrive: every part is hashed now
+      this.relays.delete(m.id)
+      const got = r.hasher.digest()
+      if (got !== r.expect) {
+        this.distrust(w, `served bytes of ${r.key} whose SHA-256 (${got.slice(0, 12)}…) is not the one agreed (${(r.expect as string).slice(0, 12)}…)`)
+        const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
+        if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
+        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r, true)
+        return
+      }
+      if (r.to.kind !== 'client') this.claimDigest(r.key, r.to.worker, got)
+      this.forward(r, w, m)
+      this.delivered(r)
+      return
+    }
     if (r.hasher) {
       const held = r.held as Extract<WorkerMessage, { type: 'data' }>[]
       held.push(m)

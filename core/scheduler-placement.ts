@@ -11,7 +11,7 @@ import type { AssignedTask } from './scheduler-types.js'
 import { Attempt, MAX_SET_ASIDE, SAMPLE, type TaskState, type WorkerState } from './scheduler-state.js'
 import { runsBefore } from './scheduler-queue.js'
 import { dispatchAhead, sendAheadFrom } from './scheduler-ahead.js'
-import { attemptsNeeded } from './scheduler-redundancy.js'
+import { attemptsNeeded, voters } from './scheduler-redundancy.js'
 import { placeScattered } from './scheduler-replicas.js'
 import { stealWork } from './scheduler-stealing.js'
 import { record } from './scheduler-story.js'
@@ -59,7 +59,7 @@ export function place(sched: Scheduler, t: TaskState): boolean {
   }
   let need = attemptsNeeded(sched, t)
   while (need > 0) {
-    const w = chooseWorker(sched, t, r.tried)
+    const w = chooseWorker(sched, t, voters(t))
     if (w === null) break
     run(sched, t, w)
     need--

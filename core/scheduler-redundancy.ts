@@ -25,6 +25,18 @@ export function tally(sched: Scheduler, r: Redundancy): { best: number; digest: 
 }
 
 
+/**
+ * The volunteers a redundant task's next run may not go to: those with a result under
+ * vote or a run out. (One whose run was stolen or taken back without a result may run it
+ * again: counting it would starve a task on a small grid.)
+ */
+export function voters(t: TaskState): string[] {
+  const out: string[] = []
+  for (const x of t.redundant?.results ?? []) if (!out.includes(x.worker.volunteer)) out.push(x.worker.volunteer)
+  for (const a of t.attempts ?? []) if (!out.includes(a.worker.volunteer)) out.push(a.worker.volunteer)
+  return out
+}
+
 export function attemptsNeeded(sched: Scheduler, t: TaskState): number {
   const r = t.redundant
   if (r === null) return t.attempts === null ? 1 : 0

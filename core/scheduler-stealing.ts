@@ -9,6 +9,7 @@
 import type { Scheduler } from './scheduler.js'
 import { STEAL_SCAN, type Attempt, type TaskState, type WorkerState } from './scheduler-state.js'
 import { record } from './scheduler-story.js'
+import { voters } from './scheduler-redundancy.js'
 
 /**
  * When nothing waits in the main queue, workers with a free slot ask busy workers for
@@ -79,7 +80,7 @@ export function canSteal(sched: Scheduler, a: Attempt, victim: WorkerState, thie
   if (a.ahead) return false
   if (t.activeDependents > 0) for (const d of t.dependents as Set<TaskState>) if (d.status === 'processing' && d.waitingOn > 0) return false
   if (t.restrict !== null && !t.restrict.includes(thief.id) && !t.restrict.includes(thief.name)) return false
-  if (t.redundant !== null && t.redundant.tried.includes(thief.volunteer)) return false
+  if (t.redundant !== null && voters(t).includes(thief.volunteer)) return false
   if (t.avoid !== null && t.avoid.includes(thief.volunteer)) return false
   if (t.deps.length > 0) {
     let bytes = 0

@@ -13,7 +13,7 @@ import { isLeaving, type Attempt, type Move, type TaskState, type WorkerState } 
 import { handoffIfSole, removeMove, replicate } from './scheduler-replicas.js'
 import type { TaskStatus } from './scheduler-types.js'
 import { narrow, type Deadlines } from './trust.js'
-import { tally } from './scheduler-redundancy.js'
+import { tally, voters } from './scheduler-redundancy.js'
 import { record } from './scheduler-story.js'
 import { spotUnchecked } from './scheduler-verify.js'
 
@@ -147,7 +147,7 @@ function checkRedundancy(sched: Scheduler): void {
     }
     // runs still out will report (or meet their deadline): it is starved once none are
     let available = t.attempts !== null
-    if (!available) for (const v of open) if (!r.tried.includes(v)) { available = true; break }
+    if (!available) { const vs = voters(t); for (const v of open) if (!vs.includes(v)) { available = true; break } }
     if (available) { r.starvedSince = -1; continue }
     if (r.starvedSince < 0) { r.starvedSince = now; continue }
     if (now - r.starvedSince < wait) continue

@@ -1720,6 +1720,22 @@ describe('verification: spot checks and re-verification', () => {
     expect(s.whoHas('y')).toEqual(['w1'])
   })
 
+  it('a volunteer whose run of a redundant task was stolen may still vote on it (a small grid does not starve)', () => {
+    const s = sched({ stealTimeoutMs: 100 })
+    s.handle({ type: 'worker-added', worker: 'a', name: 'a', kind: 'node', slots: 1, volunteer: 'v1', now: 0 })
+    s.handle({ type: 'worker-added', worker: 'b', name: 'b', kind: 'node', slots: 1, volunteer: 'v2', now: 0 })
+    s.handle({ type: 'submit', client: 'c', tasks: [spec('busy', { workers: ['b'] }), spec('x', { redundancy: 2 })], now: 0 })
+    // x's runs: on a, and on b behind busy; a third volunteer joins and steals b's run
+    expect(s.story('x').filter(e => /^attempt \d+$/.test(e.note ?? '')).map(e => e.worker)).toEqual(['a', 'b'])
+    fin(s, 'a', 'x', 2, { digest: 'd' })
+    s.handle({ type: 'worker-added', worker: 'c', name: 'c', kind: 'node', slots: 1, volunteer: 'v3', now: 1 })
+    s.handle({ type: 'steal-response', worker: 'b', key: 'x', attempt: 3, ok: true, now: 2 })
+    // c's result disagrees with a's: the tie-breaker may be v2 again, whose stolen run never voted
+    fin(s, 'c', 'x', 4, { digest: 'e' })
+    fin(s, 'b', 'busy', 1)
+    expect(s.story('x').filter(e => /^attempt \d+$/.test(e.note ?? '')).map(e => e.worker)).toEqual(['a', 'b', 'c', 'b'])
+  })
+
   it("quarantine re-verifies what the liar alone vouched for: a value that differs is replaced, its clients told, and what was computed from it re-verified", () => {
     const s = sched({ spotCheck: { rate: 0, floor: 0 } })
     vw(s, 'liar', 'v1')

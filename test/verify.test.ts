@@ -9,6 +9,8 @@ import { startGrid, until, type Grid } from './grid.js'
 import { rawPeer, workerHello, type RawPeer } from './hostile.js'
 import { decodeValue, encodeValue } from '../shared/codec.js'
 import { sha256Hex } from '../shared/digest.js'
+import { PartJoiner } from '../shared/wire.js'
+import { LIMITS } from '../shared/protocol.js'
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
 
@@ -260,6 +262,60 @@ describe('worker-side caches are capped per client', () => {
       expect(sentAgain.length).toBe(2)
     } finally {
       raw.close()
+      await client.close()
+      await grid.close()
+    }
+  })
+})
+
+describe('checked relays stream', () => {
+  it('a value checked against its digest is forwarded part by part as it is hashed; a forged one is cut before its last part and replaced', async () => {
+    const grid = await startGrid({ workers: 0, coordinator: { spotCheck: { rate: 0, floor: 0 }, maxBadMessages: 10_000 } })
+    const client = await Client.connect(grid.url, { token: grid.token })
+    const n = 3 * LIMITS.chunkBytes - 1000
+    const right = encodeValue(new Uint8Array(n).fill(7))
+    const forged = encodeValue(new Uint8Array(n).fill(9))
+    try {
+      // two volunteers when it is assigned, so its digest is asked for and claimed
+      const liar = await rawPeer(grid.url, workerHello('liar'), { localAddress: '127.0.0.61' })
+      const bystander = await rawPeer(grid.url, workerHello('bystander'), { localAddress: '127.0.0.62' })
+      liar.onMessage = m => {
+        if (m.type === 'assign') liar.send({ type: 'finished', key: m.key, attempt: m.attempt, nbytes: right.byteLength, ms: 1, digest: sha256Hex(right) })
+        if (m.type === 'fetch') {
+          const parts = Math.ceil(forged.byteLength / LIMITS.chunkBytes)
+          for (let i = 0; i < parts; i++) {
+            liar.send({ type: 'data', id: m.id, key: m.key, data: forged.subarray(i * LIMITS.chunkBytes, (i + 1) * LIMITS.chunkBytes), part: i, parts, total: forged.byteLength })
+          }
+        }
+      }
+      await until(async () => (await client.workers()).length === 2, 'two workers')
+      const big = client.with({ pure: false }).submit((k: number) => new Uint8Array(k).fill(7), n)
+      await liar.waitFor(m => m.type === 'assign', 'the liar to be assigned it')
+      expect(liar.of('assign')[0]!.digest).toBe(true)
+      await until(async () => (await client.story(big.key)).some(e => e.to === 'memory'), 'big in memory')
+      bystander.close()
+      await until(() => grid.coord.coordinator.scheduler.workers().length === 1, 'the bystander to be gone')
+      await grid.addWorker(['--nprocs', '1', '--local-address', '127.0.0.63'], 'honest')
+      // a raw client gathers it and keeps every part it is sent
+      const reader = await rawPeer(grid.url, { role: 'client', token: grid.token })
+      reader.send({ type: 'gather', keys: [big.key] })
+      const joiner = new PartJoiner()
+      let value: Uint8Array | undefined
+      reader.onMessage = m => { if (m.type === 'data' && m.key === big.key) value = joiner.add(big.key, m as never) ?? value }
+      await until(() => liar.closed(), 'the liar to be quarantined')
+      expect(liar.errors().join('\n')).toMatch(/quarantined: this worker served bytes of .* whose SHA-256/)
+      await until(() => value, 'the value')
+      // the liar's stream reached the reader as it passed, all but its last part; the value is the recomputed one
+      const streams = reader.of('data').map(m => m.stream)
+      const first = streams[0]
+      expect(streams.filter(s => s === first)).toHaveLength(2)
+      expect(streams.some(s => s !== first)).toBe(true)
+      // (compared as bytes: a deep equality over 3 million elements would stall the event loop)
+      const sevens = (v: unknown): boolean => v instanceof Uint8Array && v.byteLength === n && v.every(b => b === 7)
+      expect(sevens(decodeValue(value!))).toBe(true)
+      expect(sevens(await big.result())).toBe(true)
+      reader.close()
+    } finally {
       await client.close()
       await grid.close()
     }

@@ -112,9 +112,14 @@ export async function workersRows({ counts, tasks, idleSeconds, runs, profile, l
       let idle = null
       if (last && idleSeconds > 0) {
         await sleep(2000)
+        if (profile) await grid.rpc('profile-start')
         const cpu0 = await grid.rpc('cpu'); const w0 = performance.now()
         await sleep(idleSeconds * 1000)
         idle = ((await grid.rpc('cpu')) - cpu0) / 1000 / (performance.now() - w0)
+        if (profile) {
+          mkdirSync(profile, { recursive: true })
+          log(`  profile: ${await grid.rpc('profile-stop', { path: join(profile, `coordinator-${n}-workers-idle.cpuprofile`) })}`)
+        }
       }
       const results = []
       for (let r = 0; r < runs; r++) {
@@ -128,7 +133,7 @@ export async function workersRows({ counts, tasks, idleSeconds, runs, profile, l
       }
       const row = { workers: n, ...medianRow(results), idle }
       rows.push(row)
-      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task, ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
+      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task, ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task, ${row.fetches.toFixed(2)} fetches/task${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
     } finally {
       await grid.close()
     }

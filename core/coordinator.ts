@@ -28,6 +28,9 @@ import { Datasets } from './datasets.js'
 import type { Journal, JournalSnapshot } from './journal.js'
 import { FIRE_AND_FORGET, type RestoredTask } from './scheduler-types.js'
 
+/** Runs `fn` once the event loop has read what arrived this turn (Node's setImmediate; a timer elsewhere). */
+const afterIo: (fn: () => void) => void = (globalThis as { setImmediate?: (fn: () => void) => unknown }).setImmediate ?? (fn => { setTimeout(fn, 0) })
+
 /** One connected peer, whatever carries it. `send` gets a batch of messages of one frame. */
 export interface Connection {
   readonly id: string
@@ -121,6 +124,13 @@ export interface CoordinatorOptions {
    * no tenant fills a volunteer's memory. Default 8 MiB
    */
   workerSourceBytes?: number
+  /**
+   * Feed the frames of every worker received in one turn of the event loop to the scheduler
+   * together (one placement pass, one stealing round for all of them) instead of one frame
+   * at a time. Default false (each `receive` is handled before it returns); the socket
+   * server (startCoordinator) turns it on.
+   */
+  batchTurns?: boolean
   /**
    * The workers are this process's own (Client.local): no windows, deadlines or steal
    * timeouts. The checks of what a worker claims stay. Default false.
@@ -298,7 +308,7 @@ export class Coordinator {
         workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean, trustWorkers: false as boolean,
         log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
         digester, tokenEquals: portableTokenEquals(digester),
-        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000,
+        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000, batchTurns: false as boolean,
         restartGraceMs: 30_000,
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
@@ -347,6 +357,8 @@ export class Coordinator {
   private readonly flushJournal = (): void => {
     const j = this.journal
     if (!j || this.closed) { this.dirty.clear(); return }
+    // workers' events of this turn are not in the scheduler yet: written when they are (endTurn)
+    if (this.turn !== null) return
     for (const key of this.dirty) {
       const st = this.scheduler.snapshot(key)
       if (st === undefined) { j.removeTask(key); continue }
@@ -531,6 +543,7 @@ export class Coordinator {
 
   /** A connection authorized with `hello` joins. Returns the peer id. */
   accept(conn: Connection, hello: Hello): string {
+    this.endTurn()
     if (hello.role === 'worker') return this.acceptWorker(conn, hello)
     if (hello.role === 'client') return this.acceptClient(conn, hello)
     const peer: Peer = { conn, role: 'dashboard', id: conn.id, name: 'dashboard', bad: 0, joiner: new PartJoiner(4), graceTimer: undefined, secret: '', overSince: -1 }
@@ -662,6 +675,7 @@ export class Coordinator {
 
   /** The connection of peer `id` closed. Its identity is kept for a grace period. */
   disconnected(id: string, reason: string): void {
+    this.endTurn()
     const p = this.peers.get(id)
     if (!p || this.closed || !p.conn) return
     p.conn = undefined
@@ -715,6 +729,28 @@ export class Coordinator {
       return
     }
     const schema = p.role === 'client' ? clientMessage : workerMessage
+    if (p.role === 'worker' && this.opts.batchTurns) {
+      // Frames from many workers in one turn of the event loop go to the scheduler together
+      // (one placement pass, one stealing round): at thousands of workers, most frames carry
+      // a result or two, and a pass per frame would cost more than the results.
+      if (this.turn === null) { this.turn = []; afterIo(this.endTurn) }
+      const turn = this.turn
+      const mark = turn.length
+      this.batch = turn
+      try {
+        // as below: a frame with a message accepted renews the worker's leases
+        if (this.receiveAll(p, schema, msgs)) {
+          if (this.batch === turn) turn.splice(mark, 0, { type: 'worker-seen', worker: p.id })
+          else this.batch.unshift({ type: 'worker-seen', worker: p.id })
+        }
+      } finally {
+        this.turn = this.batch
+        this.batch = null
+      }
+      return
+    }
+    // a client's message comes after every worker's report already received
+    this.endTurn()
     this.batch = []
     try {
       // a frame with at least one message accepted renews a worker's leases (and brings
@@ -722,6 +758,16 @@ export class Coordinator {
       // that sends only those lapses like a silent one
       if (this.receiveAll(p, schema, msgs) && p.role === 'worker') this.batch.unshift({ type: 'worker-seen', worker: p.id })
     } finally { this.flushBatch() }
+  }
+
+  /** Workers' events received this turn, not yet given to the scheduler (see receive). */
+  private turn: SchedulerEvent[] | null = null
+
+  private readonly endTurn = (): void => {
+    const events = this.turn
+    this.turn = null
+    if (events !== null && events.length > 0 && !this.closed) this.feed(events)
+    if (this.dirty.size > 0) this.flushJournal()
   }
 
   /** Handles a frame's messages; true if at least one was accepted (not refused). */
@@ -1435,7 +1481,11 @@ export class Coordinator {
   handle(event: SchedulerEvent): void {
     if (this.journal) this.journalEvent(event)
     if (this.batch) this.batch.push(event)
-    else this.feed([event])
+    else {
+      // after what workers said earlier this turn, in order
+      this.endTurn()
+      this.feed([event])
+    }
   }
 
   /** Events that change what the journal keeps of their keys. */

@@ -37,7 +37,7 @@ const missing = (key: string, attempt: number, ...m: [string, string][]): Instru
 
 /** Started, threads alive, welcomed as w1, function f known; heartbeats an hour apart unless asked, so wake-ups are about deadlines. */
 function boot(o: Partial<WorkerStateOptions> = {}): Harness {
-  const h = new Harness({ heartbeatMs: 3_600_000, ...o })
+  const h = new Harness({ heartbeatMs: 3_600_000, idleHeartbeatMs: 3_600_000, ...o })
   h.on({ type: 'start' })
   for (let i = 1; i <= (o.nprocs ?? 1); i++) h.on({ type: 'thread-started', thread: i })
   h.on({ type: 'welcome', id: 'w1', resumed: false })
@@ -60,14 +60,15 @@ describe('WorkerState: the happy path', () => {
       { type: 'wake-at', at: 60_000 },
     ])
     expect(h.on({ type: 'thread-started', thread: 1 }, 10)).toEqual([])
-    // a fresh identity: nothing to say (accepting, as the coordinator assumes) until the first heartbeat
-    expect(h.on({ type: 'welcome', id: 'w1', resumed: false }, 20)).toEqual([{ type: 'wake-at', at: 1_020 }])
+    // a fresh identity: nothing to say (accepting, as the coordinator assumes) until the first (idle) heartbeat
+    expect(h.on({ type: 'welcome', id: 'w1', resumed: false }, 20)).toEqual([{ type: 'wake-at', at: 10_020 }])
     expect(h.on({ type: 'function', hash: 'f', source: '(x) => x' })).toEqual([])
-    // thread 2 has not started: the task goes to thread 1, with its function
-    expect(h.on(assign('a', 1, { push: true }))).toEqual([run(1, [exec('a', 1, { push: true })], [['f', '(x) => x']])])
+    // thread 2 has not started: the task goes to thread 1, with its function; holding it, a beat is due in 1 s
+    expect(h.on(assign('a', 1, { push: true }))).toEqual([run(1, [exec('a', 1, { push: true })], [['f', '(x) => x']]), { type: 'wake-at', at: 1_020 }])
     expect(h.ws.taskStatus('a', 1)).toBe('executing')
     expect(h.on(finished(1, 'a', 1, { data: new Uint8Array([7]), digest: 'd1' }))).toEqual([
       finishedMsg('a', 1, { digest: 'd1', data: new Uint8Array([7]) }),
+      { type: 'wake-at', at: 10_020 },
     ])
     expect(h.ws.taskStatus('a', 1)).toBeUndefined()
     expect(h.ws.holders('a')).toEqual([1])
@@ -461,7 +462,7 @@ describe('WorkerState: faults', () => {
 
 describe('WorkerState: leases and reconnection', () => {
   it('heartbeats renew the leases on ticks while connected, with the threads\' memory figures', () => {
-    const h = new Harness({ heartbeatMs: 1_000 })
+    const h = new Harness({ heartbeatMs: 1_000, idleHeartbeatMs: 1_000 })
     h.on({ type: 'start' })
     h.on({ type: 'thread-started', thread: 1 })
     expect(h.on({ type: 'welcome', id: 'w1', resumed: false }, 100)).toEqual([{ type: 'wake-at', at: 1_100 }])
@@ -480,6 +481,29 @@ describe('WorkerState: leases and reconnection', () => {
     // no connection, no heartbeat (and no tick to ask for)
     expect(h.on({ type: 'disconnected' })).toEqual([{ type: 'wake-at', at: null }])
     expect(h.on({ type: 'tick' }, 5_000)).toEqual([])
+  })
+
+  it('its results are its heartbeats: holding tasks, it beats only after heartbeatMs of saying nothing; idle, every idleHeartbeatMs', () => {
+    const h = new Harness({ heartbeatMs: 1_000, idleHeartbeatMs: 10_000 })
+    h.on({ type: 'start' })
+    h.on({ type: 'thread-started', thread: 1 })
+    expect(h.on({ type: 'welcome', id: 'w1', resumed: false }, 100)).toEqual([{ type: 'wake-at', at: 10_100 }])
+    h.on({ type: 'function', hash: 'f', source: '(x) => x' }, 100)
+    // given tasks at 5 s after a quiet while: the first beat is due 1 s later, not at once
+    h.now = 5_000
+    expect(h.many([assign('a'), assign('b'), assign('c')])).toEqual([run(1, [exec('a')], F), { type: 'wake-at', at: 6_000 }])
+    expect(h.on({ type: 'tick' }, 5_400)).toEqual([])
+    // a result goes out at 5.5 s: it renews the leases, so the beat moves to 6.5 s
+    expect(h.on(finished(1, 'a'), 5_500)).toEqual([finishedMsg('a'), run(1, [exec('b')]), { type: 'wake-at', at: 6_500 }])
+    expect(h.on({ type: 'tick' }, 6_000)).toEqual([])
+    expect(h.on({ type: 'tick' }, 6_500)).toEqual([
+      send({ type: 'heartbeat', memory: 0, spilled: 0 }),
+      { type: 'query-memory', thread: 1 },
+      { type: 'wake-at', at: 7_500 },
+    ])
+    // nothing left in hand: back to the idle beat, 10 s after the last one
+    h.on(finished(1, 'b'), 6_600)
+    expect(h.on(finished(1, 'c'), 6_700)).toEqual([finishedMsg('c'), { type: 'wake-at', at: 16_500 }])
   })
 
   it('a lost lease cancels the attempt: its late result is dropped, the next attempt runs', () => {

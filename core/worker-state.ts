@@ -148,8 +148,14 @@ export interface WorkerStateOptions {
   nthreads: number
   /** cancelling a running task stops its thread (browsers). Default false. */
   hardCancel?: boolean
-  /** ms between heartbeats while connected (they renew the worker's leases). Default 1000. */
+  /**
+   * ms a worker holding tasks may go without sending anything before it sends a heartbeat
+   * (any frame renews its leases at the coordinator, so a busy worker's results are its
+   * heartbeats). Default 1000.
+   */
   heartbeatMs?: number
+  /** ms between heartbeats otherwise (its memory figures; the connection's liveness is socket.io's ping). Default 10,000. */
+  idleHeartbeatMs?: number
   /** ms of work known to be short a thread may be handed beyond what it runs now. Default 2. */
   lookaheadMs?: number
   /** most tasks a thread may be handed beyond what it runs now. Default 64. */
@@ -169,6 +175,7 @@ interface ResolvedOptions {
   nthreads: number
   hardCancel: boolean
   heartbeatMs: number
+  idleHeartbeatMs: number
   lookaheadMs: number
   maxLookahead: number
   startTimeoutMs: number
@@ -197,6 +204,7 @@ function resolveOptions(o: WorkerStateOptions): ResolvedOptions {
     nthreads: num('nthreads', o.nthreads, 1, 1, true),
     hardCancel: o.hardCancel === true,
     heartbeatMs: num('heartbeatMs', o.heartbeatMs, 1_000, 1, false),
+    idleHeartbeatMs: num('idleHeartbeatMs', o.idleHeartbeatMs, 10_000, 1, false),
     lookaheadMs: num('lookaheadMs', o.lookaheadMs, 2, 0, false),
     maxLookahead: num('maxLookahead', o.maxLookahead, 64, 0, true),
     startTimeoutMs: num('startTimeoutMs', o.startTimeoutMs, 60_000, 1, false),
@@ -369,7 +377,11 @@ export class WorkerState {
   private sentAccepting = true
   private connected = false
   private closed = false
-  private nextBeat = 0
+  /** when it last sent a heartbeat, and anything at all (scheduler of its beats: see beatAt) */
+  private lastBeat = 0
+  private lastSent = 0
+  /** when it last went from no task to some */
+  private busySince = 0
   private lastWake: number | null = null
   /** the coordinator's id for this worker, once welcomed */
   workerId = ''
@@ -550,6 +562,7 @@ export class WorkerState {
       status: 'waiting', need: null, thread: null, deadline: 0, asking: null, heapIndex: -1,
     }
     this.arrivals++
+    if (this.tasks.size === 0) this.busySince = this.now
     this.tasks.set(id, t)
     this.record(t, 'new', 'waiting')
     // one producer per key is the rule; a set only when attempts overlap
@@ -674,7 +687,7 @@ export class WorkerState {
     const before = this.workerId
     this.workerId = id
     this.connected = true
-    this.nextBeat = this.now + this.opts.heartbeatMs
+    this.lastBeat = this.lastSent = this.now
     if (resumed) {
       // reports sent while the connection was going down may be lost: send them again (a duplicate is dropped by attempt id)
       for (const r of this.reports.values()) this.send(r)
@@ -884,8 +897,8 @@ export class WorkerState {
         if (this.pool[slot] === null) this.spawn(slot)
       }
     }
-    if (this.connected && now >= this.nextBeat) {
-      this.nextBeat = now + this.opts.heartbeatMs
+    if (this.connected && now >= this.beatAt()) {
+      this.lastBeat = now
       let memory = 0, spilled = 0
       for (const t of this.threads.values()) { memory += t.inMemory; spilled += t.spilled }
       this.send({ type: 'heartbeat', memory, spilled })
@@ -1410,7 +1423,20 @@ export class WorkerState {
     }
   }
 
-  private send(msg: WorkerMessage): void { this.out.push({ type: 'send', msg }) }
+  private send(msg: WorkerMessage): void {
+    this.lastSent = this.now
+    this.out.push({ type: 'send', msg })
+  }
+
+  /**
+   * When the next heartbeat is due: holding tasks, heartbeatMs after it last sent anything
+   * (or was given its first task); in any case idleHeartbeatMs after the last heartbeat.
+   */
+  private beatAt(): number {
+    const idle = this.lastBeat + this.opts.idleHeartbeatMs
+    if (this.tasks.size === 0) return idle
+    return Math.min(idle, Math.max(this.lastSent, this.busySince) + this.opts.heartbeatMs)
+  }
 
   /** Tells the coordinator whether to send tasks (paused by the volunteer, or a thread past its memory high-water mark). */
   private sendStatus(slotsChanged: boolean): void {
@@ -1454,7 +1480,7 @@ export class WorkerState {
 
   /** The earliest time a tick has something to do. */
   private nextWake(): number | null {
-    let at = this.connected ? this.nextBeat : Infinity
+    let at = this.connected ? this.beatAt() : Infinity
     for (const t of this.threads.values()) {
       if (t.status === 'starting') { if (t.startBy < at) at = t.startBy; continue }
       const n = Math.min(this.nthreads, t.tasks.length)

@@ -90,7 +90,7 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
   // safe by default: a grid started without a client token gets one
   const clientToken = options.clientToken === undefined ? randomSecret(16) : options.clientToken || undefined
   const journal = options.journal ? openJournal(options.journal, options.log ? { log: options.log } : {}) : undefined
-  const coordinator = new Coordinator({ tokenEquals, digester: nodeDigester, ...options, clientToken, journal })
+  const coordinator = new Coordinator({ tokenEquals, digester: nodeDigester, batchTurns: true, ...options, clientToken, journal })
   const allowed = new Set(options.allowOrigin ?? [])
   const failures = new AuthFailures(options.maxAuthFailures ?? 10, options.authWindowMs ?? 60_000)
   const metrics = coordinatorMetrics(coordinator)
@@ -160,10 +160,12 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     // one WebSocket message per frame, big data beside it uncopied (shared/socket-parser.ts)
     parser: frameParser,
     transports: ['websocket', 'polling'],
-    pingInterval: 5_000,
+    // a ping every 25 s (socket.io's default): at 5,000 workers one every 5 s was a fifth of
+    // an idle coordinator's CPU; a worker quiet with tasks in hand loses them at its lease
+    // (15 s) whatever the pings say, so they only find idle connections that died silently
+    pingInterval: 25_000,
     // a client may block its event loop for seconds: map() returns a million futures at
-    // once, 5-12 s of synchronous work on a loaded machine, which no slicing can split; a
-    // silent worker is found sooner anyway, by its leases (leaseMs)
+    // once, 5-12 s of synchronous work on a loaded machine, which no slicing can split
     pingTimeout: 20_000,
     // browsers say where a page comes from: this coordinator's own pages, and the web apps allowed
     allowRequest: (req, cb) => {

@@ -5,8 +5,9 @@
  * through comlink and a task port each) and from time into events, and carries out the
  * instructions the machine returns: messages, task batches, comlink calls, one timer.
  *
- * It owns the worker's leases: heartbeats leave on the machine's own schedule (every
- * `heartbeatMs`, 1 s by default) from a timer here, so no host has to remember to send
+ * It owns the worker's leases: heartbeats leave on the machine's own schedule (holding
+ * tasks, after `heartbeatMs` — 1 s by default — of sending nothing else; idle, every
+ * 10 s) from a timer here, so no host has to remember to send
  * them. A host whose timers are throttled (a background tab) also calls `tick()` from a
  * better clock (the tab's ticker Web Worker).
  */
@@ -39,7 +40,7 @@ export interface RuntimeOptions {
   spawn: () => ThreadHandle
   /** ms a call into a thread may take before it fails; also how long a thread has to start. Default 60 s. */
   callTimeout?: number
-  /** ms between heartbeats (they renew this worker's leases at the coordinator). Default 1000. */
+  /** ms a worker holding tasks may send nothing before it heartbeats (any frame renews its leases at the coordinator). Default 1000. */
   heartbeatMs?: number
   /** log lines go here */
   log?: (line: string) => void

@@ -1025,7 +1025,8 @@ export class Coordinator {
       case 'story': {
         // the scheduler's story, with the transitions of the workers that ran or hold the key
         const own = this.scheduler.story(op.key)
-        const asked = this.askStories(op.key, own)
+        // workers are asked only about a key this client wants: one tenant's requests don't make volunteers report on another's work
+        const asked = this.scheduler.wantedBy(op.key).includes(c.id) ? this.askStories(op.key, own) : []
         if (asked.length === 0) return reply(op.op, own)
         void Promise.all(asked).then(parts => reply(op.op, mergeStories(own, parts)))
         return
@@ -1293,6 +1294,18 @@ export class Coordinator {
   }
 
   /**
+   * A holder served bytes whose SHA-256 is not the one agreed: it is distrusted, and the
+   * value comes from another holder, or the relay fails (the liar's removal is in this
+   * batch already: a client's gather asked again finds the key being recomputed).
+   */
+  private forgedRelay(r: Relay, w: WorkerPeer, id: number, got: string): void {
+    this.distrust(w, `served bytes of ${r.key} whose SHA-256 (${got.slice(0, 12)}…) is not the one agreed (${(r.expect as string).slice(0, 12)}…)`)
+    const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
+    if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
+    else this.relayFailed(id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r, true)
+  }
+
+  /**
    * Data from a holder: each part is forwarded as it arrives (a stream, not a
    * store-and-forward). When its bytes must match a digest they are hashed as they pass,
    * and the last part to arrive is held until the digest is checked: the receiver can't
@@ -1325,13 +1338,7 @@ export class Coordinator {
       // the last part to arrive: every part is hashed now
       this.relays.delete(m.id)
       const got = r.hasher.digest()
-      if (got !== r.expect) {
-        this.distrust(w, `served bytes of ${r.key} whose SHA-256 (${got.slice(0, 12)}…) is not the one agreed (${(r.expect as string).slice(0, 12)}…)`)
-        const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
-        if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
-        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r, true)
-        return
-      }
+      if (got !== r.expect) { this.forgedRelay(r, w, m.id, got); return }
       if (r.to.kind !== 'client') this.claimDigest(r.key, r.to.worker, got)
       this.forward(r, w, m)
       this.delivered(r)
@@ -1346,14 +1353,7 @@ export class Coordinator {
       held.sort((a, b) => (a.part ?? 0) - (b.part ?? 0))
       for (const p of held) r.hasher.update(p.data)
       const got = r.hasher.digest()
-      if (got !== r.expect) {
-        this.distrust(w, `served bytes of ${r.key} whose SHA-256 (${got.slice(0, 12)}…) is not the one agreed (${(r.expect as string).slice(0, 12)}…)`)
-        const holders = this.scheduler.whoHas(r.key).filter(h => !r.tried.has(h) && this.peers.get(h)?.conn)
-        if (holders.length) this.startRelay(r.key, holders, r.to, r.tried)
-        // the liar's removal is in this batch already: a client's gather asked again now finds the key being recomputed
-        else this.relayFailed(m.id, { code: 'lost-data', message: `no honest holder of ${r.key} is left`, key: r.key }, r, true)
-        return
-      }
+      if (got !== r.expect) { this.forgedRelay(r, w, m.id, got); return }
       if (r.to.kind !== 'client') this.claimDigest(r.key, r.to.worker, got)
       for (const part of r.held as Extract<WorkerMessage, { type: 'data' }>[]) this.forward(r, w, part)
       this.delivered(r)

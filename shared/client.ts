@@ -582,9 +582,7 @@ export class Client {
    * ```
    */
   async cancel(futures: Future | Iterable<Future>): Promise<void> {
-    const list = futures instanceof Future ? [futures] : [...futures as Iterable<Future>]
-    for (const f of list) {
-      if (!(f instanceof Future)) throw new TypeError(`cancel takes Futures, got ${describe(f)}`)
+    for (const f of futureList(futures, 'cancel')) {
       if (f.client !== this) { await f.client.cancel(f); continue }
       const rec = f.record
       if (this.records.get(rec.key) !== rec) continue
@@ -605,9 +603,7 @@ export class Client {
    * ```
    */
   fireAndForget(futures: Future | Iterable<Future>): void {
-    const list = futures instanceof Future ? [futures] : [...futures as Iterable<Future>]
-    for (const f of list) {
-      if (!(f instanceof Future)) throw new TypeError(`fireAndForget takes Futures, got ${describe(f)}`)
+    for (const f of futureList(futures, 'fireAndForget')) {
       if (f.client !== this) { f.client.fireAndForget(f); continue }
       const rec = f.record
       if (this.records.get(rec.key) !== rec || rec.status !== 'pending') continue
@@ -627,9 +623,7 @@ export class Client {
    * ```
    */
   retry(futures: Future | Iterable<Future>): void {
-    const list = futures instanceof Future ? [futures] : [...futures as Iterable<Future>]
-    for (const f of list) {
-      if (!(f instanceof Future)) throw new TypeError(`retry takes Futures, got ${describe(f)}`)
+    for (const f of futureList(futures, 'retry')) {
       if (f.client !== this) { f.client.retry(f); continue }
       const rec = f.record
       if (this.records.get(rec.key) !== rec || !failedRecord(rec)) continue
@@ -1349,6 +1343,13 @@ export class Client {
       }
     }
   }
+}
+
+/** The futures a cancel, retry or fireAndForget was given, all checked before any is acted on. */
+function futureList(futures: Future | Iterable<Future>, what: string): Future[] {
+  const list = futures instanceof Future ? [futures] : [...futures as Iterable<Future>]
+  for (const f of list) if (!(f instanceof Future)) throw new TypeError(`${what} takes Futures, got ${describe(f)}`)
+  return list
 }
 
 /** Resolves in a later turn of the event loop (after I/O: pings, incoming frames), not a microtask. */

@@ -11,6 +11,18 @@ function setup(options: ValueStoreOptions = {}): { vs: ValueStore; events: ExecM
   return { vs, events, rooms }
 }
 
+/** A spill store whose writes wait until their gate is opened (gates in write order); seen holds the bytes each write was given. */
+function gatedStore(): { store: SpillStore; gates: (() => void)[]; seen: Uint8Array[] } {
+  const inner = new MemorySpillStore()
+  const gates: (() => void)[] = []
+  const seen: Uint8Array[] = []
+  const store: SpillStore = {
+    set: (k, d) => { seen.push(d); return new Promise<void>(r => gates.push(r)).then(() => inner.set(k, d)) },
+    get: k => inner.get(k), del: ks => inner.del(ks), keys: () => inner.keys(), clear: () => inner.clear(),
+  }
+  return { store, gates, seen }
+}
+
 const tick = (ms = 0): Promise<void> => new Promise(r => setTimeout(r, ms))
 
 /** A Float64Array whose encoding is exactly n bytes (n a multiple of 8, at least 32). */
@@ -200,13 +212,7 @@ describe('ValueStore: encodings and spilling', () => {
   })
 
   it('get while a value is being written returns the bytes being written, which are not to be transferred', async () => {
-    const inner = new MemorySpillStore()
-    const gates: (() => void)[] = []
-    const seen: Uint8Array[] = []
-    const store: SpillStore = {
-      set: (k, d) => { seen.push(d); return new Promise<void>(r => gates.push(r)).then(() => inner.set(k, d)) },
-      get: k => inner.get(k), del: ks => inner.del(ks), keys: () => inner.keys(), clear: () => inner.clear(),
-    }
+    const { store, gates, seen } = gatedStore()
     const { vs } = setup({ memoryLimit: LIMIT, spill: store })
     for (const k of ['a', 'b', 'c', 'd']) vs.keep(k, new Float64Array(250).fill(k.charCodeAt(0)))
     await tick()
@@ -222,13 +228,7 @@ describe('ValueStore: encodings and spilling', () => {
   })
 
   it('a pinned value written meanwhile stays in memory with the written bytes as its encoding', async () => {
-    const inner = new MemorySpillStore()
-    const gates: (() => void)[] = []
-    const seen: Uint8Array[] = []
-    const store: SpillStore = {
-      set: (k, d) => { seen.push(d); return new Promise<void>(r => gates.push(r)).then(() => inner.set(k, d)) },
-      get: k => inner.get(k), del: ks => inner.del(ks), keys: () => inner.keys(), clear: () => inner.clear(),
-    }
+    const { store, gates, seen } = gatedStore()
     const { vs } = setup({ memoryLimit: LIMIT, spill: store })
     for (const k of ['a', 'b', 'c', 'd']) vs.keep(k, new Float64Array(250))
     await tick()

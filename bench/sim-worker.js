@@ -9,12 +9,14 @@ import { io } from 'socket.io-client'
 import { encodeFrame, decodeFrame } from '../dist/shared/wire.js'
 import { frameParser } from '../dist/shared/socket-parser.js'
 import { encodeValue } from '../dist/shared/codec.js'
+import { sha256Hex } from '../dist/shared/digest.js'
 
 const [url, countArg, slotsArg, token] = process.argv.slice(2)
 const count = Number(countArg)
 const slots = Number(slotsArg ?? 1)
 const BEAT_MS = Number(process.env.SIM_BEAT_MS ?? 10_000)
 const VALUE = encodeValue(1)
+const VALUE_DIGEST = sha256Hex(VALUE)
 let joined = 0
 const stats = { finished: 0, framesIn: 0, framesOut: 0, steals: 0, fetches: 0, beats: 0 }
 const sockets = []
@@ -37,6 +39,8 @@ function simulate(i, tries = 0) {
           stats.finished++
           const r = { type: 'finished', key: m.key, attempt: m.attempt, nbytes: VALUE.byteLength, ms: 0 }
           if (m.push) r.data = VALUE
+          // a digest asked for must come (the coordinator distrusts a worker that leaves it out)
+          if (m.digest) r.digest = VALUE_DIGEST
           send(r)
           break
         }

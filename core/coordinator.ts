@@ -1135,10 +1135,11 @@ export class Coordinator {
       case 'finished': {
         this.metrics.tasksFinished++
         const t = this.tasks.get(m.key)
-        if (t && (t.redundancy > 1 || m.digest !== undefined)) {
+        // a digest asked for (a redundant run, a spot check, a journal) must come: leaving it out would dodge the check
+        if (t && (t.redundancy > 1 || m.digest !== undefined || this.journal !== undefined || this.scheduler.askedDigest(m.key, w.id, m.attempt))) {
           // its bytes are checked against its digest wherever they go, starting with these
           // (a spot check or a re-verification compares digests: the bytes must be what was compared)
-          if (m.digest === undefined) return this.distrust(w, `reported ${m.key} without the digest its redundant run needs`)
+          if (m.digest === undefined) return this.distrust(w, `reported ${m.key} without the digest its run was asked for`)
           if (m.data && this.hashOf(m.data) !== m.digest) return this.distrust(w, `pushed bytes of ${m.key} that are not what its digest says`)
           this.claimDigest(m.key, w.id, m.digest)
         }

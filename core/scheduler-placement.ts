@@ -103,7 +103,8 @@ export function assigned(sched: Scheduler, t: TaskState, a: Attempt): AssignedTa
   const deps: AssignedTask['deps'] = t.deps.length === 0 ? [] : t.deps.map(d => ({ key: d.key, nbytes: d.status === 'memory' ? d.nbytes : 0 }))
   const out: AssignedTask = { key: t.key, attempt: a.id, fn: t.fn, deps, push: t.gatherers !== null, priority: t.priority, seq: t.seq }
   // every assignment alike while spot checks are possible, so no run can tell it is checked
-  if (t.suspect !== null || t.spot || digestsWanted(sched)) out.digest = true
+  a.digest ??= t.suspect !== null || t.spot || digestsWanted(sched)
+  if (a.digest) out.digest = true
   return out
 }
 

@@ -54,6 +54,8 @@ export class Attempt {
   started = -1
   /** when the pending steal-request was sent */
   stealAt = 0
+  /** whether its assignment asked for a digest of the result (decided once: a re-sent assignment asks the same) */
+  digest: boolean | null = null
   constructor(readonly id: number, readonly task: TaskState, readonly worker: WorkerState, readonly put: boolean) {}
 }
 

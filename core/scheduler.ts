@@ -778,6 +778,13 @@ export class Scheduler {
     return undefined
   }
 
+  /** Whether the live attempt `attempt` of `key` on `worker` was asked for a digest of its result. */
+  askedDigest(key: string, worker: string, attempt: number): boolean {
+    const w = this.byId.get(worker)
+    const a = w === undefined ? undefined : this.findAttempt(this.tasks.get(key), w, attempt)
+    return a?.digest === true
+  }
+
   onTaskFinished(e: Extract<SchedulerEvent, { type: 'task-finished' }>): void {
     const w = this.byId.get(e.worker)
     if (w === undefined) return

@@ -29,7 +29,8 @@ function setup(opts: DashboardOptions & { workerGraceMs?: number } = {}) {
   // the scheduler's real work (a worker joining) takes a fixed, negligible time, so the
   // numbers come from the observations a test makes and not from the machine's speed
   let tick = 0
-  const coordinator = new Coordinator({ now, timer: () => (tick += 1e-9), workerGraceMs: opts.workerGraceMs ?? 60_000 })
+  // its workers are scripted here and report no digests: no spot checks
+  const coordinator = new Coordinator({ now, timer: () => (tick += 1e-9), workerGraceMs: opts.workerGraceMs ?? 60_000, spotCheck: false })
   const dash = attachDashboard(coordinator, { now, busyMs: () => busy, intervalMs: 1e9, ...opts })
   const observe = (o: Observed): void => { for (const f of coordinator.observers) f(o) }
   const addWorker = (name: string, slots = 4, kind: 'browser' | 'node' = 'browser'): { id: string; conn: FakeConn } => {

@@ -7,6 +7,7 @@ import { LIMITS, PROTOCOL_VERSION } from './protocol.js'
 import { Coordinator, type CoordinatorOptions } from '../core/coordinator.js'
 import { FutureRef, decodeValue, encodeValue } from './codec.js'
 import { packFrame, splitParts } from './wire.js'
+import { sha256Hex } from './digest.js'
 import { CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError, toWireError } from './errors.js'
 
 type Msg<T extends ClientMessage['type']> = Extract<ClientMessage, { type: T }>
@@ -822,7 +823,7 @@ class ScriptedWorker {
       const value = await fn(...(decodeValue(a.args, k => this.values.get(k)) as unknown[]))
       this.values.set(a.key, value)
       const data = encodeValue(value)
-      this.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: data.byteLength, ms: 1, ...(a.push ? { data } : {}) })
+      this.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: data.byteLength, ms: 1, ...(a.push ? { data } : {}), ...(a.digest ? { digest: sha256Hex(data) } : {}) })
     } catch (err) {
       this.send({ type: 'erred', key: a.key, attempt: a.attempt, error: toWireError(err, 'task-error', a.key) })
     }
@@ -839,7 +840,8 @@ class ScriptedWorker {
 
 /** A real coordinator core in memory (validate mode), clients over memory links, scripted workers. */
 function memoryGrid(opts: CoordinatorOptions = {}) {
-  const coordinator = new Coordinator({ validate: true, workerGraceMs: 60_000, clientGraceMs: 60_000, ...opts })
+  // scripted workers are honest and all alike: no spot checks re-running their results elsewhere
+  const coordinator = new Coordinator({ validate: true, workerGraceMs: 60_000, clientGraceMs: 60_000, spotCheck: false, ...opts })
   let n = 0
   const join = <Out extends object, In extends object>(hello: Hello, tamper?: (m: Out) => unknown): { side: Link<Out, In>; peer: string } => {
     const [side, coordSide] = memoryLinkPair<Out, In>(hello, hello)
@@ -936,6 +938,29 @@ describe('story() against the in-memory coordinator', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900)
     expect(story).toEqual(g.scheduler.story(f.key))
     expect(g.coordinator.metrics.badMessages).toBeGreaterThan(0)
+  })
+})
+
+describe('digests asked for, against the in-memory coordinator', () => {
+  it('a worker that leaves out the digest its run was asked for is quarantined, and the task runs on another volunteer', async () => {
+    // two volunteers and spot checks on: every run is asked for its digest (none drawn for a re-run here)
+    const g = memoryGrid({ spotCheck: { rate: 0, floor: 0 } })
+    const a1 = g.worker('a1')
+    const a2 = g.worker('a2')
+    a1.auto = false
+    a2.auto = false
+    const c = await g.client()
+    const f = c.submit((x: number) => x + 1, 1)
+    await until(() => a1.assigned.length + a2.assigned.length === 1, 'the assignment')
+    const [liar, honest] = a1.assigned.length === 1 ? [a1, a2] : [a2, a1]
+    const a = liar.assigned.shift()!
+    expect(a.digest).toBe(true)
+    honest.auto = true
+    // well-formed, but without the digest it was asked for: it would dodge every check
+    liar.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 9, ms: 1 })
+    expect(await f.result()).toBe(2)
+    expect(g.coordinator.metrics.quarantined).toBe(1)
+    expect(g.scheduler.whoHas(f.key)).toEqual([honest.id])
   })
 })
 

@@ -1025,8 +1025,7 @@ export class Coordinator {
       case 'story': {
         // the scheduler's story, with the transitions of the workers that ran or hold the key
         const own = this.scheduler.story(op.key)
-        // workers are asked only about a key this client wants: one tenant's requests don't make volunteers report on another's work
-        const asked = this.scheduler.wantedBy(op.key).includes(c.id) ? this.askStories(op.key, own) : []
+        const asked = this.askStories(op.key, own)
         if (asked.length === 0) return reply(op.op, own)
         void Promise.all(asked).then(parts => reply(op.op, mergeStories(own, parts)))
         return

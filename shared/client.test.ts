@@ -909,23 +909,6 @@ describe('story() against the in-memory coordinator', () => {
     expect(story.filter(e => e.source === undefined).map(e => e.to)).toEqual(g.scheduler.story(f.key).map(e => e.to))
   })
 
-  it("another client's story of a key it does not want asks no worker (one tenant can't make volunteers report on another's work)", async () => {
-    const g = memoryGrid()
-    const w = g.worker('w1')
-    const owner = await g.client()
-    const other = await g.client()
-    const f = owner.submit((x: number) => x + 1, 1)
-    await f.result()
-    let asked = 0
-    w.onStory = m => { asked++; w.send({ type: 'story', id: m.id, now: 0, entries: [] }) }
-    const story = await other.story(f.key)
-    expect(asked).toBe(0)
-    expect(story.some(e => e.source === 'worker')).toBe(false)
-    // its owner's story still asks the worker
-    await owner.story(f)
-    expect(asked).toBe(1)
-  })
-
   it('a worker that answers junk or not at all leaves its part out, after 2 s', async () => {
     const g = memoryGrid()
     const w = g.worker('w1')

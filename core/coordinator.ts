@@ -28,6 +28,12 @@ import { Datasets } from './datasets.js'
 import type { Journal, JournalSnapshot } from './journal.js'
 import { FIRE_AND_FORGET, type RestoredTask } from './scheduler-types.js'
 
+/** A result that came with its worker's `finished` report. */
+interface Pushed { worker: string; data: Uint8Array }
+
+/** What a kept small result costs beyond its bytes (its map entry, its record, its array), for the budget. */
+const SMALL_OVERHEAD = 160
+
 /** Runs `fn` once the event loop has read what arrived this turn (Node's setImmediate; a timer elsewhere). */
 const afterIo: (fn: () => void) => void = (globalThis as { setImmediate?: (fn: () => void) => unknown }).setImmediate ?? (fn => { setTimeout(fn, 0) })
 
@@ -131,6 +137,14 @@ export interface CoordinatorOptions {
    * server (startCoordinator) turns it on.
    */
   batchTurns?: boolean
+  /**
+   * Bytes of small results (those that ride with their worker's report, executor
+   * INLINE_LIMIT) the coordinator keeps copies of, to answer a client's first gather of
+   * them without a fetch from the worker. A copy is dropped once sent to a gatherer, when
+   * its key is forgotten, or when its worker no longer holds the key; past this budget,
+   * results are fetched as before. Default 32 MiB; 0 keeps none.
+   */
+  smallResultBytes?: number
   /**
    * The workers are this process's own (Client.local): no windows, deadlines or steal
    * timeouts. The checks of what a worker claims stay. Default false.
@@ -250,8 +264,11 @@ export class Coordinator {
   private storySeq = 1
   /** gathers whose holders are all disconnected (in their grace period): asked again when that resolves */
   private readonly deferredGathers = new Map<string, Set<string>>()
-  /** results pushed with `finished` this turn, for send-data */
-  private pushed = new Map<string, Uint8Array>()
+  /** results pushed with `finished` this turn, for send-data, with the worker that sent each */
+  private pushed = new Map<string, Pushed>()
+  /** copies of small results pushed before anyone gathered them (smallResultBytes), by key */
+  private readonly small = new Map<string, Pushed>()
+  private smallBytes = 0
   /** holders paused because a destination of theirs is past its output cap: destination → holders */
   private readonly pausedFor = new Map<string, Set<string>>()
   /** volunteers that may not join until then */
@@ -309,7 +326,7 @@ export class Coordinator {
         log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
         digester, tokenEquals: portableTokenEquals(digester),
         outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000, batchTurns: false as boolean,
-        restartGraceMs: 30_000,
+        restartGraceMs: 30_000, smallResultBytes: 32 << 20,
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
     }
@@ -1142,7 +1159,8 @@ export class Coordinator {
           if (m.data && this.hashOf(m.data) !== m.digest) return this.distrust(w, `pushed bytes of ${m.key} that are not what its digest says`)
           this.claimDigest(m.key, w.id, m.digest)
         }
-        if (m.data) this.pushed.set(m.key, m.data)
+        if (m.data) this.pushed.set(m.key, { worker: w.id, data: m.data })
+        else if (this.small.size > 0) this.dropSmall(m.key)
         if (m.digest !== undefined && this.journal) this.reportedDigests.set(m.key, [w.id, m.digest])
         const ev: SchedulerEvent = { type: 'task-finished', worker: w.id, key: m.key, attempt: m.attempt, nbytes: m.nbytes, ms: m.ms }
         if (m.digest) ev.digest = m.digest
@@ -1530,7 +1548,7 @@ export class Coordinator {
     // work for workers leaves first: a client's key-state must not delay the next assignment
     for (const c of commands) if (c.type === 'assign') this.applySafely(c)
     for (const c of commands) if (c.type !== 'assign') this.applySafely(c)
-    if (this.pushed.size) this.pushed = new Map()
+    if (this.pushed.size) this.keepSmall()
     const more = this.batch
     this.batch = outer
     if (more.length) this.feed(more)
@@ -1609,9 +1627,13 @@ export class Coordinator {
       case 'send-data': {
         const client = this.peers.get(c.client)
         if (!client?.conn) return
-        const pushed = this.pushed.get(c.key)
-        if (pushed) {
-          client.conn.send({ type: 'data', key: c.key, data: pushed } satisfies ToClientMessage)
+        // a result pushed this turn, or a small one kept from before, if its sender still holds it
+        const p = this.pushed.get(c.key) ?? this.small.get(c.key)
+        if (p !== undefined && this.scheduler.holds(c.key, p.worker)) {
+          client.conn.send({ type: 'data', key: c.key, data: p.data } satisfies ToClientMessage)
+          // the client keeps the value now: a later gather (another client's) fetches it
+          this.pushed.delete(c.key)
+          this.dropSmall(c.key)
           return
         }
         const holders = [c.worker, ...this.scheduler.whoHas(c.key).filter(h => h !== c.worker)].filter(h => this.peers.get(h)?.conn)
@@ -1645,8 +1667,34 @@ export class Coordinator {
   }
 
   /** The scheduler forgot the key: what was kept for it goes, and its owner's share of the limits with it. */
+  /**
+   * Results pushed this turn that no gather took: copies of them are kept (smallResultBytes),
+   * so a gather that comes after the result costs no fetch. Copied: the pushed bytes may be a
+   * view into the whole frame they came in.
+   */
+  private keepSmall(): void {
+    const budget = this.opts.smallResultBytes
+    for (const [key, p] of this.pushed) {
+      if (this.small.has(key)) this.dropSmall(key)
+      const cost = p.data.byteLength + SMALL_OVERHEAD
+      // only what the scheduler accepted: a report it refused (a stale run, a liar's) keeps nothing
+      if (this.smallBytes + cost > budget || !this.scheduler.holds(key, p.worker)) continue
+      this.small.set(key, { worker: p.worker, data: p.data.slice() })
+      this.smallBytes += cost
+    }
+    this.pushed = new Map()
+  }
+
+  private dropSmall(key: string): void {
+    const p = this.small.get(key)
+    if (p === undefined) return
+    this.small.delete(key)
+    this.smallBytes -= p.data.byteLength + SMALL_OVERHEAD
+  }
+
   private forget(key: string): void {
     this.markDirty(key)
+    if (this.small.size > 0) this.dropSmall(key)
     this.restoredDigests.delete(key)
     const t = this.tasks.get(key)
     if (t) {

@@ -220,6 +220,14 @@ export class Scheduler {
     return hs ? hs.map(w => w.id) : []
   }
 
+  /** Whether `worker` holds `key`, per the scheduler (no array made). */
+  holds(key: string, worker: string): boolean {
+    const hs = this.tasks.get(key)?.holders
+    if (!hs) return false
+    for (const w of hs) if (w.id === worker) return true
+    return false
+  }
+
   /** Keys whose data the worker holds, per the scheduler (O(keys held), for reconnect reconciliation). */
   /** The live assignments of a worker, in the order they were made (re-sent when it reconnects). */
   assignmentsOf(worker: string): AssignedTask[] {

@@ -947,6 +947,84 @@ describe('digests asked for, against the in-memory coordinator', () => {
   })
 })
 
+describe('small results that ride with their reports, against the in-memory coordinator', () => {
+  /** one worker that waits, a client, and a task assigned but not yet reported */
+  async function pending(opts: CoordinatorOptions = {}) {
+    const g = memoryGrid(opts)
+    const w = g.worker('w1')
+    w.auto = false
+    const c = await g.client()
+    const f = c.submit((x: number) => x + 1, 1)
+    await until(() => w.assigned.length === 1, 'the assignment')
+    const a = w.assigned.shift()!
+    return { g, w, c, f, a }
+  }
+  const fetches = (w: ScriptedWorker) => w.received.filter(m => m.type === 'fetch').length
+
+  it('a result reported with its bytes before anyone gathered it is served from the coordinator\'s copy: no fetch', async () => {
+    const { w, f, a } = await pending()
+    expect(a.push).toBe(false)
+    w.values.set(a.key, 2)
+    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
+    await until(() => f.status === 'finished', 'the result')
+    expect(await f.result()).toBe(2)
+    expect(fetches(w)).toBe(0)
+  })
+
+  it('the copy is given once: a gather after the client dropped its value fetches from the worker', async () => {
+    const { g, w, c, f, a } = await pending()
+    w.values.set(a.key, 2)
+    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
+    await until(() => f.status === 'finished', 'the result')
+    expect(await f.result()).toBe(2)
+    // a second client wants the same key: the coordinator's copy went to the first
+    await c.publishDataset('two', f)
+    const c2 = await g.client()
+    expect(await (await c2.getDataset<number>('two')).result()).toBe(2)
+    expect(fetches(w)).toBe(1)
+  })
+
+  it('with no budget for copies (smallResultBytes 0), such a result is fetched when gathered', async () => {
+    const { w, f, a } = await pending({ smallResultBytes: 0 })
+    w.values.set(a.key, 2)
+    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
+    await until(() => f.status === 'finished', 'the result')
+    expect(await f.result()).toBe(2)
+    expect(fetches(w)).toBe(1)
+  })
+
+  it("bytes pushed by a worker that was not given the task are never served: the runner's result is", async () => {
+    const { g, w, f, a } = await pending()
+    const liar = g.worker('liar')
+    liar.auto = false
+    w.values.set(a.key, 2)
+    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1 })
+    await until(() => f.status === 'finished', 'the result')
+    // then a well-formed report about someone else's task, with bytes: refused, and nothing of it kept
+    liar.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(666) })
+    await tick()
+    expect(await f.result()).toBe(2)
+    expect(fetches(w)).toBe(1)
+    expect(g.scheduler.whoHas(f.key)).toEqual([w.id])
+  })
+
+  it('a copy is dropped when its worker no longer holds the key: the gather goes to the holder that does', async () => {
+    const { g, w, f, a } = await pending({ workerGraceMs: 10 })
+    w.values.set(a.key, 2)
+    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
+    await until(() => g.scheduler.whoHas(f.key).length === 1, 'the result held')
+    // the key is lost with its worker and recomputed elsewhere, with a different value
+    const w2 = g.worker('w2')
+    w2.auto = false
+    w.disconnect()
+    await until(() => w2.assigned.length === 1, 'the re-run')
+    const b = w2.assigned.shift()!
+    w2.values.set(b.key, 3)
+    w2.send({ type: 'finished', key: b.key, attempt: b.attempt, nbytes: 1, ms: 1 })
+    expect(await f.result()).toBe(3)
+  })
+})
+
 describe('close() against the in-memory coordinator', () => {
   it('is acknowledged: cancels and submits of the same turn arrive, and the client is released at once, not after its grace', async () => {
     const g = memoryGrid({ clientGraceMs: 60_000 })

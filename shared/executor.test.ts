@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { Executor, createExecutorApi, type ExecEvent, type ExecMemoryEvent, type ExecTask, type ExecutorHost, type ExecutorOptions } from './executor.js'
+import { Executor, INLINE_LIMIT, createExecutorApi, type ExecEvent, type ExecMemoryEvent, type ExecTask, type ExecutorHost, type ExecutorOptions } from './executor.js'
 import { MemorySpillStore, type SpillStore } from './spill.js'
 import { DiskSpillStore } from '../server/spill-disk.js'
 import { FutureRef, collectRefs, decodeValue, encodeValue } from './codec.js'
@@ -102,19 +102,25 @@ async function quiet(ex: Executor, host: Host): Promise<void> {
 describe('Executor: running tasks', () => {
   it('runs sync functions, holds results, pushes encoded results and digests', async () => {
     const { host, ex } = setup()
+    const big = 'x'.repeat(INLINE_LIMIT)
     ex.run([
       task(ex, 'a', (x: number, y: number) => x + y, [2, 3]),
       task(ex, 'b', (s: string) => s.toUpperCase(), ['hi'], { push: false, digest: true }),
+      task(ex, 'c', (s: string) => s + '!', [big], { push: false }),
     ])
     expect(await host.value('a')).toBe(5)
     const b = await host.outcome('b')
     expect(b.type).toBe('finished')
     if (b.type !== 'finished') return
-    expect(b.data).toBeUndefined()
+    // a tiny result rides with its report even when no client waits for it yet
+    expect(b.data).toEqual(encodeValue('HI'))
     expect(b.digest).toBe(sha256Hex(encodeValue('HI')))
-    expect(ex.has('a') && ex.has('b')).toBe(true)
+    // one over INLINE_LIMIT is fetched when wanted
+    const c = await host.outcome('c')
+    expect(c.type === 'finished' && c.data).toBe(undefined)
+    expect(ex.has('a') && ex.has('b') && ex.has('c')).toBe(true)
     expect(decodeValue(ex.get('b') as Uint8Array)).toBe('HI')
-    expect(ex.stats()).toMatchObject({ held: 2, running: 0, queued: 0, spilled: 0 })
+    expect(ex.stats()).toMatchObject({ held: 3, running: 0, queued: 0, spilled: 0 })
     expect(() => ex.get('nope')).toThrow(/not held here/)
   })
 

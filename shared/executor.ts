@@ -33,8 +33,16 @@ export type { ExecMemoryEvent, ExecutorMemory, StreamingBytes } from './value-st
  */
 const REPORT_WAIT_MS = 5
 
-/** Largest result a worker sends along with its `finished` report; bigger ones are fetched in parts. */
+/** Largest result a worker sends along with its `finished` report when a client waits for it; bigger ones are fetched in parts. */
 export const PUSH_LIMIT = 256 << 10
+
+/**
+ * Largest result (encoded) that rides along with its `finished` report whether or not a
+ * client waits for it yet: the coordinator keeps a copy (bounded, `smallResultBytes`) to
+ * answer the first gather without a round trip to this worker. Encoding and sending a value
+ * this small costs less than the fetch it saves; the value itself stays here as ever.
+ */
+export const INLINE_LIMIT = 1024
 
 /**
  * A MessagePort, as browsers and Node both have it. Tasks and their results travel on a
@@ -318,17 +326,18 @@ export class Executor {
     let data: Uint8Array | undefined
     let digest: string | undefined
     try {
-      // a small result a client waits for rides along with the report; a big one is
-      // fetched in parts when asked (it must not be encoded here for nothing). The
+      // a small result a client waits for rides along with the report, and so does a
+      // tiny one (INLINE_LIMIT) in any case; a big one is fetched in parts when asked (it must not be encoded here for nothing). The
       // encoding made is kept with the value, so it is not transferred (it is shared
       // memory where the host allows, else copied: small).
       const size = sizeOf(value)
-      const push = task.push && size <= PUSH_LIMIT
+      const limit = task.push ? PUSH_LIMIT : INLINE_LIMIT
+      const push = size <= limit
       let enc: Uint8Array | undefined
       if (push || task.digest) {
         enc = this.values.encode(value)
         if (task.digest) digest = sha256Hex(enc)
-        if (push && enc.byteLength <= PUSH_LIMIT) data = enc
+        if (push && enc.byteLength <= limit) data = enc
       }
       nbytes = this.values.keep(task.key, value, enc, size)
     } catch (err) {

@@ -86,14 +86,16 @@ async function noopRun(grid, n) {
   const c = grid.client.with({ pure: false })
   const s0 = await grid.stats()
   const cpu0 = await grid.rpc('cpu')
+  const own0 = process.cpuUsage()
   const t0 = performance.now()
   const out = await grid.client.gather(c.map(x => x, Array.from({ length: n }, (_, i) => i)))
   const ms = performance.now() - t0
+  const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
   const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   const per = k => (s1[k] - s0[k]) / n
-  return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches') }
+  return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches'), workersCpuUsPerTask: per('cpuUs'), clientCpuUsPerTask: (own.user + own.system) / n, assignFrames: per('assignFrames'), fetchFrames: per('fetchFrames') }
 }
 
 function medianRow(runs) {
@@ -123,7 +125,7 @@ export async function workersRows({ counts, tasks, idleSeconds, runs, profile, l
       }
       const results = []
       for (let r = 0; r < runs; r++) {
-        const prof = profile && last && r === runs - 1
+        const prof = profile && (last || process.env.SIM_PROFILE_ALL) && r === runs - 1
         if (prof) await grid.rpc('profile-start')
         results.push(await noopRun(grid, tasks))
         if (prof) {
@@ -133,7 +135,7 @@ export async function workersRows({ counts, tasks, idleSeconds, runs, profile, l
       }
       const row = { workers: n, ...medianRow(results), idle }
       rows.push(row)
-      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task, ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task, ${row.fetches.toFixed(2)} fetches/task${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
+      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task, ${row.fetches.toFixed(2)} fetches/task (frames with assigns ${row.assignFrames?.toFixed(2)}, with fetches ${row.fetchFrames?.toFixed(2)})${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
     } finally {
       await grid.close()
     }
@@ -167,6 +169,7 @@ async function queueAndRun(grid, n) {
   for (let i = 0; i < futures.length; i += 50_000) parts.push(grid.client.gather(futures.slice(i, i + 50_000)))
   const out = (await Promise.all(parts)).flat()
   const ms = performance.now() - t1
+  const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   for (const f of futures) f.release()
@@ -184,7 +187,7 @@ export async function sizeRows({ sizes, workers, runs, log = console.log }) {
       for (let r = 0; r < (n >= 1_000_000 ? 1 : runs); r++) results.push(await queueAndRun(grid, n))
       const row = { tasks: n, ...medianRow(results) }
       rows.push(row)
-      log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task, ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
+      log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
     }
   } finally {
     await grid.close()

@@ -9,6 +9,8 @@ export default defineConfig({
           include: ['shared/**/*.test.ts', 'server/**/*.test.ts', 'core/**/*.test.ts', 'web/**/*.test.ts', 'test/**/*.test.ts'],
           testTimeout: 30_000,
           hookTimeout: 30_000,
+          // test/scale.test.ts holds a million tasks' client and coordinator in one process (~3 GB)
+          execArgv: ['--max-old-space-size=6144'],
           sequence: { groupOrder: 0 },
         },
       },

@@ -4,14 +4,17 @@
  * value, no frame on any hop is over the frame limit (the coordinator measures each one it
  * writes and reads), and the client reconnects once, not in a loop.
  *
- * TABGRID_SCALE_TASKS sets the count (default 200,000: under a minute on two shared cores).
+ * TABGRID_SCALE_TASKS sets the count (default 1,000,000: issue 11's "submits a million tasks
+ * and gets all their results"; 130 s and 2.9 GB of RSS for the test's process — client and
+ * coordinator — at load 4–5 on the 2-core machine; vitest.config.ts gives its workers a
+ * 6 GiB heap for it).
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { Client } from 'tabgrid'
 import { LIMITS } from '../shared/protocol.js'
 import { startGrid, until, type Grid } from './grid.js'
 
-const N = Number(process.env.TABGRID_SCALE_TASKS ?? 200_000)
+const N = Number(process.env.TABGRID_SCALE_TASKS ?? 1_000_000)
 
 let grid: Grid | undefined
 let client: Client | undefined
@@ -36,7 +39,7 @@ describe('a very large batch', () => {
     const fs = client.map((x: number) => x * 2, Array.from({ length: N }, (_, i) => i))
     const gathered = client.gather(fs)
     // cut the client's connection under it (as a network blip would) once a third has run
-    await until(() => m.tasksFinished >= N / 3, 'a third of the tasks to finish', 120_000)
+    await until(() => m.tasksFinished >= N / 3, 'a third of the tasks to finish', 600_000)
     let cut = 0
     for (const socket of grid.coord.io.sockets.sockets.values()) {
       if ((socket.data as { hello?: { role?: string } }).hello?.role === 'client') { socket.conn.close(); cut++ }
@@ -59,5 +62,5 @@ describe('a very large batch', () => {
     expect(m.framesIn).toBeGreaterThan(10)
     expect(m.tooLargeMessages).toBe(0)
     await until(() => grid!.coord.coordinator.scheduler.counts().memory === N, 'every result held')
-  }, 180_000)
+  }, 900_000)
 })

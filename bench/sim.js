@@ -162,7 +162,9 @@ async function queueAndRun(grid, n) {
     await sleep(100)
   }
   const heapPerTask = ((await grid.rpc('heap')) - heap0) / n
+  const s0 = await grid.stats()
   const cpu0 = await grid.rpc('cpu')
+  const own0 = process.cpuUsage()
   const t1 = performance.now()
   grid.tell('resume')
   const parts = []
@@ -171,9 +173,10 @@ async function queueAndRun(grid, n) {
   const ms = performance.now() - t1
   const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
+  const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   for (const f of futures) f.release()
-  return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, heapPerTask }
+  return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, heapPerTask, workersCpuUsPerTask: (s1.cpuUs - s0.cpuUs) / n, clientCpuUsPerTask: (own.user + own.system) / n }
 }
 
 export async function sizeRows({ sizes, workers, runs, log = console.log }) {

@@ -19,6 +19,8 @@ const [url, countArg, slotsArg, token] = process.argv.slice(2)
 const count = Number(countArg)
 const slots = Number(slotsArg ?? 1)
 const BEAT_MS = Number(process.env.SIM_BEAT_MS ?? 10_000)
+/** SIM_DEBUG=1: count messages by type in the stats */
+const DEBUG = process.env.SIM_DEBUG === '1'
 const VALUE = encodeValue(1)
 const VALUE_DIGEST = sha256Hex(VALUE)
 let joined = 0
@@ -27,6 +29,7 @@ const sockets = []
 
 /** What a simulated worker does with a frame's messages: answer at once. */
 function answer(msgs, send) {
+  if (DEBUG) for (const m of msgs) stats[`in:${m.type}`] = (stats[`in:${m.type}`] ?? 0) + 1
   if (msgs.some(m => m.type === 'assign')) stats.assignFrames++
   if (msgs.some(m => m.type === 'fetch')) stats.fetchFrames++
   for (const m of msgs) {
@@ -54,6 +57,7 @@ function outbox(emit) {
   let out = []
   let queued = false
   return msg => {
+    if (DEBUG) stats[`out:${msg.type}`] = (stats[`out:${msg.type}`] ?? 0) + 1
     out.push(msg)
     if (!queued) { queued = true; queueMicrotask(() => { queued = false; const m = out; out = []; stats.framesOut++; emit(encodeFrame(m)) }) }
   }

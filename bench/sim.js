@@ -95,6 +95,7 @@ async function noopRun(grid, n) {
   const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   const per = k => (s1[k] - s0[k]) / n
+  if (process.env.SIM_DEBUG === '1') console.log(Object.fromEntries(Object.keys(s1).map(k => [k, +per(k).toFixed(3)])))
   return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches'), workersCpuUsPerTask: per('cpuUs'), clientCpuUsPerTask: (own.user + own.system) / n, assignFrames: per('assignFrames'), fetchFrames: per('fetchFrames') }
 }
 

@@ -105,10 +105,11 @@ describe('dashboard stream', () => {
     expect(g.dash.tick()!.full).toBe(true)
   })
 
-  it('stays bounded at 120k tasks on 1000 workers, and deltas add up to the full picture', () => {
+  it('stays bounded at 120k tasks on 5,000 workers, and deltas add up to the full picture', () => {
     const maxBars = 3000, maxRows = 256
     const g = track(setup({ maxBars, maxRows, windowMs: 60_000 }))
-    const workers = Array.from({ length: 1000 }, (_, i) => g.addWorker(`tab-${i}`, 4).id)
+    const NW = 5000
+    const workers = Array.from({ length: NW }, (_, i) => g.addWorker(`tab-${i}`, 4).id)
     const d = g.addDashboard()
     const page = new PageModel()
     const sizes: number[] = []
@@ -117,7 +118,7 @@ describe('dashboard stream', () => {
     const groups = ['inc', 'square', 'lambda']
     let tasks = 0
     let eventNs = 0
-    // 30 simulated seconds: 4000 tasks/s of 1–40 ms, back to back on 4000 slots
+    // 30 simulated seconds: 4000 tasks/s of 1–40 ms, on 20,000 slots
     for (let tickNo = 0; tickNo < 60; tickNo++) {
       const t0 = performance.now()
       for (let i = 0; i < 2000; i++) {
@@ -150,9 +151,9 @@ describe('dashboard stream', () => {
     const inBars = [...page.bars.values()].reduce((s, b) => s + b[6], 0)
     expect(inBars + last.stream.hiddenTasks).toBe(tasks)
     expect(last.stream.hiddenWorkers).toBeGreaterThan(0)
-    expect(last.workersHidden).toBe(800)
-    expect(last.grid.workers).toBe(1000)
-    expect(last.grid.slots).toBe(4000)
+    expect(last.workersHidden).toBe(NW - 200)
+    expect(last.grid.workers).toBe(NW)
+    expect(last.grid.slots).toBe(4 * NW)
     // deltas applied in order hold what a fresh full update says
     g.addDashboard()
     g.advance(500)
@@ -168,7 +169,7 @@ describe('dashboard stream', () => {
     expect(fullSize).toBeLessThan(300_000)
     expect(Math.max(...sizes)).toBeLessThan(64_000)
     // cost per observed event is printed, not asserted (shared, noisy machines)
-    console.log(`dashboard stream at 4000 tasks/s on 1000 workers: full ${fullSize} B, deltas median ${sizes.sort((a, b) => a - b)[sizes.length >> 1]} B / max ${Math.max(...sizes)} B per 500 ms; ${(eventNs / (tasks * 2)).toFixed(0)} ns per observed event; ${g.dash.size().bars} bars, merge gap ${g.dash.size().mergeMs} ms`)
+    console.log(`dashboard stream at 4000 tasks/s on ${NW} workers: full ${fullSize} B, deltas median ${sizes.sort((a, b) => a - b)[sizes.length >> 1]} B / max ${Math.max(...sizes)} B per 500 ms; ${(eventNs / (tasks * 2)).toFixed(0)} ns per observed event; ${g.dash.size().bars} bars, merge gap ${g.dash.size().mergeMs} ms`)
   })
 
   it('forgets what leaves the window: bars, rows and stream workers', () => {

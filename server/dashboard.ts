@@ -79,6 +79,8 @@ const MAX_GROUPS_TRACKED = 5_000
 const MAX_EVENTS = 20
 /** Group names a stream epoch may index (the rest draw as 'other'). */
 const MAX_GROUP_NAMES = 1_000
+/** workers left out of the stream that are counted one by one (ids): past it the count starts again (a 100,000-tab grid) */
+const MAX_HIDDEN = 50_000
 /** A slot counts as free for the next task if it finished up to this long after the task started (the result's trip to the coordinator). */
 const LANE_SLACK_MS = 5
 
@@ -371,7 +373,7 @@ class TaskStream {
     }
     this.unknownSlots = false
     // hidden workers that left, or that now fit, are forgotten (they come back on their next task)
-    if (this.hidden.size && (this.rows < this.maxRows || this.hidden.size > 4 * this.maxRows)) this.hidden.clear()
+    if (this.hidden.size && (this.rows < this.maxRows || this.hidden.size > MAX_HIDDEN)) this.hidden.clear()
     else for (const id of this.hidden) if (!connected(id)) this.hidden.delete(id)
     // merge harder when the window is crowded, less when it has room
     if (kept > this.maxBars * 0.8) this.mergeMs = Math.min(this.mergeMs * 2, Math.round(this.windowMs / 8))

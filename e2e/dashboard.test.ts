@@ -267,6 +267,8 @@ describe('dashboard', () => {
     expect(body).toMatch(/a client submitted it/)
     // the tab's own steps, fetched from it and merged in
     expect(body).toMatch(/on the worker, thread \d: running/)
+    // the thread is named once, not again in a note
+    expect(body).not.toMatch(/\(on thread \d\)/)
     // a bar clicked: find one in the canvas
     await until(async () => (await colouredPixels(page)) > 100, 'bars')
     const at = await findBar(page)

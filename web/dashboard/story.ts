@@ -92,7 +92,9 @@ export class StoryPanel {
       const why = el('td', 'why')
       why.append(el('span', undefined, reason(s)))
       // attempt ids are the scheduler's own numbering: the summary counts attempts instead
-      const note = typeof s.note === 'string' ? s.note.replace(/^attempt \d+(: )?/, '') : ''
+      let note = typeof s.note === 'string' ? s.note.replace(/^attempt \d+(: )?/, '') : ''
+      // a worker's step already names its thread
+      if (s.source === 'worker' && s.thread !== undefined && note === `on thread ${s.thread}`) note = ''
       if (note) why.append(el('span', 'note', ` (${note})`))
       why.title = s.stimulus
       tr.append(when, move, where, why)
@@ -115,6 +117,8 @@ function reason(s: StoryEntry): string {
     if (/^steal/.test(st)) return 'moved to an idle worker'
     if (/^submit/.test(st)) return 'placed on a worker at once'
     if (/^(worker-removed|lease-expired)/.test(st)) return 'rescheduled: its worker was lost'
+    // placed in a pass run after some other event (a gather, a worker joining): a worker had room
+    if (s.from === 'queued') return 'a worker had room for it'
   }
   if (s.from === 'processing' && s.to === 'memory') return 'its worker finished it'
   if (s.from === 'processing' && s.to === 'erred') return 'it threw on its worker'

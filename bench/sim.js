@@ -28,7 +28,7 @@ const median = xs => { const s = [...xs].sort((a, b) => a - b); return s[(s.leng
 
 /** A coordinator process and simulated workers in processes of PER_PROCESS sockets each. */
 export async function startSimGrid(nworkers, { env = {} } = {}) {
-  const coord = fork(COORDINATOR, [], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const coord = fork(COORDINATOR, [], { execArgv: ['--expose-gc', ...(process.env.SIM_COORD_ARGS ?? '').split(' ').filter(Boolean)], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const ready = await new Promise((resolve, reject) => {
     coord.once('message', resolve)
     coord.once('exit', code => reject(new Error(`the coordinator process exited (${code})`)))

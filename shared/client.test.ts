@@ -957,25 +957,27 @@ describe('small results that ride with their reports, against the in-memory coor
     const f = c.submit((x: number) => x + 1, 1)
     await until(() => w.assigned.length === 1, 'the assignment')
     const a = w.assigned.shift()!
-    return { g, w, c, f, a }
+    /** the worker reports the result (2) with its bytes, and the client hears it is done */
+    const finishWithBytes = async (): Promise<void> => {
+      w.values.set(a.key, 2)
+      w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
+      await until(() => f.status === 'finished', 'the result')
+    }
+    return { g, w, c, f, a, finishWithBytes }
   }
   const fetches = (w: ScriptedWorker) => w.received.filter(m => m.type === 'fetch').length
 
   it('a result reported with its bytes before anyone gathered it is served from the coordinator\'s copy: no fetch', async () => {
-    const { w, f, a } = await pending()
+    const { w, f, a, finishWithBytes } = await pending()
     expect(a.push).toBe(false)
-    w.values.set(a.key, 2)
-    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
-    await until(() => f.status === 'finished', 'the result')
+    await finishWithBytes()
     expect(await f.result()).toBe(2)
     expect(fetches(w)).toBe(0)
   })
 
   it('the copy is given once: a gather after the client dropped its value fetches from the worker', async () => {
-    const { g, w, c, f, a } = await pending()
-    w.values.set(a.key, 2)
-    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
-    await until(() => f.status === 'finished', 'the result')
+    const { g, w, c, f, finishWithBytes } = await pending()
+    await finishWithBytes()
     expect(await f.result()).toBe(2)
     // a second client wants the same key: the coordinator's copy went to the first
     await c.publishDataset('two', f)
@@ -985,10 +987,8 @@ describe('small results that ride with their reports, against the in-memory coor
   })
 
   it('with no budget for copies (smallResultBytes 0), such a result is fetched when gathered', async () => {
-    const { w, f, a } = await pending({ smallResultBytes: 0 })
-    w.values.set(a.key, 2)
-    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(2) })
-    await until(() => f.status === 'finished', 'the result')
+    const { w, f, finishWithBytes } = await pending({ smallResultBytes: 0 })
+    await finishWithBytes()
     expect(await f.result()).toBe(2)
     expect(fetches(w)).toBe(1)
   })

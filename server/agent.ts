@@ -43,13 +43,35 @@ export interface WorkerOptions {
   log?: (line: string, level?: 'info' | 'warn' | 'error') => void
 }
 
+/**
+ * A worker_thread on `url` with the process's flags. Left to itself a thread inherits them,
+ * and Node drops those a thread cannot take; given explicitly (to add tsx, or to leave out
+ * `--input-type`, which makes a thread of `node -e` refuse its own entry file), V8 and
+ * per-process flags such as `--max-old-space-size` make the constructor throw
+ * ERR_WORKER_INVALID_EXEC_ARGV: those it names are left out and the thread made again.
+ */
+function newThread(url: URL, fromSource: boolean): Worker {
+  const inherited = process.execArgv.filter(a => !a.startsWith('--input-type'))
+  if (!fromSource && inherited.length === process.execArgv.length) return new Worker(url)
+  const execArgv = fromSource ? [...inherited, '--import', 'tsx'] : inherited
+  try {
+    return new Worker(url, { execArgv })
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err
+    // "Initiated Worker with invalid execArgv flags: --max-old-space-size=6144, --expose-gc"
+    const message = (err as Error).message
+    const named = new Set(message.slice(message.indexOf(': ') + 2).split(', '))
+    const kept = execArgv.filter(a => !named.has(a))
+    if (kept.length === execArgv.length) throw err
+    return new Worker(url, { execArgv: kept })
+  }
+}
+
 /** Makes one worker_thread running an Executor. Works from the build and from sources (via tsx). */
 export function spawnThread(): ThreadHandle {
   const fromSource = import.meta.url.endsWith('.ts')
   const url = new URL(fromSource ? './thread.ts' : './thread.js', import.meta.url)
-  // a thread inherits the process's flags, and `--input-type` (of `node -e`) makes it refuse its own entry file
-  const inherited = process.execArgv.filter(a => !a.startsWith('--input-type'))
-  const worker = new Worker(url, { execArgv: fromSource ? [...inherited, '--import', 'tsx'] : inherited })
+  const worker = newThread(url, fromSource)
   let exited = false
   const exitCbs: ((reason: string) => void)[] = []
   const fire = (reason: string): void => {

@@ -6,17 +6,18 @@
  */
 import Database from 'better-sqlite3'
 
-/** The journal's schema version (`PRAGMA user_version`): a file of another version is refused, not misread. */
-const SCHEMA_VERSION = 1
+/**
+ * The journal's schema version (`PRAGMA user_version`): a file of an older version is
+ * migrated when it is opened, one of a newer version (or of none, not empty) is refused,
+ * not misread. Version 2 addresses a task's row by its `seq` alone (the coordinator's
+ * thread keeps which seq each key has): version 1's index on `key` cost every write a
+ * second b-tree, at a random place.
+ */
+const SCHEMA_VERSION = 2
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
-CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (
+const TASKS = (name: string): string => `CREATE TABLE IF NOT EXISTS ${name} (
   seq INTEGER PRIMARY KEY,
-  key TEXT NOT NULL UNIQUE,
+  key TEXT NOT NULL,
   owner TEXT NOT NULL,
   fn TEXT,
   spec TEXT NOT NULL,
@@ -27,8 +28,24 @@ CREATE TABLE IF NOT EXISTS tasks (
   nbytes INTEGER NOT NULL,
   digest TEXT,
   error TEXT
-);
+);`
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
+${TASKS('tasks')}
 CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
+`
+
+/** Version 1 → 2: the same rows, without the unique index on `key` (a key has one row: the coordinator's thread saw to it). */
+const MIGRATE_1 = `
+${TASKS('tasks_v2')}
+INSERT INTO tasks_v2 (seq, key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error)
+  SELECT seq, key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error FROM tasks;
+DROP TABLE tasks;
+ALTER TABLE tasks_v2 RENAME TO tasks;
 `
 
 /** One change: the name of a write and its arguments (plain data: batches cross to the writer thread). */
@@ -50,9 +67,12 @@ export function openDatabase(path: string): Database.Database {
     db.pragma('synchronous = NORMAL')
     const version = db.pragma('user_version', { simple: true }) as number
     const empty = (db.prepare(`SELECT count(*) AS n FROM sqlite_master`).get() as { n: number }).n === 0
-    if (!empty && version !== SCHEMA_VERSION) throw new Error(`it has schema version ${version}, this tabgrid writes version ${SCHEMA_VERSION} (start with another --journal file, or --no-journal)`)
-    db.exec(SCHEMA)
-    db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    if (!empty && version !== SCHEMA_VERSION && version !== 1) throw new Error(`it has schema version ${version}, this tabgrid reads versions 1 and ${SCHEMA_VERSION} (start with another --journal file, or --no-journal)`)
+    db.transaction(() => {
+      if (!empty && version === 1) db.exec(MIGRATE_1)
+      db.exec(SCHEMA)
+      db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    })()
   } catch (err) {
     db.close()
     const busy = (err as { code?: string }).code === 'SQLITE_BUSY'
@@ -62,6 +82,16 @@ export function openDatabase(path: string): Database.Database {
 }
 
 const json = (v: unknown): string | null => v === null || v === undefined ? null : JSON.stringify(v)
+/** wanters and holders: most lists are empty or name one peer */
+const ids = (v: unknown): string => {
+  const a = v as string[]
+  return a.length === 0 ? '[]' : JSON.stringify(a)
+}
+/** a spec's columns: `key` and `fn` have their own */
+const specText = (spec: Record<string, unknown>): string => {
+  const { key: _key, fn: _fn, ...rest } = spec
+  return JSON.stringify(rest)
+}
 
 /** The journal's writes as prepared statements; `apply` runs a batch in one transaction. */
 export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; clear(): void } {
@@ -74,10 +104,11 @@ export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; 
   const removeWorker = p('DELETE FROM workers WHERE id = ?')
   const putFunction = p('INSERT OR IGNORE INTO functions (id, source) VALUES (?, ?)')
   const removeFunction = p('DELETE FROM functions WHERE id = ?')
-  const putTask = p('INSERT OR REPLACE INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
-  const updateTask = p('UPDATE tasks SET state = ?, wanters = ?, holders = ?, nbytes = ?, digest = coalesce(?, digest), error = ? WHERE key = ?')
-  const dropArgs = p('UPDATE tasks SET args = NULL WHERE key = ?')
-  const removeTask = p('DELETE FROM tasks WHERE key = ?')
+  // a task's row is its seq (server/journal.ts keeps the seq of each key)
+  const putTask = p('INSERT OR REPLACE INTO tasks (seq, key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+  const updateTask = p('UPDATE tasks SET state = ?, wanters = ?, holders = ?, nbytes = ?, digest = coalesce(?, digest), error = ? WHERE seq = ?')
+  const dropArgs = p('UPDATE tasks SET args = NULL WHERE seq = ?')
+  const removeTask = p('DELETE FROM tasks WHERE seq = ?')
   const putDataset = p('INSERT OR REPLACE INTO datasets (name, key) VALUES (?, ?)')
   const removeDataset = p('DELETE FROM datasets WHERE name = ?')
   const one = (op: Op): void => {
@@ -90,10 +121,14 @@ export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; 
       case 'removeWorker': removeWorker.run(a[1]); return
       case 'putFunction': putFunction.run(a[1], a[2]); return
       case 'removeFunction': removeFunction.run(a[1]); return
-      // [key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error]
-      case 'putTask': putTask.run(a[1], a[2], a[3], json(a[4]), a[5], a[6], json(a[7]), json(a[8]), a[9], a[10], json(a[11])); return
-      // [key, state, wanters, holders, nbytes, digest, error]
-      case 'updateTask': updateTask.run(a[2], json(a[3]), json(a[4]), a[5], a[6], json(a[7]), a[1]); return
+      // [seq, spec (with its key and fn), owner, args, state, wanters, holders, nbytes, digest, error]
+      case 'putTask': {
+        const spec = a[2] as Record<string, unknown>
+        putTask.run(a[1], spec.key, a[3], spec.fn, specText(spec), a[4], a[5], ids(a[6]), ids(a[7]), a[8], a[9], json(a[10]))
+        return
+      }
+      // [seq, state, wanters, holders, nbytes, digest, error]
+      case 'updateTask': updateTask.run(a[2], ids(a[3]), ids(a[4]), a[5], a[6], json(a[7]), a[1]); return
       case 'dropArgs': dropArgs.run(a[1]); return
       case 'removeTask': removeTask.run(a[1]); return
       case 'putDataset': putDataset.run(a[1], a[2]); return

@@ -1,8 +1,9 @@
 /**
  * The journal's writer thread (server/journal.ts): it owns the SQLite connection once the
  * journal was read, and applies each turn's batch of changes in one transaction, so the
- * coordinator's thread spends no time in SQLite. Messages arrive in order; `flush` and
- * `close` answer through a shared flag the coordinator's thread waits on.
+ * coordinator's thread spends no time in SQLite. Messages arrive in order; each batch is
+ * answered `committed` once its transaction is (the next batch waits for it), `flush` and
+ * `close` through a shared flag the coordinator's thread waits on.
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import { Unpackr } from 'msgpackr'
@@ -38,8 +39,9 @@ const done = (flag: Int32Array): void => {
 port.on('message', (m: Message) => {
   switch (m.type) {
     case 'batch':
-      if (!db || !writes) return
-      try { writes.apply(unpackr.unpack(m.packed) as Op[]) } catch (err) { fail('write', err) }
+      if (db && writes) try { writes.apply(unpackr.unpack(m.packed) as Op[]) } catch (err) { fail('write', err) }
+      // the coordinator's thread sends what it recorded meanwhile (merged) once this one is done
+      port.postMessage({ type: 'committed' })
       return
     case 'clear':
       if (!db || !writes) return

@@ -93,8 +93,18 @@ const specText = (spec: Record<string, unknown>): string => {
   return JSON.stringify(rest)
 }
 
+/**
+ * One batch of writes (server/journal.ts): task rows to delete by seq, then the ops in
+ * order; an inserted task's arguments are its byte length, read in turn from `args`.
+ */
+export interface Writes {
+  removed: number[]
+  ops: Op[]
+  args: Uint8Array | null
+}
+
 /** The journal's writes as prepared statements; `apply` runs a batch in one transaction. */
-export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; clear(): void } {
+export function prepareWrites(db: Database.Database): { apply(batch: Writes): void; clear(): void } {
   const p = (sql: string): Database.Statement => db.prepare(sql)
   const putClient = p('INSERT OR REPLACE INTO clients (id, name, secret_hash, ns) VALUES (?, ?, ?, ?)')
   const removeClient = p('DELETE FROM clients WHERE id = ?')
@@ -109,8 +119,18 @@ export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; 
   const updateTask = p('UPDATE tasks SET state = ?, wanters = ?, holders = ?, nbytes = ?, digest = coalesce(?, digest), error = ? WHERE seq = ?')
   const dropArgs = p('UPDATE tasks SET args = NULL WHERE seq = ?')
   const removeTask = p('DELETE FROM tasks WHERE seq = ?')
+  // tasks forgotten together were mostly submitted together: their seqs are runs
+  const removeTasks = p('DELETE FROM tasks WHERE seq BETWEEN ? AND ?')
   const putDataset = p('INSERT OR REPLACE INTO datasets (name, key) VALUES (?, ?)')
   const removeDataset = p('DELETE FROM datasets WHERE name = ?')
+  let args: Uint8Array | null = null
+  let at = 0
+  const argsOf = (n: unknown): Buffer | null => {
+    if (typeof n !== 'number' || args === null) return null
+    const b = Buffer.from(args.buffer, args.byteOffset + at, n)
+    at += n
+    return b
+  }
   const one = (op: Op): void => {
     const a = op
     switch (a[0]) {
@@ -124,13 +144,12 @@ export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; 
       // [seq, spec (with its key and fn), owner, args, state, wanters, holders, nbytes, digest, error]
       case 'putTask': {
         const spec = a[2] as Record<string, unknown>
-        putTask.run(a[1], spec.key, a[3], spec.fn, specText(spec), a[4], a[5], ids(a[6]), ids(a[7]), a[8], a[9], json(a[10]))
+        putTask.run(a[1], spec.key, a[3], spec.fn, specText(spec), argsOf(a[4]), a[5], ids(a[6]), ids(a[7]), a[8], a[9], json(a[10]))
         return
       }
       // [seq, state, wanters, holders, nbytes, digest, error]
       case 'updateTask': updateTask.run(a[2], ids(a[3]), ids(a[4]), a[5], a[6], json(a[7]), a[1]); return
       case 'dropArgs': dropArgs.run(a[1]); return
-      case 'removeTask': removeTask.run(a[1]); return
       case 'putDataset': putDataset.run(a[1], a[2]); return
       case 'removeDataset': removeDataset.run(a[1]); return
       default: throw new Error(`unknown journal write ${String(a[0])}`)
@@ -138,16 +157,30 @@ export function prepareWrites(db: Database.Database): { apply(ops: Op[]): void; 
   }
   // a write that fails (it should not) loses itself, not the rest of its batch
   let failed: Error | undefined
-  const apply = db.transaction((ops: Op[]) => {
-    for (const op of ops) try { one(op) } catch (err) { failed ??= err as Error }
+  const apply = db.transaction((batch: Writes) => {
+    const r = batch.removed
+    r.sort((x, y) => x - y)
+    for (let i = 0; i < r.length;) {
+      let j = i
+      while (j + 1 < r.length && r[j + 1] === r[j]! + 1) j++
+      try {
+        if (j === i) removeTask.run(r[i])
+        else removeTasks.run(r[i], r[j])
+      } catch (err) { failed ??= err as Error }
+      i = j + 1
+    }
+    args = batch.args
+    at = 0
+    for (const op of batch.ops) try { one(op) } catch (err) { failed ??= err as Error }
+    args = null
   })
   const clear = db.transaction(() => {
     for (const t of ['clients', 'modules', 'workers', 'functions', 'tasks', 'datasets']) db.exec(`DELETE FROM ${t}`)
   })
   return {
-    apply: ops => {
+    apply: batch => {
       failed = undefined
-      apply(ops)
+      apply(batch)
       if (failed) throw failed
     },
     clear: () => clear(),

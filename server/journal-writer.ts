@@ -6,18 +6,17 @@
  * `close` through a shared flag the coordinator's thread waits on.
  */
 import { parentPort, workerData } from 'node:worker_threads'
-import { Unpackr } from 'msgpackr'
 import { openDatabase, prepareWrites, type Op } from './journal-db.js'
+import type { Batch } from './journal.js'
 
 type Message =
-  /** the turn's changes, msgpack-encoded (server/journal.ts) */
-  | { type: 'batch'; packed: Uint8Array }
+  /** the changes recorded since the last batch, merged (server/journal.ts) */
+  | Batch
   | { type: 'clear' }
   | { type: 'flush'; flag: Int32Array }
   | { type: 'close'; flag: Int32Array }
 
 const port = parentPort!
-const unpackr = new Unpackr({ useRecords: false, moreTypes: false, mapsAsObjects: true })
 const { path } = workerData as { path: string }
 let failures = 0
 const fail = (what: string, err: unknown): void => {
@@ -39,7 +38,12 @@ const done = (flag: Int32Array): void => {
 port.on('message', (m: Message) => {
   switch (m.type) {
     case 'batch':
-      if (db && writes) try { writes.apply(unpackr.unpack(m.packed) as Op[]) } catch (err) { fail('write', err) }
+      if (db && writes) {
+        try {
+          const [removed, ops] = JSON.parse(m.json) as [number[], Op[]]
+          writes.apply({ removed, ops, args: m.args })
+        } catch (err) { fail('write', err) }
+      }
       // the coordinator's thread sends what it recorded meanwhile (merged) once this one is done
       port.postMessage({ type: 'committed' })
       return

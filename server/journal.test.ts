@@ -137,6 +137,16 @@ describe('SqliteJournal', () => {
     ])
   })
 
+  it('each task keeps its own arguments; tasks forgotten together are deleted together, and only they', () => {
+    const j = journal(file())
+    const keys = Array.from({ length: 8 }, (_, i) => `t-${i}`)
+    for (const [i, k] of keys.entries()) j.putTask(task(k, { args: i === 3 ? null : new Uint8Array(Array.from({ length: i }, () => i)) }))
+    j.flush()
+    for (const k of ['t-1', 't-2', 't-3', 't-5', 't-7']) j.removeTask(k)
+    const back = reopen(j).load()
+    expect(back.tasks.map(t => [t.spec.key, [...(t.args ?? [99])]])).toEqual([['t-0', []], ['t-4', [4, 4, 4, 4]], ['t-6', [6, 6, 6, 6, 6, 6]]])
+  })
+
   it('a reopened journal goes on from the rows it holds (read or not): nothing overwritten, nothing lost', () => {
     const path = file()
     const j = journal(path)

@@ -18,7 +18,6 @@
  * the writer and not yet committed was lost with the process just the same).
  */
 import { Worker } from 'node:worker_threads'
-import { Packr } from 'msgpackr'
 import type Database from 'better-sqlite3'
 import type { Journal, JournalClient, JournalSnapshot, JournalTask, JournalTaskUpdate, JournalWorker } from '../core/journal.js'
 import type { TaskSpec, WorkerKind } from '../core/scheduler-types.js'
@@ -33,20 +32,31 @@ export interface SqliteJournalOptions {
 type Row = Record<string, unknown>
 
 /**
- * What is still to be written about one task, merged from its records since the last
- * batch left. A row already written is removed first (`remove`, its seq); then `put` (a
- * row to insert, as an op) or else `update` and `dropArgs` apply to the row of `seq`.
+ * A recorded task's row (`seq`), and what is still to be written about it, merged from
+ * what was recorded since the last batch left: its insert (`put`, not sent yet: later
+ * changes go into it), else its last update and whether its arguments go.
  */
-interface PendingTask {
+interface TaskRow {
   seq: number
-  remove: number | null
   put: Op | null
   update: JournalTaskUpdate | null
   dropArgs: boolean
+  /** listed in `touched` for the next batch */
+  queued: boolean
 }
 
-/** a turn's changes cross to the writer as one msgpack buffer: cloning thousands of small arrays costs several times more */
-const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, variableMapSize: true })
+/**
+ * A batch as it crosses to the writer: the changes as JSON (V8's own encoder and parser,
+ * several times faster than encoding thousands of small arrays in JavaScript or cloning
+ * them), the arguments of the inserted tasks end to end in one buffer (handed over, not
+ * copied), and the rows to delete.
+ */
+export interface Batch {
+  type: 'batch'
+  /** JSON of `[removed seqs, ops]`; an insert's arguments are their byte length in `args` (or null) */
+  json: string
+  args: Uint8Array | null
+}
 
 /** how long `flush` and `close` wait for the writer thread */
 const WAIT_MS = 10_000
@@ -62,6 +72,9 @@ export function openJournal(path: string, options: SqliteJournalOptions = {}): S
   return new SqliteJournal(path, options)
 }
 
+/** A row the file has (or the writer has been sent). */
+const written = (seq: number): TaskRow => ({ seq, put: null, update: null, dropArgs: false, queued: false })
+
 export class SqliteJournal implements Journal {
   /** the connection of this thread, until the writer thread takes the file over */
   private db: Database.Database | undefined
@@ -69,10 +82,12 @@ export class SqliteJournal implements Journal {
   private readonly log: (line: string, level?: 'info' | 'warn' | 'error') => void
   /** changes to clients, workers, functions, modules and datasets, in order (few) */
   private ops: Op[] = []
-  /** changes to tasks, merged per key */
-  private readonly pending = new Map<string, PendingTask>()
-  /** the row (seq) of every task recorded, written or about to be */
-  private seqs: Map<string, number> | undefined
+  /** the row of every task recorded, written or about to be */
+  private seqs: Map<string, TaskRow> | undefined
+  /** rows with changes for the next batch */
+  private touched: TaskRow[] = []
+  /** rows written (or in flight) to delete in the next batch */
+  private removed: number[] = []
   private nextSeq = 1
   /** batches posted to the writer and not committed yet */
   private inFlight = 0
@@ -90,11 +105,11 @@ export class SqliteJournal implements Journal {
   }
 
   /** Which seq each recorded key has (read from the file the first time it is needed, if `load` did not). */
-  private rows(): Map<string, number> {
+  private rows(): Map<string, TaskRow> {
     if (this.seqs) return this.seqs
-    const seqs = new Map<string, number>()
+    const seqs = new Map<string, TaskRow>()
     if (this.db) {
-      for (const r of this.db.prepare('SELECT seq, key FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) seqs.set(String(r.key), Number(r.seq))
+      for (const r of this.db.prepare('SELECT seq, key FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) seqs.set(String(r.key), written(Number(r.seq)))
       this.nextSeq = Number((this.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM tasks').get() as Row).n) + 1
     }
     this.seqs = seqs
@@ -115,12 +130,12 @@ export class SqliteJournal implements Journal {
     }))
     const functions = new Map(all('SELECT id, source FROM functions').map(r => [String(r.id), String(r.source)]))
     const tasks: JournalTask[] = []
-    const seqs = new Map<string, number>()
+    const seqs = new Map<string, TaskRow>()
     let last = 0
     for (const r of db.prepare('SELECT seq, key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) {
       const spec = JSON.parse(String(r.spec)) as Omit<TaskSpec, 'key' | 'fn'>
       last = Number(r.seq)
-      seqs.set(String(r.key), last)
+      seqs.set(String(r.key), written(last))
       tasks.push({
         spec: { ...spec, key: String(r.key), fn: r.fn === null ? null : String(r.fn) },
         owner: String(r.owner),
@@ -152,43 +167,66 @@ export class SqliteJournal implements Journal {
     this.soon()
   }
 
-  /** What is pending about a recorded task (undefined for a key not recorded: nothing to change). */
-  private task(key: string): PendingTask | undefined {
-    let p = this.pending.get(key)
-    if (p === undefined) {
-      const seq = this.rows().get(key)
-      if (seq === undefined) return undefined
-      p = { seq, remove: null, put: null, update: null, dropArgs: false }
-      this.pending.set(key, p)
+  /** The row is to go in the next batch. */
+  private queue(row: TaskRow): void {
+    if (!row.queued) {
+      row.queued = true
+      this.touched.push(row)
     }
     this.soon()
-    return p
+  }
+
+  private pendingAny(): boolean {
+    return this.ops.length > 0 || this.touched.length > 0 || this.removed.length > 0
   }
 
   /** The changes recorded so far leave for the writer thread (started, with the file handed over, on the first). */
   private send(): void {
-    if (this.closed || (this.ops.length === 0 && this.pending.size === 0)) return
+    if (this.closed || !this.pendingAny()) return
     const ops = this.ops
+    const removed = this.removed
     this.ops = []
-    for (const p of this.pending.values()) {
-      if (p.remove !== null) ops.push(['removeTask', p.remove])
-      if (p.put !== null) { ops.push(p.put); continue }
-      const u = p.update
-      if (u !== null) ops.push(['updateTask', p.seq, u.state, u.wanters, u.holders, u.nbytes, u.digest, u.error])
-      if (p.dropArgs) ops.push(['dropArgs', p.seq])
+    this.removed = []
+    const args: Uint8Array[] = []
+    let bytes = 0
+    for (const row of this.touched) {
+      row.queued = false
+      const put = row.put
+      if (put !== null) {
+        row.put = null
+        // its arguments travel in the batch's buffer
+        const a = put[4] as Uint8Array | null
+        if (a !== null) { args.push(a); bytes += a.byteLength; put[4] = a.byteLength }
+        ops.push(put)
+        continue
+      }
+      const u = row.update
+      if (u !== null) {
+        row.update = null
+        ops.push(['updateTask', row.seq, u.state, u.wanters, u.holders, u.nbytes, u.digest, u.error])
+      }
+      if (row.dropArgs) {
+        row.dropArgs = false
+        ops.push(['dropArgs', row.seq])
+      }
     }
-    this.pending.clear()
-    if (ops.length === 0) return
-    // a copy of msgpackr's shared buffer, handed over without another
-    const packed = new Uint8Array(packr.pack(ops))
+    this.touched = []
+    if (ops.length === 0 && removed.length === 0) return
+    let buffer: Uint8Array | null = null
+    if (bytes > 0) {
+      buffer = new Uint8Array(bytes)
+      let at = 0
+      for (const a of args) { buffer.set(a, at); at += a.byteLength }
+    }
+    const batch: Batch = { type: 'batch', json: JSON.stringify([removed, ops]), args: buffer }
     this.inFlight++
-    this.startWriter().postMessage({ type: 'batch', packed }, [packed.buffer])
+    this.startWriter().postMessage(batch, buffer ? [buffer.buffer as ArrayBuffer] : [])
   }
 
   /** The writer committed a batch: what was recorded meanwhile leaves now. */
   private committed(): void {
     if (this.inFlight > 0) this.inFlight--
-    if (this.inFlight === 0 && !this.due && (this.ops.length > 0 || this.pending.size > 0)) this.send()
+    if (this.inFlight === 0 && !this.due && this.pendingAny()) this.send()
   }
 
   private startWriter(): Worker {
@@ -237,62 +275,70 @@ export class SqliteJournal implements Journal {
     if (this.closed) return
     const key = t.spec.key
     const seqs = this.rows()
+    // a key recorded again replaces its row (a row not sent yet is simply not sent)
     const old = seqs.get(key)
-    const seq = this.nextSeq++
-    seqs.set(key, seq)
-    // a key recorded again replaces its row (a row not written yet is simply not written)
-    const was = this.pending.get(key)
-    const remove = was !== undefined ? (was.put !== null ? was.remove : was.remove ?? was.seq) : old ?? null
+    if (old !== undefined) this.drop(old)
     // [seq, spec (its key and fn included), owner, args, state, wanters, holders, nbytes, digest, error]
-    const put: Op = ['putTask', seq, t.spec, t.owner, t.args, t.state, t.wanters, t.holders, t.nbytes, t.digest, t.error]
-    this.pending.set(key, { seq, remove, put, update: null, dropArgs: false })
-    this.soon()
+    const put: Op = ['putTask', this.nextSeq, t.spec, t.owner, t.args, t.state, t.wanters, t.holders, t.nbytes, t.digest, t.error]
+    const row: TaskRow = { seq: this.nextSeq++, put, update: null, dropArgs: false, queued: false }
+    seqs.set(key, row)
+    this.queue(row)
   }
 
   updateTask(key: string, u: JournalTaskUpdate): void {
     if (this.closed) return
-    const p = this.task(key)
-    if (p === undefined) return
-    if (p.put !== null) {
-      // not written yet: its insert carries the update
-      const put = p.put
+    const row = this.rows().get(key)
+    if (row === undefined) return
+    const put = row.put
+    if (put !== null) {
+      // not sent yet: its insert carries the update
       put[5] = u.state; put[6] = u.wanters; put[7] = u.holders; put[8] = u.nbytes; put[10] = u.error
       if (u.digest !== null) put[9] = u.digest
       return
     }
     // the last update wins; a null digest keeps the one an earlier update (or the row) has
-    p.update = u.digest === null && p.update !== null && p.update.digest !== null ? { ...u, digest: p.update.digest } : u
+    row.update = u.digest === null && row.update !== null && row.update.digest !== null ? { ...u, digest: row.update.digest } : u
+    this.queue(row)
   }
 
   dropArgs(key: string): void {
     if (this.closed) return
-    const p = this.task(key)
-    if (p === undefined) return
-    if (p.put !== null) p.put[4] = null
-    else p.dropArgs = true
+    const row = this.rows().get(key)
+    if (row === undefined) return
+    if (row.put !== null) row.put[4] = null
+    else {
+      row.dropArgs = true
+      this.queue(row)
+    }
   }
 
   removeTask(key: string): void {
     if (this.closed) return
     const seqs = this.rows()
-    const seq = seqs.get(key)
-    if (seq === undefined) return
+    const row = seqs.get(key)
+    if (row === undefined) return
     seqs.delete(key)
-    const p = this.pending.get(key)
-    // inserted and removed before it was written: nothing to write, unless an older row is to go
-    const remove = p === undefined ? seq : p.put !== null ? p.remove : p.remove ?? p.seq
-    if (remove === null) { this.pending.delete(key); return }
-    // the row goes: what was pending about it with it (removeTask, below the key's other changes, would do the same)
-    this.pending.set(key, { seq, remove, put: null, update: null, dropArgs: false })
-    this.soon()
+    this.drop(row)
   }
+
+  /** The row goes: deleted if it was sent, else never sent (nothing pending about it is). */
+  private drop(row: TaskRow): void {
+    if (row.put === null) {
+      this.removed.push(row.seq)
+      this.soon()
+    }
+    row.put = null
+    row.update = null
+    row.dropArgs = false
+  }
+
   putDataset(name: string, key: string): void { this.write(['putDataset', name, key]) }
   removeDataset(name: string): void { this.write(['removeDataset', name]) }
 
   /** Writes what was recorded so far, and returns once it is committed. */
   flush(): void {
     if (this.closed) return
-    if (this.ops.length === 0 && this.pending.size === 0 && !this.writer) return
+    if (!this.pendingAny() && !this.writer) return
     this.send()
     this.waitFor('flush')
   }
@@ -300,7 +346,8 @@ export class SqliteJournal implements Journal {
   clear(): void {
     if (this.closed) return
     this.ops = []
-    this.pending.clear()
+    this.touched = []
+    this.removed = []
     this.seqs = new Map()
     if (this.db) prepareWrites(this.db).clear()
     else this.startWriter().postMessage({ type: 'clear' })

@@ -82,15 +82,20 @@ export function openDatabase(path: string): Database.Database {
 }
 
 const json = (v: unknown): string | null => v === null || v === undefined ? null : JSON.stringify(v)
-/** wanters and holders: most lists are empty or name one peer */
+/** an id JSON writes as it is, between quotes */
+const PLAIN = /^[\w.:@-]*$/
+/** wanters and holders: most lists are empty or name one peer (a client or worker id) */
 const ids = (v: unknown): string => {
   const a = v as string[]
-  return a.length === 0 ? '[]' : JSON.stringify(a)
+  if (a.length === 0) return '[]'
+  if (a.length === 1 && PLAIN.test(a[0]!)) return `["${a[0]!}"]`
+  return JSON.stringify(a)
 }
-/** a spec's columns: `key` and `fn` have their own */
+/** a spec's columns (`key` and `fn` have their own; the spec was parsed for this batch: it is ours to change) */
 const specText = (spec: Record<string, unknown>): string => {
-  const { key: _key, fn: _fn, ...rest } = spec
-  return JSON.stringify(rest)
+  spec.key = undefined
+  spec.fn = undefined
+  return JSON.stringify(spec)
 }
 
 /**
@@ -144,7 +149,9 @@ export function prepareWrites(db: Database.Database): { apply(batch: Writes): vo
       // [seq, spec (with its key and fn), owner, args, state, wanters, holders, nbytes, digest, error]
       case 'putTask': {
         const spec = a[2] as Record<string, unknown>
-        putTask.run(a[1], spec.key, a[3], spec.fn, specText(spec), argsOf(a[4]), a[5], ids(a[6]), ids(a[7]), a[8], a[9], json(a[10]))
+        const key = spec.key
+        const fn = spec.fn
+        putTask.run(a[1], key, a[3], fn, specText(spec), argsOf(a[4]), a[5], ids(a[6]), ids(a[7]), a[8], a[9], json(a[10]))
         return
       }
       // [seq, state, wanters, holders, nbytes, digest, error]

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kin
 CREATE TABLE IF NOT EXISTS functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
 ${TASKS('tasks')}
 CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, tasks TEXT NOT NULL, args BLOB);
 `
 
 /** Version 1 → 2: the same rows, without the unique index on `key` (a key has one row: the coordinator's thread saw to it). */
@@ -76,6 +77,8 @@ export function openDatabase(path: string): Database.Database {
       db.exec(SCHEMA)
       db.pragma(`user_version = ${SCHEMA_VERSION}`)
     })()
+    // batches logged and not folded into the tables before the last stop
+    prepareWrites(db).replay()
   } catch (err) {
     db.close()
     const busy = (err as { code?: string }).code === 'SQLITE_BUSY'
@@ -103,7 +106,8 @@ const specText = (spec: Record<string, unknown>): string => {
 
 /**
  * One batch of writes (server/journal.ts): task rows to delete by seq, then the ops in
- * order; an inserted task's arguments are its byte length, read in turn from `args`.
+ * order; an inserted task's arguments are its bytes, or their byte length read in turn
+ * from `args`.
  */
 export interface Writes {
   removed: number[]
@@ -111,8 +115,25 @@ export interface Writes {
   args: Uint8Array | null
 }
 
-/** The journal's writes as prepared statements; `apply` runs a batch in one transaction. */
-export function prepareWrites(db: Database.Database): { apply(batch: Writes): void; clear(): void } {
+/** What the writer thread does with the file. */
+export interface JournalWrites {
+  /** writes a batch into the tables, in one transaction */
+  apply(batch: Writes): void
+  /**
+   * Commits a batch of task changes to the log (their JSON as it came, and their
+   * arguments) and applies the other changes to their tables, in one transaction;
+   * returns the log's seq of it.
+   */
+  log(tasks: string | null, args: Uint8Array | null, others: Op[]): number
+  /** writes what the logged batches up to `upTo` changed (merged) into the tables and drops them from the log, in one transaction */
+  fold(merged: Writes, upTo: number): void
+  /** folds whatever the log holds (a writer stopped before it folded), batch by batch */
+  replay(): void
+  clear(): void
+}
+
+/** The journal's writes as prepared statements. */
+export function prepareWrites(db: Database.Database): JournalWrites {
   const p = (sql: string): Database.Statement => db.prepare(sql)
   const putClient = p('INSERT OR REPLACE INTO clients (id, name, secret_hash, ns) VALUES (?, ?, ?, ?)')
   const removeClient = p('DELETE FROM clients WHERE id = ?')
@@ -133,7 +154,8 @@ export function prepareWrites(db: Database.Database): { apply(batch: Writes): vo
   const removeDataset = p('DELETE FROM datasets WHERE name = ?')
   let args: Uint8Array | null = null
   let at = 0
-  const argsOf = (n: unknown): Buffer | null => {
+  const argsOf = (n: unknown): Uint8Array | null => {
+    if (n instanceof Uint8Array) return n
     if (typeof n !== 'number' || args === null) return null
     const b = Buffer.from(args.buffer, args.byteOffset + at, n)
     at += n
@@ -185,14 +207,116 @@ export function prepareWrites(db: Database.Database): { apply(batch: Writes): vo
     args = null
   })
   const clear = db.transaction(() => {
-    for (const t of ['clients', 'modules', 'workers', 'functions', 'tasks', 'datasets']) db.exec(`DELETE FROM ${t}`)
+    for (const t of ['clients', 'modules', 'workers', 'functions', 'tasks', 'datasets', 'log']) db.exec(`DELETE FROM ${t}`)
   })
+  const logBatch = p('INSERT INTO log (tasks, args) VALUES (?, ?)')
+  const dropLog = p('DELETE FROM log WHERE seq <= ?')
+  const log = db.transaction((tasks: string | null, bytes: Uint8Array | null, others: Op[]): number => {
+    for (const op of others) try { one(op) } catch (err) { failed ??= err as Error }
+    if (tasks === null) return 0
+    return Number(logBatch.run(tasks, bytes === null ? null : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).lastInsertRowid)
+  })
+  const fold = db.transaction((merged: Writes, upTo: number) => {
+    apply(merged)
+    dropLog.run(upTo)
+  })
+  const replay = db.transaction((rows: { seq: number; tasks: string; args: Buffer | null }[]) => {
+    for (const r of rows) {
+      const [removed, ops] = JSON.parse(r.tasks) as [number[], Op[]]
+      apply({ removed, ops, args: r.args })
+    }
+    dropLog.run(rows[rows.length - 1]!.seq)
+  })
+  const checked = <T>(f: () => T): T => {
+    failed = undefined
+    const r = f()
+    if (failed) throw failed
+    return r
+  }
   return {
-    apply: batch => {
-      failed = undefined
-      apply(batch)
-      if (failed) throw failed
+    apply: batch => checked(() => apply(batch)),
+    log: (tasks, bytes, others) => checked(() => log(tasks, bytes, others)),
+    fold: (merged, upTo) => checked(() => fold(merged, upTo)),
+    replay: () => {
+      const rows = db.prepare('SELECT seq, tasks, args FROM log ORDER BY seq').all() as { seq: number; tasks: string; args: Buffer | null }[]
+      if (rows.length > 0) checked(() => replay(rows))
     },
     clear: () => clear(),
+  }
+}
+
+/**
+ * Task changes logged and not yet written into the tasks table, merged per row as they
+ * come (the writer thread's side of server/journal.ts's merging, over a longer window): a
+ * task inserted and removed in that window is never written, its updates go into its
+ * insert, several updates of a row are one.
+ */
+export class LoggedTasks {
+  private readonly rows = new Map<number, { put: Op | null; update: Op | null; drop: boolean; remove: boolean }>()
+  /** the log's seq of the last batch merged */
+  last = 0
+  /** when the oldest batch not folded was merged (ms, performance.now) */
+  since = 0
+
+  get size(): number { return this.rows.size }
+
+  /** Merges a logged batch (its JSON `[removed, ops]`, its arguments). */
+  add(tasks: string, args: Uint8Array | null, seq: number, now: number): void {
+    if (this.rows.size === 0) this.since = now
+    this.last = seq
+    const [removed, ops] = JSON.parse(tasks) as [number[], Op[]]
+    for (const s of removed) {
+      const e = this.rows.get(s)
+      if (e?.put) this.rows.delete(s)
+      else this.rows.set(s, { put: null, update: null, drop: false, remove: true })
+    }
+    let at = 0
+    for (const op of ops) {
+      const s = op[1] as number
+      switch (op[0]) {
+        case 'putTask': {
+          const n = op[4]
+          if (typeof n === 'number' && args !== null) { op[4] = args.subarray(at, at + n); at += n }
+          this.rows.set(s, { put: op, update: null, drop: false, remove: false })
+          break
+        }
+        case 'updateTask': {
+          const e = this.rows.get(s)
+          // [seq, state, wanters, holders, nbytes, digest, error] into a put's [seq, spec, owner, args, state, wanters, holders, nbytes, digest, error]
+          if (e?.put) {
+            const p = e.put
+            p[5] = op[2]; p[6] = op[3]; p[7] = op[4]; p[8] = op[5]; p[10] = op[7]
+            if (op[6] !== null) p[9] = op[6]
+          } else if (e?.update) {
+            if (op[6] === null) op[6] = e.update[6]
+            e.update = op
+          } else if (e) e.update = op
+          else this.rows.set(s, { put: null, update: op, drop: false, remove: false })
+          break
+        }
+        case 'dropArgs': {
+          const e = this.rows.get(s)
+          if (e?.put) e.put[4] = null
+          else if (e) e.drop = true
+          else this.rows.set(s, { put: null, update: null, drop: true, remove: false })
+          break
+        }
+        default: throw new Error(`unknown journal task write ${String(op[0])}`)
+      }
+    }
+  }
+
+  /** What the batches merged so far write into the tables; forgets them. */
+  take(): Writes {
+    const removed: number[] = []
+    const ops: Op[] = []
+    for (const [s, e] of this.rows) {
+      if (e.remove) removed.push(s)
+      if (e.put) ops.push(e.put)
+      if (e.update) ops.push(e.update)
+      if (e.drop) ops.push(['dropArgs', s])
+    }
+    this.rows.clear()
+    return { removed, ops, args: null }
   }
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { fork } from 'node:child_process'
 import Database from 'better-sqlite3'
 import { openJournal, type SqliteJournal } from './journal.js'
+import { LoggedTasks } from './journal-db.js'
 import type { JournalTask } from '../core/journal.js'
 import { Coordinator } from '../core/coordinator.js'
 import type { Connection } from '../core/coordinator.js'
@@ -175,6 +176,10 @@ describe('SqliteJournal', () => {
     await new Promise<void>(r => child.once('message', () => r()))
     child.kill('SIGKILL')
     await new Promise(r => child.once('exit', r))
+    // killed within the second the writer keeps task changes in its log before folding them into the tasks table
+    const raw = new Database(path)
+    expect((raw.prepare('SELECT count(*) AS n FROM log').get() as { n: number }).n).toBeGreaterThan(0)
+    raw.close()
     const back = journal(path).load()
     // the fixture's later turns: k-0..k-9 written, then k-1 removed, k-0 done, k-x in and out, k-2 without its arguments, k-10 added
     expect(back.tasks.map(t => t.spec.key)).toEqual(['k-0', ...Array.from({ length: 8 }, (_, i) => `k-${i + 2}`), 'k-10'])
@@ -222,6 +227,27 @@ INSERT INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, 
     db.pragma('user_version = 99')
     db.close()
     expect(() => openJournal(other)).toThrow(/schema version 99/)
+  })
+})
+
+describe('LoggedTasks (the writer thread merging logged batches before it folds them)', () => {
+  const spec = (key: string): Record<string, unknown> => ({ key, fn: 'f', deps: [], group: 'g', priority: 0, retries: 0, redundancy: 1, workers: [], nbytes: 1 })
+  const put = (seq: number, key: string, args: number | null): unknown[] => ['putTask', seq, spec(key), 'c', args, 'pending', ['c'], [], 0, null, null]
+  it('writes a row inserted and removed in the window nowhere, folds updates into inserts, keeps the last update and the digest one had', () => {
+    const l = new LoggedTasks()
+    l.add(JSON.stringify([[], [put(1, 'a', 2), put(2, 'b', null), put(3, 'c', 1)]]), new Uint8Array([7, 8, 9]), 1, 0)
+    l.add(JSON.stringify([[2, 40], [['updateTask', 1, 'memory', ['c'], ['w'], 5, 'd1', null], ['dropArgs', 3, 0], ['updateTask', 41, 'memory', ['c'], ['w'], 5, 'd41', null]]]), null, 2, 1)
+    l.add(JSON.stringify([[], [['updateTask', 1, 'memory', ['c'], ['w', 'v'], 5, null, null], ['updateTask', 41, 'memory', ['c'], ['w', 'v'], 5, null, null], ['dropArgs', 42]]]), null, 3, 2)
+    expect(l.last).toBe(3)
+    const w = l.take()
+    expect(w.removed).toEqual([40])
+    expect(w.ops).toEqual([
+      ['putTask', 1, spec('a'), 'c', new Uint8Array([7, 8]), 'memory', ['c'], ['w', 'v'], 5, 'd1', null],
+      ['putTask', 3, spec('c'), 'c', null, 'pending', ['c'], [], 0, null, null],
+      ['updateTask', 41, 'memory', ['c'], ['w', 'v'], 5, 'd41', null],
+      ['dropArgs', 42],
+    ])
+    expect(l.size).toBe(0)
   })
 })
 

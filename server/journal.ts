@@ -53,9 +53,11 @@ interface TaskRow {
  */
 export interface Batch {
   type: 'batch'
-  /** JSON of `[removed seqs, ops]`; an insert's arguments are their byte length in `args` (or null) */
-  json: string
+  /** JSON of the task changes, `[removed seqs, ops]` (null: none); an insert's arguments are their byte length in `args` (or null) */
+  tasks: string | null
   args: Uint8Array | null
+  /** the other changes (clients, workers, functions, modules, datasets), in order */
+  others: Op[]
 }
 
 /** how long `flush` and `close` wait for the writer thread */
@@ -183,7 +185,8 @@ export class SqliteJournal implements Journal {
   /** The changes recorded so far leave for the writer thread (started, with the file handed over, on the first). */
   private send(): void {
     if (this.closed || !this.pendingAny()) return
-    const ops = this.ops
+    const others = this.ops
+    const ops: Op[] = []
     const removed = this.removed
     this.ops = []
     this.removed = []
@@ -211,14 +214,14 @@ export class SqliteJournal implements Journal {
       }
     }
     this.touched = []
-    if (ops.length === 0 && removed.length === 0) return
+    if (ops.length === 0 && removed.length === 0 && others.length === 0) return
     let buffer: Uint8Array | null = null
     if (bytes > 0) {
       buffer = new Uint8Array(bytes)
       let at = 0
       for (const a of args) { buffer.set(a, at); at += a.byteLength }
     }
-    const batch: Batch = { type: 'batch', json: JSON.stringify([removed, ops]), args: buffer }
+    const batch: Batch = { type: 'batch', tasks: ops.length + removed.length > 0 ? JSON.stringify([removed, ops]) : null, args: buffer, others }
     this.inFlight++
     this.startWriter().postMessage(batch, buffer ? [buffer.buffer as ArrayBuffer] : [])
   }

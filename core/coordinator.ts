@@ -254,8 +254,12 @@ export class Coordinator {
   private readonly functions = new Map<string, StoredFunction>()
   private readonly tasks = new Map<string, StoredTask>()
   private readonly scattered = new Map<string, { data: Uint8Array; replicas: number; stored: number; owner: ClientPeer }>()
-  /** what a key's bytes must hash to: per holder for redundant results (each reported its digest), or one digest for scattered values */
-  private readonly digests = new Map<string, string | Map<string, string>>()
+  /**
+   * what a key's bytes must hash to: per holder for computed results (each reported its
+   * digest; one holder's claim as a pair, the usual case, several in a map), or one digest
+   * for scattered values
+   */
+  private readonly digests = new Map<string, string | [worker: string, digest: string] | Map<string, string>>()
   private readonly relays = new Map<number, Relay>()
   private readonly datasets = new Datasets()
   private relaySeq = 1
@@ -1280,16 +1284,20 @@ export class Coordinator {
   }
 
   private claimDigest(key: string, worker: string, digest: string): void {
-    let d = this.digests.get(key)
+    const d = this.digests.get(key)
     if (typeof d === 'string') return
-    if (!d) this.digests.set(key, d = new Map())
-    d.set(worker, digest)
+    // a map per key only once a second holder claims (a journal asks every result's digest)
+    if (d === undefined) this.digests.set(key, [worker, digest])
+    else if (Array.isArray(d)) {
+      if (d[0] === worker) d[1] = digest
+      else this.digests.set(key, new Map([[d[0], d[1]], [worker, digest]]))
+    } else d.set(worker, digest)
   }
 
   /** The digest a holder's bytes of `key` must have, if one was agreed or scattered. */
   private expected(key: string, holder: string): string | undefined {
     const d = this.digests.get(key)
-    return typeof d === 'string' ? d : d?.get(holder)
+    return typeof d === 'string' ? d : Array.isArray(d) ? (d[0] === holder ? d[1] : undefined) : d?.get(holder)
   }
 
   private hashOf(bytes: Uint8Array): string {

@@ -3,7 +3,7 @@
  * and a socket.io server whose sockets become Connections of the core (coordinator.ts).
  */
 import { createServer, type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http'
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { createHash, hash, timingSafeEqual, type Hash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { extname, join, normalize, resolve, dirname, relative, isAbsolute } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -367,10 +367,25 @@ export function tokenEquals(given: string, expected: string): boolean {
   return timingSafeEqual(a, b)
 }
 
-/** node:crypto's native SHA-256, for the bytes the coordinator checks as it relays them. */
+/**
+ * node:crypto's native SHA-256, for the bytes the coordinator checks as it relays them.
+ * Most values come in one part (every pushed result is hashed as it arrives): one part is
+ * hashed at once by `crypto.hash`, without the incremental Hash object (twice as fast on
+ * a small value, and nothing left for the garbage collector); a second part starts one.
+ * A part is read by the next `update` or by `digest`, not before: parts are frames
+ * received, never reused.
+ */
 const nodeDigester: DigesterFactory = () => {
-  const h = createHash('sha256')
-  return { update: part => { h.update(part) }, digest: () => h.digest('hex') }
+  let first: Uint8Array | undefined
+  let h: Hash | undefined
+  return {
+    update: part => {
+      if (h) h.update(part)
+      else if (first === undefined) first = part
+      else h = createHash('sha256').update(first).update(part)
+    },
+    digest: () => h ? h.digest('hex') : hash('sha256', first ?? new Uint8Array(0), 'hex'),
+  }
 }
 
 /** Failed token checks per address in a sliding window: past `max`, the address is refused until the window passes. */

@@ -1,27 +1,37 @@
 /**
  * The journal's writer thread (server/journal.ts): it owns the SQLite connection once the
- * journal was read, and applies each turn's batch of changes in one transaction, so the
- * coordinator's thread spends no time in SQLite. Messages arrive in order; `flush` and
- * `close` answer through a shared flag the coordinator's thread waits on.
+ * journal was read, so the coordinator's thread spends no time in SQLite. Each batch is
+ * committed at once, in one transaction: its task changes appended to the `log` table as
+ * the JSON they came as (one row, whatever the number of tasks), the other changes written
+ * into their tables. The task changes are merged here, per row, and folded into the tasks
+ * table once a second, or past 20,000 rows, or when the journal closes (one transaction that
+ * also drops the folded batches from the log): a task submitted, run and forgotten within
+ * that window never costs a row, one that stays costs one insert. A journal opened after a
+ * crash folds what its log holds first (journal-db.ts `replay`). Messages arrive in order;
+ * each batch is answered `committed` once its transaction is (the next batch waits for
+ * it), `flush` and `close` through a shared flag the coordinator's thread waits on.
  */
 import { parentPort, workerData } from 'node:worker_threads'
-import { Unpackr } from 'msgpackr'
-import { openDatabase, prepareWrites, type Op } from './journal-db.js'
+import { LoggedTasks, openDatabase, prepareWrites } from './journal-db.js'
+import type { Batch } from './journal.js'
 
 type Message =
-  /** the turn's changes, msgpack-encoded (server/journal.ts) */
-  | { type: 'batch'; packed: Uint8Array }
+  /** the changes recorded since the last batch, merged (server/journal.ts) */
+  | Batch
   | { type: 'clear' }
   | { type: 'flush'; flag: Int32Array }
   | { type: 'close'; flag: Int32Array }
 
 const port = parentPort!
-const unpackr = new Unpackr({ useRecords: false, moreTypes: false, mapsAsObjects: true })
 const { path } = workerData as { path: string }
 let failures = 0
 const fail = (what: string, err: unknown): void => {
   if (failures++ < 5) port.postMessage({ type: 'error', message: `journal ${what} failed: ${(err as Error).message}; a restart may lose these changes` })
 }
+
+/** how long task changes stay merged in the log before they are folded into the tasks table, and how many rows at most */
+const FOLD_MS = 1_000
+const FOLD_ROWS = 20_000
 
 let db: ReturnType<typeof openDatabase> | undefined
 let writes: ReturnType<typeof prepareWrites> | undefined
@@ -29,6 +39,17 @@ try {
   db = openDatabase(path)
   writes = prepareWrites(db)
 } catch (err) { fail('open', err) }
+
+const logged = new LoggedTasks()
+let foldTimer: ReturnType<typeof setTimeout> | undefined
+const fold = (): void => {
+  if (foldTimer) { clearTimeout(foldTimer); foldTimer = undefined }
+  if (!writes || logged.last === 0) return
+  const upTo = logged.last
+  const merged = logged.take()
+  logged.last = 0
+  try { writes.fold(merged, upTo) } catch (err) { fail('write', err) }
+}
 
 const done = (flag: Int32Array): void => {
   Atomics.store(flag, 0, 1)
@@ -38,17 +59,28 @@ const done = (flag: Int32Array): void => {
 port.on('message', (m: Message) => {
   switch (m.type) {
     case 'batch':
-      if (!db || !writes) return
-      try { writes.apply(unpackr.unpack(m.packed) as Op[]) } catch (err) { fail('write', err) }
+      if (db && writes) {
+        try {
+          const seq = writes.log(m.tasks, m.args, m.others)
+          if (m.tasks !== null) logged.add(m.tasks, m.args, seq, performance.now())
+        } catch (err) { fail('write', err) }
+        if (logged.size > FOLD_ROWS || (logged.last !== 0 && performance.now() - logged.since >= FOLD_MS)) fold()
+        else if (logged.last !== 0 && !foldTimer) foldTimer = setTimeout(fold, FOLD_MS)
+      }
+      // the coordinator's thread sends what it recorded meanwhile (merged) once this one is done
+      port.postMessage({ type: 'committed' })
       return
     case 'clear':
       if (!db || !writes) return
+      logged.take()
+      logged.last = 0
       try { writes.clear() } catch (err) { fail('clear', err) }
       return
     case 'flush':
       done(m.flag)
       return
     case 'close':
+      fold()
       try { db?.close() } catch (err) { fail('close', err) }
       db = undefined
       done(m.flag)

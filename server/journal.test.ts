@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { fork } from 'node:child_process'
 import Database from 'better-sqlite3'
 import { openJournal, type SqliteJournal } from './journal.js'
+import { LoggedTasks } from './journal-db.js'
 import type { JournalTask } from '../core/journal.js'
 import { Coordinator } from '../core/coordinator.js'
 import type { Connection } from '../core/coordinator.js'
@@ -108,6 +109,112 @@ describe('SqliteJournal', () => {
     expect(back.tasks[999]).toMatchObject({ state: 'memory', holders: ['w-1'], digest: 'd' })
   })
 
+  it('merges what a task records before it is written: an insert and a delete leave nothing, updates the last state', () => {
+    const j = journal(file())
+    j.putTask(task('gone'))
+    j.updateTask('gone', { state: 'memory', wanters: ['c-1'], holders: ['w-1'], nbytes: 4, digest: 'dg', error: null })
+    j.removeTask('gone')
+    // an update of a task not written yet goes into its insert; a null digest keeps the one before
+    j.putTask(task('kept'))
+    j.updateTask('kept', { state: 'memory', wanters: ['c-1'], holders: ['w-1'], nbytes: 4, digest: 'dk', error: null })
+    j.updateTask('kept', { state: 'memory', wanters: ['c-1'], holders: ['w-1', 'w-2'], nbytes: 4, digest: null, error: null })
+    j.dropArgs('kept')
+    // a key unknown to the journal changes nothing
+    j.updateTask('stranger', { state: 'memory', wanters: [], holders: [], nbytes: 1, digest: null, error: null })
+    j.removeTask('stranger')
+    j.flush()
+    // then, in later batches, changes to a written row: the last update wins, a re-submitted key replaces its row
+    j.putTask(task('again'))
+    j.flush()
+    j.updateTask('kept', { state: 'erred', wanters: ['c-1'], holders: [], nbytes: 0, digest: null, error: { code: 'task-error', message: 'x' } })
+    j.updateTask('kept', { state: 'memory', wanters: ['c-1', 'c-2'], holders: ['w-3'], nbytes: 5, digest: null, error: null })
+    j.putTask(task('again', { owner: 'c-2', args: new Uint8Array([7]) }))
+    j.putTask(task('brief'))
+    j.removeTask('brief')
+    const back = reopen(j).load()
+    expect(back.tasks).toEqual([
+      task('kept', { state: 'memory', wanters: ['c-1', 'c-2'], holders: ['w-3'], nbytes: 5, digest: 'dk', args: null }),
+      task('again', { owner: 'c-2', args: new Uint8Array([7]) }),
+    ])
+  })
+
+  it('each task keeps its own arguments; tasks forgotten together are deleted together, and only they', () => {
+    const j = journal(file())
+    const keys = Array.from({ length: 8 }, (_, i) => `t-${i}`)
+    for (const [i, k] of keys.entries()) j.putTask(task(k, { args: i === 3 ? null : new Uint8Array(Array.from({ length: i }, () => i)) }))
+    j.flush()
+    for (const k of ['t-1', 't-2', 't-3', 't-5', 't-7']) j.removeTask(k)
+    const back = reopen(j).load()
+    expect(back.tasks.map(t => [t.spec.key, [...(t.args ?? [99])]])).toEqual([['t-0', []], ['t-4', [4, 4, 4, 4]], ['t-6', [6, 6, 6, 6, 6, 6]]])
+  })
+
+  it('a reopened journal goes on from the rows it holds (read or not): nothing overwritten, nothing lost', () => {
+    const path = file()
+    const j = journal(path)
+    j.putTask(task('a'))
+    j.putTask(task('b'))
+    let k = reopen(j)
+    expect(k.load().tasks.map(t => t.spec.key)).toEqual(['a', 'b'])
+    k.putTask(task('c'))
+    k.updateTask('a', { state: 'memory', wanters: ['c-1'], holders: ['w-1'], nbytes: 2, digest: 'da', error: null })
+    k.removeTask('b')
+    // not read this time: it still knows the rows the file has
+    k = reopen(k)
+    k.putTask(task('d'))
+    k.removeTask('c')
+    k.updateTask('a', { state: 'memory', wanters: ['c-1'], holders: ['w-1', 'w-2'], nbytes: 2, digest: null, error: null })
+    const back = reopen(k).load()
+    expect(back.tasks).toEqual([
+      task('a', { state: 'memory', holders: ['w-1', 'w-2'], nbytes: 2, digest: 'da' }),
+      task('d'),
+    ])
+  })
+
+  it('a batch merged from several turns is committed whole: a process killed after it loses nothing', async () => {
+    const path = file()
+    const child = fork(new URL('../test/fixtures/journal-writer.ts', import.meta.url).pathname, [path, 'merge'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    await new Promise<void>(r => child.once('message', () => r()))
+    child.kill('SIGKILL')
+    await new Promise(r => child.once('exit', r))
+    // killed within the second the writer keeps task changes in its log before folding them into the tasks table
+    const raw = new Database(path)
+    expect((raw.prepare('SELECT count(*) AS n FROM log').get() as { n: number }).n).toBeGreaterThan(0)
+    raw.close()
+    const back = journal(path).load()
+    // the fixture's later turns: k-0..k-9 written, then k-1 removed, k-0 done, k-x in and out, k-2 without its arguments, k-10 added
+    expect(back.tasks.map(t => t.spec.key)).toEqual(['k-0', ...Array.from({ length: 8 }, (_, i) => `k-${i + 2}`), 'k-10'])
+    expect(back.tasks[0]).toMatchObject({ state: 'memory', holders: ['w-2'], digest: 'd0' })
+    expect(back.tasks[1]).toMatchObject({ args: null })
+  })
+
+  it('a journal of schema version 1 is migrated when opened: its rows are kept', () => {
+    const path = file()
+    const db = new Database(path)
+    db.exec(`CREATE TABLE clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
+CREATE TABLE modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
+CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
+CREATE TABLE functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
+CREATE TABLE tasks (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, fn TEXT, spec TEXT NOT NULL, args BLOB, state TEXT NOT NULL, wanters TEXT NOT NULL, holders TEXT NOT NULL, nbytes INTEGER NOT NULL, digest TEXT, error TEXT);
+CREATE TABLE datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
+INSERT INTO clients VALUES ('c-1', 'old', 'h1', 'm-1');
+INSERT INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error) VALUES
+  ('inc-1', 'c-1', 'fn1', '{"deps":[],"group":"inc","priority":0,"retries":0,"redundancy":1,"workers":[],"nbytes":3}', x'010203', 'memory', '["c-1"]', '["w-1"]', 8, 'd1', NULL);`)
+    db.pragma('user_version = 1')
+    db.close()
+    const j = journal(path)
+    const back = j.load()
+    expect(back.clients).toEqual([{ id: 'c-1', name: 'old', secretHash: 'h1', ns: 'm-1' }])
+    expect(back.tasks).toEqual([task('inc-1', { state: 'memory', holders: ['w-1'], nbytes: 8, digest: 'd1' })])
+    j.updateTask('inc-1', { state: 'memory', wanters: ['c-1'], holders: ['w-2'], nbytes: 8, digest: null, error: null })
+    const again = reopen(j)
+    expect(again.load().tasks).toEqual([task('inc-1', { state: 'memory', holders: ['w-2'], nbytes: 8, digest: 'd1' })])
+    again.close()
+    open.splice(open.indexOf(again), 1)
+    const check = new Database(path)
+    expect(check.pragma('user_version', { simple: true })).toBe(2)
+    check.close()
+  })
+
   it('one coordinator per file: a second is refused with a clear error; a file that is not a journal too', () => {
     const path = file()
     journal(path)
@@ -120,6 +227,27 @@ describe('SqliteJournal', () => {
     db.pragma('user_version = 99')
     db.close()
     expect(() => openJournal(other)).toThrow(/schema version 99/)
+  })
+})
+
+describe('LoggedTasks (the writer thread merging logged batches before it folds them)', () => {
+  const spec = (key: string): Record<string, unknown> => ({ key, fn: 'f', deps: [], group: 'g', priority: 0, retries: 0, redundancy: 1, workers: [], nbytes: 1 })
+  const put = (seq: number, key: string, args: number | null): unknown[] => ['putTask', seq, spec(key), 'c', args, 'pending', ['c'], [], 0, null, null]
+  it('writes a row inserted and removed in the window nowhere, folds updates into inserts, keeps the last update and the digest one had', () => {
+    const l = new LoggedTasks()
+    l.add(JSON.stringify([[], [put(1, 'a', 2), put(2, 'b', null), put(3, 'c', 1)]]), new Uint8Array([7, 8, 9]), 1, 0)
+    l.add(JSON.stringify([[2, 40], [['updateTask', 1, 'memory', ['c'], ['w'], 5, 'd1', null], ['dropArgs', 3, 0], ['updateTask', 41, 'memory', ['c'], ['w'], 5, 'd41', null]]]), null, 2, 1)
+    l.add(JSON.stringify([[], [['updateTask', 1, 'memory', ['c'], ['w', 'v'], 5, null, null], ['updateTask', 41, 'memory', ['c'], ['w', 'v'], 5, null, null], ['dropArgs', 42]]]), null, 3, 2)
+    expect(l.last).toBe(3)
+    const w = l.take()
+    expect(w.removed).toEqual([40])
+    expect(w.ops).toEqual([
+      ['putTask', 1, spec('a'), 'c', new Uint8Array([7, 8]), 'memory', ['c'], ['w', 'v'], 5, 'd1', null],
+      ['putTask', 3, spec('c'), 'c', null, 'pending', ['c'], [], 0, null, null],
+      ['updateTask', 41, 'memory', ['c'], ['w', 'v'], 5, 'd41', null],
+      ['dropArgs', 42],
+    ])
+    expect(l.size).toBe(0)
   })
 })
 

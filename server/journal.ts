@@ -6,12 +6,18 @@
  * a second coordinator on the same journal fails at start with a clear error.
  *
  * The coordinator's thread reads the journal when it starts (`load`), then hands the file
- * to a writer thread (server/journal-writer.ts): each turn of the event loop, the changes
- * recorded during it leave in one message and are written there in one transaction of
+ * to a writer thread (server/journal-writer.ts): at the end of a turn of the event loop,
+ * the changes recorded leave in one message and are written there in one transaction of
  * prepared statements, so the coordinator's thread spends no time in SQLite.
+ *
+ * One batch is in the writer's hands at a time (a group commit): what is recorded while
+ * it commits waits, and is merged per task before it leaves — the last update of a key is
+ * the one written, an update of a task not sent yet goes into its insert, and a task
+ * inserted and removed before it left writes nothing. A quick task costs at most a row
+ * written, often none; a crash loses what was not committed, as before (a batch posted to
+ * the writer and not yet committed was lost with the process just the same).
  */
 import { Worker } from 'node:worker_threads'
-import { Packr } from 'msgpackr'
 import type Database from 'better-sqlite3'
 import type { Journal, JournalClient, JournalSnapshot, JournalTask, JournalTaskUpdate, JournalWorker } from '../core/journal.js'
 import type { TaskSpec, WorkerKind } from '../core/scheduler-types.js'
@@ -25,8 +31,34 @@ export interface SqliteJournalOptions {
 
 type Row = Record<string, unknown>
 
-/** a turn's changes cross to the writer as one msgpack buffer: cloning thousands of small arrays costs several times more */
-const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, variableMapSize: true })
+/**
+ * A recorded task's row (`seq`), and what is still to be written about it, merged from
+ * what was recorded since the last batch left: its insert (`put`, not sent yet: later
+ * changes go into it), else its last update and whether its arguments go.
+ */
+interface TaskRow {
+  seq: number
+  put: Op | null
+  update: JournalTaskUpdate | null
+  dropArgs: boolean
+  /** listed in `touched` for the next batch */
+  queued: boolean
+}
+
+/**
+ * A batch as it crosses to the writer: the changes as JSON (V8's own encoder and parser,
+ * several times faster than encoding thousands of small arrays in JavaScript or cloning
+ * them), the arguments of the inserted tasks end to end in one buffer (handed over, not
+ * copied), and the rows to delete.
+ */
+export interface Batch {
+  type: 'batch'
+  /** JSON of the task changes, `[removed seqs, ops]` (null: none); an insert's arguments are their byte length in `args` (or null) */
+  tasks: string | null
+  args: Uint8Array | null
+  /** the other changes (clients, workers, functions, modules, datasets), in order */
+  others: Op[]
+}
 
 /** how long `flush` and `close` wait for the writer thread */
 const WAIT_MS = 10_000
@@ -42,18 +74,48 @@ export function openJournal(path: string, options: SqliteJournalOptions = {}): S
   return new SqliteJournal(path, options)
 }
 
+/** A row the file has (or the writer has been sent). */
+const written = (seq: number): TaskRow => ({ seq, put: null, update: null, dropArgs: false, queued: false })
+
 export class SqliteJournal implements Journal {
   /** the connection of this thread, until the writer thread takes the file over */
   private db: Database.Database | undefined
   private writer: Worker | undefined
   private readonly log: (line: string, level?: 'info' | 'warn' | 'error') => void
+  /** changes to clients, workers, functions, modules and datasets, in order (few) */
   private ops: Op[] = []
+  /** the row of every task recorded, written or about to be */
+  private seqs: Map<string, TaskRow> | undefined
+  /** rows with changes for the next batch */
+  private touched: TaskRow[] = []
+  /** rows written (or in flight) to delete in the next batch */
+  private removed: number[] = []
+  private nextSeq = 1
+  /** batches posted to the writer and not committed yet */
+  private inFlight = 0
+  /** a send is due at the end of this turn */
+  private due = false
   private closed = false
-  private readonly sendSoon = (): void => this.send()
+  private readonly sendSoon = (): void => {
+    this.due = false
+    if (this.inFlight === 0) this.send()
+  }
 
   constructor(readonly path: string, options: SqliteJournalOptions = {}) {
     this.log = options.log ?? (() => {})
     this.db = openDatabase(path)
+  }
+
+  /** Which seq each recorded key has (read from the file the first time it is needed, if `load` did not). */
+  private rows(): Map<string, TaskRow> {
+    if (this.seqs) return this.seqs
+    const seqs = new Map<string, TaskRow>()
+    if (this.db) {
+      for (const r of this.db.prepare('SELECT seq, key FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) seqs.set(String(r.key), written(Number(r.seq)))
+      this.nextSeq = Number((this.db.prepare('SELECT coalesce(max(seq), 0) AS n FROM tasks').get() as Row).n) + 1
+    }
+    this.seqs = seqs
+    return seqs
   }
 
   load(): JournalSnapshot {
@@ -70,8 +132,12 @@ export class SqliteJournal implements Journal {
     }))
     const functions = new Map(all('SELECT id, source FROM functions').map(r => [String(r.id), String(r.source)]))
     const tasks: JournalTask[] = []
-    for (const r of db.prepare('SELECT key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) {
+    const seqs = new Map<string, TaskRow>()
+    let last = 0
+    for (const r of db.prepare('SELECT seq, key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error FROM tasks ORDER BY seq').iterate() as IterableIterator<Row>) {
       const spec = JSON.parse(String(r.spec)) as Omit<TaskSpec, 'key' | 'fn'>
+      last = Number(r.seq)
+      seqs.set(String(r.key), written(last))
       tasks.push({
         spec: { ...spec, key: String(r.key), fn: r.fn === null ? null : String(r.fn) },
         owner: String(r.owner),
@@ -85,28 +151,92 @@ export class SqliteJournal implements Journal {
       })
     }
     const datasets = all('SELECT name, key FROM datasets').map(r => [String(r.name), String(r.key)] as [string, string])
+    this.seqs = seqs
+    this.nextSeq = last + 1
     return { clients, modules, workers, functions, tasks, datasets }
+  }
+
+  /** Something was recorded: it leaves at the end of this turn, or once the writer has committed the batch it has. */
+  private soon(): void {
+    if (this.due || this.inFlight > 0) return
+    this.due = true
+    setImmediate(this.sendSoon)
   }
 
   private write(op: Op): void {
     if (this.closed) return
-    if (this.ops.length === 0) setImmediate(this.sendSoon)
     this.ops.push(op)
+    this.soon()
   }
 
-  /** This turn's changes leave for the writer thread (started, with the file handed over, on the first). */
+  /** The row is to go in the next batch. */
+  private queue(row: TaskRow): void {
+    if (!row.queued) {
+      row.queued = true
+      this.touched.push(row)
+    }
+    this.soon()
+  }
+
+  private pendingAny(): boolean {
+    return this.ops.length > 0 || this.touched.length > 0 || this.removed.length > 0
+  }
+
+  /** The changes recorded so far leave for the writer thread (started, with the file handed over, on the first). */
   private send(): void {
-    if (this.ops.length === 0 || this.closed) return
-    const ops = this.ops
+    if (this.closed || !this.pendingAny()) return
+    const others = this.ops
+    const ops: Op[] = []
+    const removed = this.removed
     this.ops = []
-    // a copy of msgpackr's shared buffer, handed over without another
-    const packed = new Uint8Array(packr.pack(ops))
-    this.startWriter().postMessage({ type: 'batch', packed }, [packed.buffer])
+    this.removed = []
+    const args: Uint8Array[] = []
+    let bytes = 0
+    for (const row of this.touched) {
+      row.queued = false
+      const put = row.put
+      if (put !== null) {
+        row.put = null
+        // its arguments travel in the batch's buffer
+        const a = put[4] as Uint8Array | null
+        if (a !== null) { args.push(a); bytes += a.byteLength; put[4] = a.byteLength }
+        ops.push(put)
+        continue
+      }
+      const u = row.update
+      if (u !== null) {
+        row.update = null
+        ops.push(['updateTask', row.seq, u.state, u.wanters, u.holders, u.nbytes, u.digest, u.error])
+      }
+      if (row.dropArgs) {
+        row.dropArgs = false
+        ops.push(['dropArgs', row.seq])
+      }
+    }
+    this.touched = []
+    if (ops.length === 0 && removed.length === 0 && others.length === 0) return
+    let buffer: Uint8Array | null = null
+    if (bytes > 0) {
+      buffer = new Uint8Array(bytes)
+      let at = 0
+      for (const a of args) { buffer.set(a, at); at += a.byteLength }
+    }
+    const batch: Batch = { type: 'batch', tasks: ops.length + removed.length > 0 ? JSON.stringify([removed, ops]) : null, args: buffer, others }
+    this.inFlight++
+    this.startWriter().postMessage(batch, buffer ? [buffer.buffer as ArrayBuffer] : [])
+  }
+
+  /** The writer committed a batch: what was recorded meanwhile leaves now. */
+  private committed(): void {
+    if (this.inFlight > 0) this.inFlight--
+    if (this.inFlight === 0 && !this.due && this.pendingAny()) this.send()
   }
 
   private startWriter(): Worker {
     if (this.writer) return this.writer
-    // the writer opens the file itself: this thread lets go of it (and of its lock) first
+    // the writer opens the file itself: this thread lets go of it (and of its lock) first,
+    // once it knows the rows the file has
+    this.rows()
     this.db?.close()
     this.db = undefined
     const fromSource = import.meta.url.endsWith('.ts')
@@ -115,8 +245,13 @@ export class SqliteJournal implements Journal {
     const w = fromSource
       ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(new URL('./journal-writer.ts', import.meta.url).href)}) })`, { eval: true, workerData })
       : new Worker(new URL('./journal-writer.js', import.meta.url), { workerData })
-    w.on('message', (m: { type: string; message?: string }) => { if (m.type === 'error') this.log(m.message ?? 'journal writer error', 'error') })
+    w.on('message', (m: { type: string; message?: string }) => {
+      if (m.type === 'committed') this.committed()
+      else if (m.type === 'error') this.log(m.message ?? 'journal writer error', 'error')
+    })
     w.on('error', (err: Error) => this.log(`journal writer thread failed: ${err.message}; a restart may lose what it had not written`, 'error'))
+    // gone (failed, or closed): nothing is waited for any more
+    w.on('exit', () => { this.inFlight = 0 })
     w.unref()
     this.writer = w
     return w
@@ -140,23 +275,73 @@ export class SqliteJournal implements Journal {
   removeFunction(id: string): void { this.write(['removeFunction', id]) }
 
   putTask(t: JournalTask): void {
-    const { key, fn, ...spec } = t.spec
-    this.write(['putTask', key, t.owner, fn, spec, t.args, t.state, t.wanters, t.holders, t.nbytes, t.digest, t.error])
+    if (this.closed) return
+    const key = t.spec.key
+    const seqs = this.rows()
+    // a key recorded again replaces its row (a row not sent yet is simply not sent)
+    const old = seqs.get(key)
+    if (old !== undefined) this.drop(old)
+    // [seq, spec (its key and fn included), owner, args, state, wanters, holders, nbytes, digest, error]
+    const put: Op = ['putTask', this.nextSeq, t.spec, t.owner, t.args, t.state, t.wanters, t.holders, t.nbytes, t.digest, t.error]
+    const row: TaskRow = { seq: this.nextSeq++, put, update: null, dropArgs: false, queued: false }
+    seqs.set(key, row)
+    this.queue(row)
   }
 
   updateTask(key: string, u: JournalTaskUpdate): void {
-    this.write(['updateTask', key, u.state, u.wanters, u.holders, u.nbytes, u.digest, u.error])
+    if (this.closed) return
+    const row = this.rows().get(key)
+    if (row === undefined) return
+    const put = row.put
+    if (put !== null) {
+      // not sent yet: its insert carries the update
+      put[5] = u.state; put[6] = u.wanters; put[7] = u.holders; put[8] = u.nbytes; put[10] = u.error
+      if (u.digest !== null) put[9] = u.digest
+      return
+    }
+    // the last update wins; a null digest keeps the one an earlier update (or the row) has
+    row.update = u.digest === null && row.update !== null && row.update.digest !== null ? { ...u, digest: row.update.digest } : u
+    this.queue(row)
   }
 
-  dropArgs(key: string): void { this.write(['dropArgs', key]) }
-  removeTask(key: string): void { this.write(['removeTask', key]) }
+  dropArgs(key: string): void {
+    if (this.closed) return
+    const row = this.rows().get(key)
+    if (row === undefined) return
+    if (row.put !== null) row.put[4] = null
+    else {
+      row.dropArgs = true
+      this.queue(row)
+    }
+  }
+
+  removeTask(key: string): void {
+    if (this.closed) return
+    const seqs = this.rows()
+    const row = seqs.get(key)
+    if (row === undefined) return
+    seqs.delete(key)
+    this.drop(row)
+  }
+
+  /** The row goes: deleted if it was sent, else never sent (nothing pending about it is). */
+  private drop(row: TaskRow): void {
+    if (row.put === null) {
+      this.removed.push(row.seq)
+      this.soon()
+    }
+    row.put = null
+    row.update = null
+    row.dropArgs = false
+  }
+
   putDataset(name: string, key: string): void { this.write(['putDataset', name, key]) }
   removeDataset(name: string): void { this.write(['removeDataset', name]) }
 
   /** Writes what was recorded so far, and returns once it is committed. */
   flush(): void {
     if (this.closed) return
-    if (this.ops.length === 0 && !this.writer) return
+    if (!this.pendingAny() && !this.writer) return
     this.send()
     this.waitFor('flush')
   }
@@ -164,6 +349,9 @@ export class SqliteJournal implements Journal {
   clear(): void {
     if (this.closed) return
     this.ops = []
+    this.touched = []
+    this.removed = []
+    this.seqs = new Map()
     if (this.db) prepareWrites(this.db).clear()
     else this.startWriter().postMessage({ type: 'clear' })
   }

@@ -124,6 +124,17 @@ describe('Executor: running tasks', () => {
     expect(() => ex.get('nope')).toThrow(/not held here/)
   })
 
+  it("hashes results with its host's digest where the host gives one (Node's native SHA-256)", async () => {
+    const host = new Host()
+    const seen: number[] = []
+    ;(host as Host & { digest: (b: Uint8Array) => string }).digest = b => { seen.push(b.byteLength); return sha256Hex(b) }
+    const ex = new Executor(host, 1)
+    ex.run([task(ex, 'h', (s: string) => s + '!', ['hi'], { digest: true })])
+    const h = await host.outcome('h')
+    expect(h.type === 'finished' && h.digest).toBe(sha256Hex(encodeValue('hi!')))
+    expect(seen).toEqual([encodeValue('hi!').byteLength])
+  })
+
   it('passes held values as dependencies, nested', async () => {
     const { host, ex } = setup()
     ex.put('x', encodeValue(new Float64Array([1, 2, 3])))

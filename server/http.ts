@@ -160,10 +160,11 @@ export async function startCoordinator(options: StartOptions = {}): Promise<Runn
     // one WebSocket message per frame, big data beside it uncopied (shared/socket-parser.ts)
     parser: frameParser,
     transports: ['websocket', 'polling'],
-    // a ping every 25 s (socket.io's default): at 5,000 workers one every 5 s was a fifth of
-    // an idle coordinator's CPU; a worker quiet with tasks in hand loses them at its lease
-    // (15 s) whatever the pings say, so they only find idle connections that died silently
-    pingInterval: 25_000,
+    // a ping every 45 s: at 5,000 workers one every 5 s was a fifth of an idle coordinator's
+    // CPU, and one every 25 s (socket.io's default) still 2.5% of a core; a worker quiet with
+    // tasks in hand loses them at its lease (15 s) whatever the pings say, so they only find
+    // idle connections that died silently
+    pingInterval: 45_000,
     // a client may block its event loop for seconds: map() returns a million futures at
     // once, 5-12 s of synchronous work on a loaded machine, which no slicing can split
     pingTimeout: 20_000,

@@ -1,7 +1,7 @@
 // One process holding many simulated workers: each is a real socket.io connection that
 // speaks the worker protocol (shared/protocol.ts) and answers at once — an assign with
 // `finished` (with the value, as tiny results ride), a fetch with the value's bytes, a steal with a refusal (it never queues) —
-// and heartbeats as a real worker does (SIM_BEAT_MS, default 30 s: it never holds a task
+// and heartbeats as a real worker does (SIM_BEAT_MS, default 10 s: it never holds a task
 // between frames, so only the idle beat applies). Each speaks straight on a WebSocket
 // (simulateWs), or through socket.io-client with SIM_CLIENT=socket.io. Used by
 // bench/sim.js; not a worker to run.
@@ -18,7 +18,7 @@ import { INLINE_LIMIT } from '../dist/shared/executor.js'
 const [url, countArg, slotsArg, token] = process.argv.slice(2)
 const count = Number(countArg)
 const slots = Number(slotsArg ?? 1)
-const BEAT_MS = Number(process.env.SIM_BEAT_MS ?? 30_000)
+const BEAT_MS = Number(process.env.SIM_BEAT_MS ?? 10_000)
 /** SIM_DEBUG=1: count messages by type in the stats */
 const DEBUG = process.env.SIM_DEBUG === '1'
 const VALUE = encodeValue(1)

@@ -7,7 +7,7 @@
  *
  * It owns the worker's leases: heartbeats leave on the machine's own schedule (holding
  * tasks, after `heartbeatMs` — 1 s by default — of sending nothing else; idle, every
- * 30 s) from a timer here, so no host has to remember to send
+ * 10 s) from a timer here, so no host has to remember to send
  * them. A host whose timers are throttled (a background tab) also calls `tick()` from a
  * better clock (the tab's ticker Web Worker).
  */

@@ -61,14 +61,14 @@ describe('WorkerState: the happy path', () => {
     ])
     expect(h.on({ type: 'thread-started', thread: 1 }, 10)).toEqual([])
     // a fresh identity: nothing to say (accepting, as the coordinator assumes) until the first (idle) heartbeat
-    expect(h.on({ type: 'welcome', id: 'w1', resumed: false }, 20)).toEqual([{ type: 'wake-at', at: 30_020 }])
+    expect(h.on({ type: 'welcome', id: 'w1', resumed: false }, 20)).toEqual([{ type: 'wake-at', at: 10_020 }])
     expect(h.on({ type: 'function', hash: 'f', source: '(x) => x' })).toEqual([])
     // thread 2 has not started: the task goes to thread 1, with its function; holding it, a beat is due in 1 s
     expect(h.on(assign('a', 1, { push: true }))).toEqual([run(1, [exec('a', 1, { push: true })], [['f', '(x) => x']]), { type: 'wake-at', at: 1_020 }])
     expect(h.ws.taskStatus('a', 1)).toBe('executing')
     expect(h.on(finished(1, 'a', 1, { data: new Uint8Array([7]), digest: 'd1' }))).toEqual([
       finishedMsg('a', 1, { digest: 'd1', data: new Uint8Array([7]) }),
-      { type: 'wake-at', at: 30_020 },
+      { type: 'wake-at', at: 10_020 },
     ])
     expect(h.ws.taskStatus('a', 1)).toBeUndefined()
     expect(h.ws.holders('a')).toEqual([1])

@@ -154,7 +154,7 @@ export interface WorkerStateOptions {
    * heartbeats). Default 1000.
    */
   heartbeatMs?: number
-  /** ms between heartbeats otherwise (its memory figures; the connection's liveness is socket.io's ping). Default 30,000. */
+  /** ms between heartbeats otherwise (its memory figures; the connection's liveness is socket.io's ping). Default 10,000 (the tab's page shows the memory figures it refreshes at each beat). */
   idleHeartbeatMs?: number
   /** ms of work known to be short a thread may be handed beyond what it runs now. Default 2. */
   lookaheadMs?: number
@@ -204,7 +204,7 @@ function resolveOptions(o: WorkerStateOptions): ResolvedOptions {
     nthreads: num('nthreads', o.nthreads, 1, 1, true),
     hardCancel: o.hardCancel === true,
     heartbeatMs: num('heartbeatMs', o.heartbeatMs, 1_000, 1, false),
-    idleHeartbeatMs: num('idleHeartbeatMs', o.idleHeartbeatMs, 30_000, 1, false),
+    idleHeartbeatMs: num('idleHeartbeatMs', o.idleHeartbeatMs, 10_000, 1, false),
     lookaheadMs: num('lookaheadMs', o.lookaheadMs, 2, 0, false),
     maxLookahead: num('maxLookahead', o.maxLookahead, 64, 0, true),
     startTimeoutMs: num('startTimeoutMs', o.startTimeoutMs, 60_000, 1, false),

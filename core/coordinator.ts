@@ -1674,7 +1674,6 @@ export class Coordinator {
     }
   }
 
-  /** The scheduler forgot the key: what was kept for it goes, and its owner's share of the limits with it. */
   /**
    * Results pushed this turn that no gather took: copies of them are kept (smallResultBytes),
    * so a gather that comes after the result costs no fetch. Copied: the pushed bytes may be a
@@ -1700,6 +1699,7 @@ export class Coordinator {
     this.smallBytes -= p.data.byteLength + SMALL_OVERHEAD
   }
 
+  /** The scheduler forgot the key: what was kept for it goes, and its owner's share of the limits with it. */
   private forget(key: string): void {
     this.markDirty(key)
     if (this.small.size > 0) this.dropSmall(key)

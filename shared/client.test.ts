@@ -1008,6 +1008,22 @@ describe('small results that ride with their reports, against the in-memory coor
     expect(g.scheduler.whoHas(f.key)).toEqual([w.id])
   })
 
+  it("a liar's bytes in the same scheduler batch as the runner's report are not what the gatherer gets", async () => {
+    // worker frames of one turn go to the scheduler together, as on the socket server
+    const { g, w, f, a } = await pending({ batchTurns: true })
+    const waiting = f.result()
+    await until(() => w.received.some(m => m.type === 'assign'), 'the assignment')
+    const liar = g.worker('liar')
+    liar.auto = false
+    w.values.set(a.key, 2)
+    // one turn: the runner's report without its bytes, then a forged one about the same task with bytes
+    w.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1 })
+    liar.send({ type: 'finished', key: a.key, attempt: a.attempt, nbytes: 1, ms: 1, data: encodeValue(666) })
+    expect(await waiting).toBe(2)
+    expect(fetches(w)).toBe(1)
+    expect(g.scheduler.whoHas(f.key)).toEqual([w.id])
+  })
+
   it('a copy is dropped when its worker no longer holds the key: the gather goes to the holder that does', async () => {
     const { g, w, f, a } = await pending({ workerGraceMs: 10 })
     w.values.set(a.key, 2)

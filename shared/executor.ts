@@ -329,9 +329,10 @@ export class Executor {
     let digest: string | undefined
     try {
       // a small result a client waits for rides along with the report, and so does a
-      // tiny one (INLINE_LIMIT) in any case; a big one is fetched in parts when asked (it must not be encoded here for nothing). The
-      // encoding made is kept with the value, so it is not transferred (it is shared
-      // memory where the host allows, else copied: small).
+      // tiny one (INLINE_LIMIT) in any case; a big one is fetched in parts when asked (it
+      // must not be encoded here for nothing). The encoding made is kept with the value,
+      // so it is not transferred (it is shared memory where the host allows, else copied:
+      // small).
       const size = sizeOf(value)
       const limit = task.push ? PUSH_LIMIT : INLINE_LIMIT
       const push = size <= limit

@@ -9,6 +9,8 @@ import { startCoordinator } from 'tabgrid'
 const coord = await startCoordinator({ port: 0 })
 const sched = coord.coordinator.scheduler
 let session = null
+// SIM_ALLOC=1: the profile is of allocations (sampled every 4 KiB, garbage included), not of CPU
+const ALLOC = process.env.SIM_ALLOC === '1'
 
 const ops = {
   cpu: () => { const u = process.cpuUsage(); return u.user + u.system },
@@ -20,13 +22,18 @@ const ops = {
   'profile-start': async () => {
     session = new Session()
     session.connect()
+    if (ALLOC) {
+      await session.post('HeapProfiler.enable')
+      await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+      return true
+    }
     await session.post('Profiler.enable')
     await session.post('Profiler.setSamplingInterval', { interval: 200 })
     await session.post('Profiler.start')
     return true
   },
   'profile-stop': async ({ path }) => {
-    const { profile } = await session.post('Profiler.stop')
+    const { profile } = await session.post(ALLOC ? 'HeapProfiler.stopSampling' : 'Profiler.stop')
     writeFileSync(path, JSON.stringify(profile))
     session.disconnect()
     session = null

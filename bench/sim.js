@@ -13,10 +13,12 @@
 // (at the largest count). For each size at --size-workers workers, the tasks are queued
 // while the workers are paused (heap per queued task, gc'd), then run: µs per task and
 // coordinator CPU per task. --runs N gives the median of N runs on the same grid.
-// --profile DIR writes the coordinator's CPU profile of the largest count's run there.
+// --profile DIR writes the coordinator's CPU profile of the largest count's run there (and of the
+// largest size's run; SIM_PROFILE_ALL=1: of every count and size; SIM_ALLOC=1: allocation profiles,
+// garbage included, instead of CPU).
 import { fork } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Client } from 'tabgrid'
 
@@ -145,7 +147,7 @@ export async function workersRows({ counts, tasks, idleSeconds, runs, profile, l
 }
 
 /** Submits n tasks in maps of 50,000 (the client yields between them), then gathers. */
-async function queueAndRun(grid, n) {
+async function queueAndRun(grid, n, profilePath = null, log = console.log) {
   const c = grid.client.with({ pure: false })
   grid.tell('pause')
   await sleep(300)
@@ -166,6 +168,7 @@ async function queueAndRun(grid, n) {
   const s0 = await grid.stats()
   const cpu0 = await grid.rpc('cpu')
   const own0 = process.cpuUsage()
+  if (profilePath) await grid.rpc('profile-start')
   const t1 = performance.now()
   grid.tell('resume')
   const parts = []
@@ -174,13 +177,17 @@ async function queueAndRun(grid, n) {
   const ms = performance.now() - t1
   const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
+  if (profilePath) {
+    mkdirSync(dirname(profilePath), { recursive: true })
+    log(`  profile: ${await grid.rpc('profile-stop', { path: profilePath })}`)
+  }
   const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   for (const f of futures) f.release()
   return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, heapPerTask, workersCpuUsPerTask: (s1.cpuUs - s0.cpuUs) / n, clientCpuUsPerTask: (own.user + own.system) / n }
 }
 
-export async function sizeRows({ sizes, workers, runs, log = console.log }) {
+export async function sizeRows({ sizes, workers, runs, profile, log = console.log }) {
   const rows = []
   if (sizes.length === 0) return rows
   const grid = await startSimGrid(workers)
@@ -188,7 +195,8 @@ export async function sizeRows({ sizes, workers, runs, log = console.log }) {
     await grid.client.gather(grid.client.with({ pure: false }).map(x => x, Array.from({ length: 2000 }, (_, i) => i)))
     for (const n of sizes) {
       const results = []
-      for (let r = 0; r < (n >= 1_000_000 ? 1 : runs); r++) results.push(await queueAndRun(grid, n))
+      const last = n === sizes[sizes.length - 1]
+      for (let r = 0; r < (n >= 1_000_000 ? 1 : runs); r++) results.push(await queueAndRun(grid, n, profile && (last || process.env.SIM_PROFILE_ALL) ? join(profile, `coordinator-${n}-tasks.cpuprofile`) : null, log))
       const row = { tasks: n, ...medianRow(results) }
       rows.push(row)
       log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
@@ -206,7 +214,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const runs = Number(opt('runs', 1))
   const rows = {}
   rows.workers = await workersRows({ counts: list(opt('workers', '10,100,1000,5000')), tasks: Number(opt('tasks', 50_000)), idleSeconds: Number(opt('idle-seconds', 30)), runs, profile: opt('profile', null) })
-  rows.sizes = await sizeRows({ sizes: list(opt('sizes', '1000,10000,100000,1000000')), workers: Number(opt('size-workers', 100)), runs })
+  rows.sizes = await sizeRows({ sizes: list(opt('sizes', '1000,10000,100000,1000000')), workers: Number(opt('size-workers', 100)), runs, profile: opt('profile', null) })
   if (argv.includes('--json')) console.log(JSON.stringify(rows))
   process.exit(0)
 }

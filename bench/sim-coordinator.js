@@ -14,6 +14,7 @@ const ALLOC = process.env.SIM_ALLOC === '1'
 
 const ops = {
   cpu: () => { const u = process.cpuUsage(); return u.user + u.system },
+  'cpu-split': () => process.cpuUsage(),
   workers: () => sched.workers().length,
   counts: () => sched.counts(),
   metrics: () => ({ ...coord.coordinator.metrics }),

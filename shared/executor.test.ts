@@ -80,7 +80,7 @@ function setup(options: ExecutorOptions = {}, concurrency = 1): { host: Host; ex
 /** waits until the executor has no spill work in flight, and its events are posted */
 async function settled(ex: Executor, _host?: Host): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined
-  await Promise.race([ex.settle(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('spill work did not settle')), 5000) })])
+  await Promise.race([ex.settle(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('spill work did not settle')), 20_000) })])
   clearTimeout(timer)
   await tick()
 }

@@ -31,13 +31,15 @@ describe('tabgrid worker', () => {
     grid = await startGrid({ workers: 0, coordinator: { log: line => lines.push(line) } })
     const ws = Array.from({ length: 6 }, (_, i) => spawnWorker(grid!.url, ['--nworkers', '1'], `j${i}`))
     extra.push(...ws)
-    for (const w of ws) {
-      const m = await until(() => joinedLine.exec(w.output()), `${w.name}'s joined line`)
+    // six processes starting at once on a loaded machine: each gets a minute, all wait together
+    const joined = await Promise.all(ws.map(w => until(() => joinedLine.exec(w.output()), `${w.name}'s joined line`, 60_000)))
+    for (const [i, w] of ws.entries()) {
+      const m = joined[i]!
       expect(m[1]).toBe(grid.url)
       expect(m[2]).toBe(w.name)
       expect(lines).toContain(`worker ${w.name} (${m[3]}) joined (node, 1 slots)`)
     }
-  })
+  }, 90_000)
 
   it('--nworkers sets the threads, and --nprocs still does', async () => {
     grid = await startGrid({ workers: 0 })

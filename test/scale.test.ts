@@ -51,9 +51,10 @@ describe('a very large batch', () => {
     for (let i = 0; i < N; i++) if (out[i] !== 2 * i) wrong++
     expect(wrong).toBe(0)
     expect(fs.every(f => f.status === 'finished')).toBe(true)
-    // one reconnect, no loop
+    // one reconnect, no loop (the loop this guards against made 79-88 connections a minute;
+    // a machine loaded past its cores may cost a ping timeout or two more)
     expect(clientConnections).toBeGreaterThanOrEqual(2)
-    expect(clientConnections).toBeLessThanOrEqual(3)
+    expect(clientConnections).toBeLessThanOrEqual(5)
     expect(client.connected).toBe(true)
     // every frame either way was measured: none over the cap, and the big batch did need many
     expect(m.largestFrameOut).toBeGreaterThan(0)

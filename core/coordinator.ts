@@ -19,6 +19,7 @@ import {
 } from '../shared/protocol.js'
 import { PartJoiner, ownBytes } from '../shared/wire.js'
 import { fastClientMessage, fastWorkerMessage } from '../shared/fast-parse.js'
+import { ARENA_ITEM, ByteArena } from '../shared/bytes.js'
 import { hashString } from '../shared/hash.js'
 import { randomId, randomSecret, sha256Digester, type Digester, type DigesterFactory } from '../shared/digest.js'
 import { toWireError, type WireError } from '../shared/errors.js'
@@ -929,6 +930,10 @@ export class Coordinator {
     const erred = (key: string, error: WireError): void => {
       c.conn?.send({ type: 'key-state', key, state: 'erred', error: { ...error, key } } satisfies ToClientMessage)
     }
+    // the small arguments of a batch share a few buffers (shared/bytes.ts)
+    let small = 0
+    for (const t of tasks) if (t.args.byteLength <= ARENA_ITEM) small += t.args.byteLength
+    const arena = new ByteArena(small)
     for (const t of tasks) {
       let fresh = false
       const fn = c.fns.get(t.fn)
@@ -955,7 +960,7 @@ export class Coordinator {
           erred(t.key, { code: 'too-large', message: `this client holds ${c.bytes} bytes of arguments and scattered data at the coordinator; ${t.args.byteLength} more would pass its limit of ${this.limits.bytes}` })
           continue
         }
-        this.tasks.set(t.key, { fn, args: ownBytes(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group, owner: c })
+        this.tasks.set(t.key, { fn, args: arena.copy(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group, owner: c })
         c.tasks++
         c.bytes += t.args.byteLength
         const f = this.functions.get(fn) as StoredFunction

@@ -5,7 +5,7 @@
 //
 //   node bench/sim.js [--workers 10,100,1000,5000] [--tasks 50000]
 //                     [--sizes 1000,10000,100000,1000000] [--size-workers 100]
-//                     [--idle-seconds 30] [--runs 1] [--profile DIR] [--json]
+//                     [--idle-seconds 30] [--runs 1] [--worker-nice 10] [--profile DIR] [--json]
 //
 // Rows: for each worker count, 50,000 no-op tasks (map + gather): tasks/s and its ratio to
 // the first count's rate, coordinator CPU per task, frames and steals per task; with every
@@ -17,20 +17,26 @@
 // largest size's run; SIM_PROFILE_ALL=1: of every count and size; SIM_ALLOC=1: allocation profiles,
 // garbage included, instead of CPU).
 import { fork } from 'node:child_process'
+import { setPriority } from 'node:os'
 import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Client } from 'tabgrid'
 
 const PER_PROCESS = 1250
+/** node flags of `npm start`'s coordinator (package.json) */
+const COORD_ARGS = '--max-semi-space-size=64'
+/** the simulated workers' nice value (--worker-nice; 0: as the coordinator) */
+let NICE = 10
 const WORKER = fileURLToPath(new URL('./sim-worker.js', import.meta.url))
 const COORDINATOR = fileURLToPath(new URL('./sim-coordinator.js', import.meta.url))
 const sleep = ms => new Promise(r => setTimeout(r, ms))
 const median = xs => { const s = [...xs].sort((a, b) => a - b); return s[(s.length - 1) >> 1] }
 
 /** A coordinator process and simulated workers in processes of PER_PROCESS sockets each. */
-export async function startSimGrid(nworkers, { env = {} } = {}) {
-  const coord = fork(COORDINATOR, [], { execArgv: ['--expose-gc', ...(process.env.SIM_COORD_ARGS ?? '').split(' ').filter(Boolean)], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+export async function startSimGrid(nworkers, { env = {}, nice = NICE } = {}) {
+  // the coordinator's node flags are npm start's (a young generation of 64 MB semi-spaces) unless SIM_COORD_ARGS says others
+  const coord = fork(COORDINATOR, [], { execArgv: ['--expose-gc', ...(process.env.SIM_COORD_ARGS ?? COORD_ARGS).split(' ').filter(Boolean)], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const ready = await new Promise((resolve, reject) => {
     coord.once('message', resolve)
     coord.once('exit', code => reject(new Error(`the coordinator process exited (${code})`)))
@@ -51,7 +57,10 @@ export async function startSimGrid(nworkers, { env = {} } = {}) {
   })
   const procs = []
   for (let left = nworkers; left > 0; left -= PER_PROCESS) {
-    procs.push(fork(WORKER, [ready.url, String(Math.min(PER_PROCESS, left)), '1'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, ...env } }))
+    const p = fork(WORKER, [ready.url, String(Math.min(PER_PROCESS, left)), '1'], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, ...env } })
+    // the simulated workers stand for other machines: on a machine of few cores they take what the coordinator leaves
+    if (nice !== 0) setPriority(p.pid, nice)
+    procs.push(p)
   }
   const t0 = Date.now()
   for (;;) {
@@ -212,6 +221,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const opt = (name, dflt) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : dflt }
   const list = s => (s === '' || s === 'none' ? [] : s.split(',').map(Number))
   const runs = Number(opt('runs', 1))
+  NICE = Number(opt('worker-nice', 10))
+  if (NICE !== 0) console.log(`(simulated workers at nice ${NICE}: they stand for other machines and take only what the coordinator leaves of the cores; --worker-nice 0 to run them alike)`)
   const rows = {}
   rows.workers = await workersRows({ counts: list(opt('workers', '10,100,1000,5000')), tasks: Number(opt('tasks', 50_000)), idleSeconds: Number(opt('idle-seconds', 30)), runs, profile: opt('profile', null) })
   rows.sizes = await sizeRows({ sizes: list(opt('sizes', '1000,10000,100000,1000000')), workers: Number(opt('size-workers', 100)), runs, profile: opt('profile', null) })

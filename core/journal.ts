@@ -79,7 +79,11 @@ export interface Journal {
   removeWorker(id: string): void
   putFunction(id: string, source: string): void
   removeFunction(id: string): void
-  /** a newly submitted task (or scattered value); a key already recorded is left as it is */
+  /**
+   * a newly submitted task (or scattered value); a key recorded again replaces its record.
+   * `t` is the journal's from then on (it may change its fields, never its spec, until it is
+   * written): pass an object made for the call
+   */
   putTask(t: JournalTask): void
   /** what changed about a recorded task (`digest` null keeps the one recorded) */
   updateTask(key: string, u: JournalTaskUpdate): void

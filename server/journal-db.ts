@@ -5,15 +5,21 @@
  * it and by the writer thread (server/journal-writer.ts) to write it.
  */
 import Database from 'better-sqlite3'
+import type { JournalTask, JournalTaskUpdate } from '../core/journal.js'
+import type { TaskSpec } from '../core/scheduler-types.js'
+import type { WireError } from '../shared/errors.js'
 
 /**
  * The journal's schema version (`PRAGMA user_version`): a file of an older version is
  * migrated when it is opened, one of a newer version (or of none, not empty) is refused,
  * not misread. Version 2 addresses a task's row by its `seq` alone (the coordinator's
  * thread keeps which seq each key has): version 1's index on `key` cost every write a
- * second b-tree, at a random place.
+ * second b-tree, at a random place. Version 3 has the same tables; its log rows hold task
+ * changes in columns (`TaskBatch`), where version 2's held one array per change: a version
+ * 2 file is read as it is (its log rows are read in their own format) and marked 3, so that
+ * an older tabgrid refuses it rather than misread the rows logged since.
  */
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 
 const TASKS = (name: string): string => `CREATE TABLE IF NOT EXISTS ${name} (
   seq INTEGER PRIMARY KEY,
@@ -71,7 +77,7 @@ export function openDatabase(path: string): Database.Database {
     db.pragma('cache_size = -16000')
     const version = db.pragma('user_version', { simple: true }) as number
     const empty = (db.prepare(`SELECT count(*) AS n FROM sqlite_master`).get() as { n: number }).n === 0
-    if (!empty && version !== SCHEMA_VERSION && version !== 1) throw new Error(`it has schema version ${version}, this tabgrid reads versions 1 and ${SCHEMA_VERSION} (start with another --journal file, or --no-journal)`)
+    if (!empty && version !== SCHEMA_VERSION && version !== 1 && version !== 2) throw new Error(`it has schema version ${version}, this tabgrid reads versions 1 to ${SCHEMA_VERSION} (start with another --journal file, or --no-journal)`)
     db.transaction(() => {
       if (!empty && version === 1) db.exec(MIGRATE_1)
       db.exec(SCHEMA)
@@ -105,19 +111,242 @@ const specText = (spec: Record<string, unknown>): string => {
 }
 
 /**
- * One batch of writes (server/journal.ts): task rows to delete by seq, then the ops in
- * order; an inserted task's arguments are its bytes, or their byte length read in turn
- * from `args`.
+ * Every field of a TaskSpec, and where a batch carries it (`TaskBatch`): a field added to
+ * TaskSpec fails to compile here until the batch carries it too.
  */
+const SPEC_FIELDS = {
+  key: 'p.key', fn: 'shape', deps: 'p.deps', group: 'shape', priority: 'shape', retries: 'shape', redundancy: 'shape',
+  workers: 'shape', nbytes: 'p.nbytes', timeout: 'shape', spotCheck: 'shape',
+} as const satisfies Record<keyof TaskSpec, string>
+void SPEC_FIELDS
+
+/**
+ * What inserts of one batch share, written once: [fn, owner, group, priority, retries,
+ * redundancy, workers, timeout (null: none), spotCheck (null: not given)]. The tasks of one
+ * map call are one shape.
+ */
+export type Shape = [string | null, string, string, number, number, number, string[], number | null, boolean | null]
+
+/** What inserts and updates both carry, a column each: state (0 pending, 1 memory, 2 erred), wanters, holders, nbytes, digest. */
+interface StateColumns {
+  /** seqs of the rows */
+  seq: number[]
+  st: number[]
+  /** lists: 0 (empty), k > 0 (the one id `TaskBatch.i[k - 1]`) or k < 0 (the list `TaskBatch.l[-k - 1]`) */
+  w: number[]
+  h: number[]
+  n: number[]
+  /** null: none (for an update: keep the row's) */
+  g: (string | null)[]
+  /** the errors there are: [index in these columns, error] */
+  e: [number, WireError][]
+}
+
+/**
+ * A batch's task changes as they cross to the writer thread and are logged (as JSON, one
+ * row of the `log` table), in columns rather than an object or array per task: V8 writes a
+ * column of numbers or strings several times faster than as many small arrays, and what
+ * the tasks of a batch share (their function, owner, options) is written once, as a shape.
+ */
+export interface TaskBatch {
+  /** seqs of the rows to delete */
+  r: number[]
+  s: Shape[]
+  /** the ids the lists name, and the lists of more than one */
+  i: string[]
+  l: string[][]
+  /** inserts: key, shape, the spec's nbytes, the byte length of its arguments in the batch's buffer (-1: none), deps of those that have some ([index, deps]) */
+  p: StateColumns & { key: string[]; shape: number[]; nbytes: number[]; args: number[]; deps: [number, string[]][] }
+  u: StateColumns
+  /** seqs of rows whose arguments go (scattered bytes stored on their workers) */
+  d: number[]
+}
+
+const STATES = ['pending', 'memory', 'erred'] as const
+const stateCode = (s: JournalTask['state']): number => s === 'pending' ? 0 : s === 'memory' ? 1 : 2
+const columns = (): StateColumns => ({ seq: [], st: [], w: [], h: [], n: [], g: [], e: [] })
+
+/**
+ * Puts one batch's task changes into columns (server/journal.ts, on the coordinator's
+ * thread): `put`, `update`, `dropArgs` and `remove` in any order, then `take`.
+ */
+export class TaskBatchEncoder {
+  private b: TaskBatch = TaskBatchEncoder.empty()
+  private idx = new Map<string, number>()
+
+  private static empty(): TaskBatch {
+    return { r: [], s: [], i: [], l: [], p: { ...columns(), key: [], shape: [], nbytes: [], args: [], deps: [] }, u: columns(), d: [] }
+  }
+
+  /** An insert; its arguments (`argBytes` of them, -1: none) go in the batch's buffer in the order of the inserts. */
+  put(seq: number, t: JournalTask, argBytes: number): void {
+    const p = this.b.p
+    const spec = t.spec
+    if (spec.deps.length > 0) p.deps.push([p.seq.length, spec.deps])
+    p.key.push(spec.key)
+    p.shape.push(this.shape(spec, t.owner))
+    p.nbytes.push(spec.nbytes)
+    p.args.push(argBytes)
+    this.state(p, seq, t)
+  }
+
+  update(seq: number, u: JournalTaskUpdate): void { this.state(this.b.u, seq, u) }
+  dropArgs(seq: number): void { this.b.d.push(seq) }
+  remove(seq: number): void { this.b.r.push(seq) }
+
+  /** The batch's JSON (null: nothing in it); the encoder starts over. */
+  take(): string | null {
+    const b = this.b
+    const any = b.p.seq.length + b.u.seq.length + b.r.length + b.d.length > 0
+    this.b = TaskBatchEncoder.empty()
+    this.idx = new Map()
+    return any ? JSON.stringify(b) : null
+  }
+
+  private state(c: StateColumns, seq: number, u: JournalTaskUpdate): void {
+    if (u.error !== null) c.e.push([c.seq.length, u.error])
+    c.seq.push(seq)
+    c.st.push(stateCode(u.state))
+    c.w.push(this.list(u.wanters))
+    c.h.push(this.list(u.holders))
+    c.n.push(u.nbytes)
+    c.g.push(u.digest)
+  }
+
+  private list(a: string[]): number {
+    if (a.length === 0) return 0
+    if (a.length > 1) return -this.b.l.push(a)
+    const id = a[0]!
+    let k = this.idx.get(id)
+    if (k === undefined) {
+      k = this.b.i.push(id)
+      this.idx.set(id, k)
+    }
+    return k
+  }
+
+  /** The shape of the spec: the last one's if it is the same (the tasks of a map come together), else a new one. */
+  private shape(spec: TaskSpec, owner: string): number {
+    const shapes = this.b.s
+    const n = shapes.length
+    const timeout = spec.timeout ?? null
+    const spotCheck = spec.spotCheck ?? null
+    if (n > 0) {
+      const s = shapes[n - 1]!
+      if (s[0] === spec.fn && s[1] === owner && s[2] === spec.group && s[3] === spec.priority && s[4] === spec.retries &&
+        s[5] === spec.redundancy && sameList(s[6], spec.workers) && s[7] === timeout && s[8] === spotCheck) return n - 1
+    }
+    shapes.push([spec.fn, owner, spec.group, spec.priority, spec.retries, spec.redundancy, spec.workers, timeout, spotCheck])
+    return n
+  }
+}
+
+const sameList = (a: string[], b: string[]): boolean => {
+  if (a === b) return true
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/**
+ * A task's row as the tasks table takes it, in the order of its insert's parameters:
+ * [seq, key, owner, fn, spec (JSON without key and fn), args, state, wanters (JSON), holders (JSON), nbytes, digest, error (JSON)].
+ */
+export type PutRow = [number, string, string, string | null, string, Uint8Array | null, string, string, string, number, string | null, string | null]
+/** An update of a row in the order of its statement's parameters: [state, wanters, holders, nbytes, digest (null: keep the row's), error, seq]. */
+export type UpdateRow = [string, string, string, number, string | null, string | null, number]
+
+/** Task changes to write into the tasks table: rows to delete by seq, inserts, updates, arguments to drop. */
 export interface Writes {
   removed: number[]
-  ops: Op[]
-  args: Uint8Array | null
+  puts: PutRow[]
+  updates: UpdateRow[]
+  drops: number[]
+}
+
+/** The update `u` goes into the insert `p` (a null digest keeps the insert's). */
+const intoPut = (p: PutRow, u: UpdateRow): void => {
+  p[6] = u[0]; p[7] = u[1]; p[8] = u[2]; p[9] = u[3]; p[11] = u[5]
+  if (u[4] !== null) p[10] = u[4]
+}
+
+/**
+ * Reads one logged batch of task changes into rows: a `TaskBatch` (version 3), or version
+ * 2's `[removed seqs, ops]` (a file of version 2 may have logged some before it stopped).
+ */
+export function decodeTasks(tasks: string, args: Uint8Array | null): Writes {
+  const parsed = JSON.parse(tasks) as TaskBatch | [number[], Op[]]
+  return Array.isArray(parsed) ? decodeV2(parsed[0], parsed[1], args) : decodeV3(parsed, args)
+}
+
+function decodeV3(b: TaskBatch, args: Uint8Array | null): Writes {
+  const one = b.i.map(id => ids([id]))
+  const list = (k: number): string => k === 0 ? '[]' : k > 0 ? one[k - 1]! : ids(b.l[-k - 1])
+  // a shape's spec fields other than deps and nbytes, as the end of a JSON object
+  const tails = b.s.map(s => {
+    const rest: Record<string, unknown> = { group: s[2], priority: s[3], retries: s[4], redundancy: s[5], workers: s[6] }
+    if (s[7] !== null) rest.timeout = s[7]
+    if (s[8] !== null) rest.spotCheck = s[8]
+    return ',' + JSON.stringify(rest).slice(1)
+  })
+  const p = b.p
+  const errors = new Map(p.e)
+  const deps = new Map(p.deps)
+  const puts: PutRow[] = []
+  let at = 0
+  for (let i = 0; i < p.seq.length; i++) {
+    const s = b.s[p.shape[i]!]!
+    const d = deps.size === 0 ? undefined : deps.get(i)
+    const len = p.args[i]!
+    let a: Uint8Array | null = null
+    if (len >= 0) {
+      a = args === null ? Buffer.alloc(0) : Buffer.from(args.buffer, args.byteOffset + at, len)
+      at += len
+    }
+    const spec = `{"deps":${d === undefined ? '[]' : JSON.stringify(d)},"nbytes":${p.nbytes[i]!}${tails[p.shape[i]!]!}`
+    puts.push([p.seq[i]!, p.key[i]!, s[1], s[0], spec, a, STATES[p.st[i]!]!, list(p.w[i]!), list(p.h[i]!), p.n[i]!, p.g[i]!, errors.size === 0 ? null : json(errors.get(i))])
+  }
+  const u = b.u
+  const uerrors = new Map(u.e)
+  const updates: UpdateRow[] = []
+  for (let i = 0; i < u.seq.length; i++) {
+    updates.push([STATES[u.st[i]!]!, list(u.w[i]!), list(u.h[i]!), u.n[i]!, u.g[i]!, uerrors.size === 0 ? null : json(uerrors.get(i)), u.seq[i]!])
+  }
+  return { removed: b.r, puts, updates, drops: b.d }
+}
+
+function decodeV2(removed: number[], ops: Op[], args: Uint8Array | null): Writes {
+  const w: Writes = { removed, puts: [], updates: [], drops: [] }
+  let at = 0
+  for (const op of ops) {
+    switch (op[0]) {
+      // [seq, spec (with its key and fn), owner, args (bytes, or their length in `args`), state, wanters, holders, nbytes, digest, error]
+      case 'putTask': {
+        const spec = op[2] as Record<string, unknown>
+        const key = String(spec.key)
+        const fn = spec.fn === null || spec.fn === undefined ? null : String(spec.fn)
+        let a: Uint8Array | null = null
+        const n = op[4]
+        if (n instanceof Uint8Array) a = n
+        else if (typeof n === 'number') {
+          a = args === null ? Buffer.alloc(0) : Buffer.from(args.buffer, args.byteOffset + at, n)
+          at += n
+        }
+        w.puts.push([op[1] as number, key, op[3] as string, fn, specText(spec), a, op[5] as string, ids(op[6]), ids(op[7]), op[8] as number, op[9] as string | null, json(op[10])])
+        break
+      }
+      // [seq, state, wanters, holders, nbytes, digest, error]
+      case 'updateTask': w.updates.push([op[2] as string, ids(op[3]), ids(op[4]), op[5] as number, op[6] as string | null, json(op[7]), op[1] as number]); break
+      case 'dropArgs': w.drops.push(op[1] as number); break
+      default: throw new Error(`unknown journal task write ${String(op[0])}`)
+    }
+  }
+  return w
 }
 
 /** What the writer thread does with the file. */
 export interface JournalWrites {
-  /** writes a batch into the tables, in one transaction */
+  /** writes task changes into the tasks table, in one transaction */
   apply(batch: Writes): void
   /**
    * Commits a batch of task changes to the log (their JSON as it came, and their
@@ -127,7 +356,7 @@ export interface JournalWrites {
   log(tasks: string | null, args: Uint8Array | null, others: Op[]): number
   /** writes what the logged batches up to `upTo` changed (merged) into the tables and drops them from the log, in one transaction */
   fold(merged: Writes, upTo: number): void
-  /** folds whatever the log holds (a writer stopped before it folded), batch by batch */
+  /** folds whatever the log holds (a writer stopped before it folded), merged */
   replay(): void
   clear(): void
 }
@@ -152,15 +381,6 @@ export function prepareWrites(db: Database.Database): JournalWrites {
   const removeTasks = p('DELETE FROM tasks WHERE seq BETWEEN ? AND ?')
   const putDataset = p('INSERT OR REPLACE INTO datasets (name, key) VALUES (?, ?)')
   const removeDataset = p('DELETE FROM datasets WHERE name = ?')
-  let args: Uint8Array | null = null
-  let at = 0
-  const argsOf = (n: unknown): Uint8Array | null => {
-    if (n instanceof Uint8Array) return n
-    if (typeof n !== 'number' || args === null) return null
-    const b = Buffer.from(args.buffer, args.byteOffset + at, n)
-    at += n
-    return b
-  }
   const one = (op: Op): void => {
     const a = op
     switch (a[0]) {
@@ -171,17 +391,6 @@ export function prepareWrites(db: Database.Database): JournalWrites {
       case 'removeWorker': removeWorker.run(a[1]); return
       case 'putFunction': putFunction.run(a[1], a[2]); return
       case 'removeFunction': removeFunction.run(a[1]); return
-      // [seq, spec (with its key and fn), owner, args, state, wanters, holders, nbytes, digest, error]
-      case 'putTask': {
-        const spec = a[2] as Record<string, unknown>
-        const key = spec.key
-        const fn = spec.fn
-        putTask.run(a[1], key, a[3], fn, specText(spec), argsOf(a[4]), a[5], ids(a[6]), ids(a[7]), a[8], a[9], json(a[10]))
-        return
-      }
-      // [seq, state, wanters, holders, nbytes, digest, error]
-      case 'updateTask': updateTask.run(a[2], ids(a[3]), ids(a[4]), a[5], a[6], json(a[7]), a[1]); return
-      case 'dropArgs': dropArgs.run(a[1]); return
       case 'putDataset': putDataset.run(a[1], a[2]); return
       case 'removeDataset': removeDataset.run(a[1]); return
       default: throw new Error(`unknown journal write ${String(a[0])}`)
@@ -201,10 +410,9 @@ export function prepareWrites(db: Database.Database): JournalWrites {
       } catch (err) { failed ??= err as Error }
       i = j + 1
     }
-    args = batch.args
-    at = 0
-    for (const op of batch.ops) try { one(op) } catch (err) { failed ??= err as Error }
-    args = null
+    for (const row of batch.puts) try { putTask.run(row) } catch (err) { failed ??= err as Error }
+    for (const row of batch.updates) try { updateTask.run(row) } catch (err) { failed ??= err as Error }
+    for (const seq of batch.drops) try { dropArgs.run(seq) } catch (err) { failed ??= err as Error }
   })
   const clear = db.transaction(() => {
     for (const t of ['clients', 'modules', 'workers', 'functions', 'tasks', 'datasets', 'log']) db.exec(`DELETE FROM ${t}`)
@@ -221,10 +429,9 @@ export function prepareWrites(db: Database.Database): JournalWrites {
     dropLog.run(upTo)
   })
   const replay = db.transaction((rows: { seq: number; tasks: string; args: Buffer | null }[]) => {
-    for (const r of rows) {
-      const [removed, ops] = JSON.parse(r.tasks) as [number[], Op[]]
-      apply({ removed, ops, args: r.args })
-    }
+    const merged = new LoggedTasks()
+    for (const r of rows) merged.add(r.tasks, r.args, r.seq, 0)
+    apply(merged.take())
     dropLog.run(rows[rows.length - 1]!.seq)
   })
   const checked = <T>(f: () => T): T => {
@@ -252,7 +459,7 @@ export function prepareWrites(db: Database.Database): JournalWrites {
  * insert, several updates of a row are one.
  */
 export class LoggedTasks {
-  private readonly rows = new Map<number, { put: Op | null; update: Op | null; drop: boolean; remove: boolean }>()
+  private readonly rows = new Map<number, { put: PutRow | null; update: UpdateRow | null; drop: boolean; remove: boolean }>()
   /** the log's seq of the last batch merged */
   last = 0
   /** when the oldest batch not folded was merged (ms, performance.now) */
@@ -260,63 +467,45 @@ export class LoggedTasks {
 
   get size(): number { return this.rows.size }
 
-  /** Merges a logged batch (its JSON `[removed, ops]`, its arguments). */
+  /** Merges a logged batch (its JSON, its arguments). */
   add(tasks: string, args: Uint8Array | null, seq: number, now: number): void {
     if (this.rows.size === 0) this.since = now
     this.last = seq
-    const [removed, ops] = JSON.parse(tasks) as [number[], Op[]]
-    for (const s of removed) {
+    const w = decodeTasks(tasks, args)
+    for (const s of w.removed) {
       const e = this.rows.get(s)
       if (e?.put) this.rows.delete(s)
       else this.rows.set(s, { put: null, update: null, drop: false, remove: true })
     }
-    let at = 0
-    for (const op of ops) {
-      const s = op[1] as number
-      switch (op[0]) {
-        case 'putTask': {
-          const n = op[4]
-          if (typeof n === 'number' && args !== null) { op[4] = args.subarray(at, at + n); at += n }
-          this.rows.set(s, { put: op, update: null, drop: false, remove: false })
-          break
-        }
-        case 'updateTask': {
-          const e = this.rows.get(s)
-          // [seq, state, wanters, holders, nbytes, digest, error] into a put's [seq, spec, owner, args, state, wanters, holders, nbytes, digest, error]
-          if (e?.put) {
-            const p = e.put
-            p[5] = op[2]; p[6] = op[3]; p[7] = op[4]; p[8] = op[5]; p[10] = op[7]
-            if (op[6] !== null) p[9] = op[6]
-          } else if (e?.update) {
-            if (op[6] === null) op[6] = e.update[6]
-            e.update = op
-          } else if (e) e.update = op
-          else this.rows.set(s, { put: null, update: op, drop: false, remove: false })
-          break
-        }
-        case 'dropArgs': {
-          const e = this.rows.get(s)
-          if (e?.put) e.put[4] = null
-          else if (e) e.drop = true
-          else this.rows.set(s, { put: null, update: null, drop: true, remove: false })
-          break
-        }
-        default: throw new Error(`unknown journal task write ${String(op[0])}`)
-      }
+    for (const p of w.puts) this.rows.set(p[0], { put: p, update: null, drop: false, remove: false })
+    for (const u of w.updates) {
+      const s = u[6]
+      const e = this.rows.get(s)
+      if (e?.put) intoPut(e.put, u)
+      else if (e?.update) {
+        if (u[4] === null) u[4] = e.update[4]
+        e.update = u
+      } else if (e) e.update = u
+      else this.rows.set(s, { put: null, update: u, drop: false, remove: false })
+    }
+    for (const s of w.drops) {
+      const e = this.rows.get(s)
+      if (e?.put) e.put[5] = null
+      else if (e) e.drop = true
+      else this.rows.set(s, { put: null, update: null, drop: true, remove: false })
     }
   }
 
   /** What the batches merged so far write into the tables; forgets them. */
   take(): Writes {
-    const removed: number[] = []
-    const ops: Op[] = []
+    const w: Writes = { removed: [], puts: [], updates: [], drops: [] }
     for (const [s, e] of this.rows) {
-      if (e.remove) removed.push(s)
-      if (e.put) ops.push(e.put)
-      if (e.update) ops.push(e.update)
-      if (e.drop) ops.push(['dropArgs', s])
+      if (e.remove) w.removed.push(s)
+      if (e.put) w.puts.push(e.put)
+      if (e.update) w.updates.push(e.update)
+      if (e.drop) w.drops.push(s)
     }
     this.rows.clear()
-    return { removed, ops, args: null }
+    return w
   }
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fork } from 'node:child_process'
 import Database from 'better-sqlite3'
 import { openJournal, type SqliteJournal } from './journal.js'
-import { LoggedTasks } from './journal-db.js'
+import { LoggedTasks, TaskBatchEncoder, decodeTasks } from './journal-db.js'
 import type { JournalTask } from '../core/journal.js'
 import { Coordinator } from '../core/coordinator.js'
 import type { Connection } from '../core/coordinator.js'
@@ -211,8 +211,66 @@ INSERT INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, 
     again.close()
     open.splice(open.indexOf(again), 1)
     const check = new Database(path)
-    expect(check.pragma('user_version', { simple: true })).toBe(2)
+    expect(check.pragma('user_version', { simple: true })).toBe(3)
     check.close()
+  })
+
+  it('a journal of schema version 2 is read as it is, task changes its log held in their old format included, and marked 3', () => {
+    const path = file()
+    // what a version 2 tabgrid left: its tables, and a batch logged in its format, not folded yet
+    const db = new Database(path)
+    db.exec(`CREATE TABLE clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
+CREATE TABLE modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
+CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
+CREATE TABLE functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
+CREATE TABLE tasks (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, owner TEXT NOT NULL, fn TEXT, spec TEXT NOT NULL, args BLOB, state TEXT NOT NULL, wanters TEXT NOT NULL, holders TEXT NOT NULL, nbytes INTEGER NOT NULL, digest TEXT, error TEXT);
+CREATE TABLE datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
+CREATE TABLE log (seq INTEGER PRIMARY KEY, tasks TEXT NOT NULL, args BLOB);
+INSERT INTO clients VALUES ('c-1', 'old', 'h1', 'm-1');
+INSERT INTO tasks (seq, key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error) VALUES
+  (1, 'inc-1', 'c-1', 'fn1', '{"deps":[],"group":"inc","priority":0,"retries":0,"redundancy":1,"workers":[],"nbytes":3}', x'010203', 'pending', '["c-1"]', '[]', 0, NULL, NULL);`)
+    const spec2 = { key: 'inc-2', fn: 'fn1', deps: ['inc-1'], group: 'inc', priority: 0, retries: 0, redundancy: 1, workers: [], nbytes: 3, timeout: 500 }
+    db.prepare('INSERT INTO log (tasks, args) VALUES (?, ?)').run(JSON.stringify([[], [
+      ['putTask', 2, spec2, 'c-1', 3, 'pending', ['c-1'], [], 0, null, null],
+      ['updateTask', 1, 'memory', ['c-1'], ['w-1'], 8, 'd1', null],
+    ]]), Buffer.from([1, 2, 3]))
+    db.pragma('user_version = 2')
+    db.close()
+    const j = journal(path)
+    const back = j.load()
+    expect(back.clients).toEqual([{ id: 'c-1', name: 'old', secretHash: 'h1', ns: 'm-1' }])
+    expect(back.tasks).toEqual([
+      task('inc-1', { state: 'memory', holders: ['w-1'], nbytes: 8, digest: 'd1' }),
+      task('inc-2', { spec: spec2 }),
+    ])
+    j.close()
+    open.splice(open.indexOf(j), 1)
+    const check = new Database(path)
+    expect(check.pragma('user_version', { simple: true })).toBe(3)
+    expect((check.prepare('SELECT count(*) AS n FROM log').get() as { n: number }).n).toBe(0)
+    check.close()
+  })
+
+  it('restore gives back each task exactly as recorded, whatever its spec, owner, lists and error', () => {
+    const j = journal(file())
+    const s = (key: string, o: Partial<JournalTask['spec']> = {}): JournalTask['spec'] => ({ ...task(key).spec, ...o })
+    const tasks: JournalTask[] = [
+      task('a-0'),
+      task('a-1', { args: new Uint8Array([4, 5]) }),
+      task('b-0', { spec: s('b-0', { deps: ['a-0', 'a-1'], priority: 2, retries: 1, redundancy: 3, workers: ['w-1', 'gpu'], timeout: 250, spotCheck: false }), owner: 'c-2', wanters: ['c-2', 'c-1', 'dataset:x'] }),
+      task('a-2', { args: null }),
+      task('odd "key" é\n', { spec: s('odd "key" é\n', { group: 'grüße "q"', fn: 'fn2' }), owner: 'c-3', wanters: ['c-3'] }),
+      task('s-0', { spec: s('s-0', { fn: null, group: 'scatter', nbytes: 1 }), args: new Uint8Array([9]), digest: 'd-s', nbytes: 1 }),
+      task('e-0', { state: 'erred', error: { code: 'task-error', message: 'boom', key: 'e-0' }, wanters: [] }),
+      task('m-0', { state: 'memory', holders: ['w-1', 'w-2'], nbytes: 2 ** 33, digest: 'dm' }),
+      task('a-3', { args: new Uint8Array(0) }),
+    ]
+    // each put gets its own object (the journal keeps it until it leaves)
+    for (const t of tasks) j.putTask({ ...t, spec: { ...t.spec } })
+    const back = reopen(j).load()
+    expect(back.tasks).toEqual(tasks)
+    expect(back.tasks[2]!.spec).toStrictEqual(tasks[2]!.spec)
+    expect('timeout' in back.tasks[0]!.spec).toBe(false)
   })
 
   it('one coordinator per file: a second is refused with a clear error; a file that is not a journal too', () => {
@@ -232,22 +290,60 @@ INSERT INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, 
 
 describe('LoggedTasks (the writer thread merging logged batches before it folds them)', () => {
   const spec = (key: string): Record<string, unknown> => ({ key, fn: 'f', deps: [], group: 'g', priority: 0, retries: 0, redundancy: 1, workers: [], nbytes: 1 })
+  const SPEC = '{"deps":[],"group":"g","priority":0,"retries":0,"redundancy":1,"workers":[],"nbytes":1}'
   const put = (seq: number, key: string, args: number | null): unknown[] => ['putTask', seq, spec(key), 'c', args, 'pending', ['c'], [], 0, null, null]
-  it('writes a row inserted and removed in the window nowhere, folds updates into inserts, keeps the last update and the digest one had', () => {
-    const l = new LoggedTasks()
-    l.add(JSON.stringify([[], [put(1, 'a', 2), put(2, 'b', null), put(3, 'c', 1)]]), new Uint8Array([7, 8, 9]), 1, 0)
-    l.add(JSON.stringify([[2, 40], [['updateTask', 1, 'memory', ['c'], ['w'], 5, 'd1', null], ['dropArgs', 3, 0], ['updateTask', 41, 'memory', ['c'], ['w'], 5, 'd41', null]]]), null, 2, 1)
-    l.add(JSON.stringify([[], [['updateTask', 1, 'memory', ['c'], ['w', 'v'], 5, null, null], ['updateTask', 41, 'memory', ['c'], ['w', 'v'], 5, null, null], ['dropArgs', 42]]]), null, 3, 2)
-    expect(l.last).toBe(3)
-    const w = l.take()
-    expect(w.removed).toEqual([40])
-    expect(w.ops).toEqual([
-      ['putTask', 1, spec('a'), 'c', new Uint8Array([7, 8]), 'memory', ['c'], ['w', 'v'], 5, 'd1', null],
-      ['putTask', 3, spec('c'), 'c', null, 'pending', ['c'], [], 0, null, null],
-      ['updateTask', 41, 'memory', ['c'], ['w', 'v'], 5, 'd41', null],
-      ['dropArgs', 42],
+  const jt = (key: string, args: Uint8Array | null): JournalTask => ({ spec: spec(key) as unknown as JournalTask['spec'], owner: 'c', args, state: 'pending', wanters: ['c'], holders: [], nbytes: 0, digest: null, error: null })
+  const up = (holders: string[], digest: string | null) => ({ state: 'memory' as const, wanters: ['c'], holders, nbytes: 5, digest, error: null })
+  // the same changes as version 2 logged them, and as this version does (columns, journal-db.ts TaskBatch)
+  const v2 = (): [string, Uint8Array | null][] => [
+    [JSON.stringify([[], [put(1, 'a', 2), put(2, 'b', null), put(3, 'c', 1)]]), new Uint8Array([7, 8, 9])],
+    [JSON.stringify([[2, 40], [['updateTask', 1, 'memory', ['c'], ['w'], 5, 'd1', null], ['dropArgs', 3, 0], ['updateTask', 41, 'memory', ['c'], ['w'], 5, 'd41', null]]]), null],
+    [JSON.stringify([[], [['updateTask', 1, 'memory', ['c'], ['w', 'v'], 5, null, null], ['updateTask', 41, 'memory', ['c'], ['w', 'v'], 5, null, null], ['dropArgs', 42]]]), null],
+  ]
+  const v3 = (): [string, Uint8Array | null][] => {
+    const e = new TaskBatchEncoder()
+    e.put(1, jt('a', null), 2); e.put(2, jt('b', null), -1); e.put(3, jt('c', null), 1)
+    const first = e.take()!
+    e.remove(2); e.remove(40); e.update(1, up(['w'], 'd1')); e.dropArgs(3); e.update(41, up(['w'], 'd41'))
+    const second = e.take()!
+    e.update(1, up(['w', 'v'], null)); e.update(41, up(['w', 'v'], null)); e.dropArgs(42)
+    return [[first, new Uint8Array([7, 8, 9])], [second, null], [e.take()!, null]]
+  }
+  for (const [name, batches] of [['version 2', v2], ['version 3', v3]] as const) {
+    it(`writes a row inserted and removed in the window nowhere, folds updates into inserts, keeps the last update and the digest one had (${name} rows)`, () => {
+      const l = new LoggedTasks()
+      for (const [i, [tasks, args]] of batches().entries()) l.add(tasks, args, i + 1, i)
+      expect(l.last).toBe(3)
+      const w = l.take()
+      expect(w.removed).toEqual([40])
+      // the spec's JSON: the same fields, in whatever order
+      for (const p of w.puts) { expect(JSON.parse(p[4])).toEqual(JSON.parse(SPEC)); p[4] = SPEC }
+      expect(w.puts).toEqual([
+        [1, 'a', 'c', 'f', SPEC, Buffer.from([7, 8]), 'memory', '["c"]', '["w","v"]', 5, 'd1', null],
+        [3, 'c', 'c', 'f', SPEC, null, 'pending', '["c"]', '[]', 0, null, null],
+      ])
+      expect(w.updates).toEqual([['memory', '["c"]', '["w","v"]', 5, 'd41', null, 41]])
+      expect(w.drops).toEqual([42])
+      expect(l.size).toBe(0)
+    })
+  }
+
+  it('a batch whose tasks share a function, owner and options writes them once', () => {
+    const e = new TaskBatchEncoder()
+    const fn = 'f'.repeat(64)
+    const t = (key: string, owner = 'c-1'): JournalTask => ({ ...jt(key, null), spec: { ...spec(key), fn, group: 'inc' } as unknown as JournalTask['spec'], owner, wanters: [owner] })
+    for (let i = 0; i < 100; i++) e.put(i + 1, t(`inc-${i}`), -1)
+    e.put(101, t('inc-x', 'c-2'), -1)
+    e.put(102, t('inc-y'), -1)
+    const json = e.take()!
+    expect(json.split(fn).length - 1).toBe(3)
+    expect(json.split('"inc"').length - 1).toBe(3)
+    expect(json.split('"c-1"').length - 1).toBe(3)
+    const w = decodeTasks(json, null)
+    expect(w.puts.map(p => [p[0], p[1], p[2], p[3]])).toEqual([
+      ...Array.from({ length: 100 }, (_, i) => [i + 1, `inc-${i}`, 'c-1', fn]), [101, 'inc-x', 'c-2', fn], [102, 'inc-y', 'c-1', fn],
     ])
-    expect(l.size).toBe(0)
+    for (const p of w.puts) expect(JSON.parse(p[4])).toEqual({ ...spec(''), key: undefined, fn: undefined, group: 'inc' })
   })
 })
 

@@ -22,7 +22,7 @@ import type Database from 'better-sqlite3'
 import type { Journal, JournalClient, JournalSnapshot, JournalTask, JournalTaskUpdate, JournalWorker } from '../core/journal.js'
 import type { TaskSpec, WorkerKind } from '../core/scheduler-types.js'
 import type { WireError } from '../shared/errors.js'
-import { openDatabase, prepareWrites, type Op } from './journal-db.js'
+import { TaskBatchEncoder, openDatabase, prepareWrites, type Op } from './journal-db.js'
 
 export interface SqliteJournalOptions {
   /** where a failed write is reported (the coordinator goes on without it) */
@@ -38,7 +38,8 @@ type Row = Record<string, unknown>
  */
 interface TaskRow {
   seq: number
-  put: Op | null
+  /** the task as recorded (the journal's own object from then on: later changes are made in it) */
+  put: JournalTask | null
   update: JournalTaskUpdate | null
   dropArgs: boolean
   /** listed in `touched` for the next batch */
@@ -46,14 +47,14 @@ interface TaskRow {
 }
 
 /**
- * A batch as it crosses to the writer: the changes as JSON (V8's own encoder and parser,
- * several times faster than encoding thousands of small arrays in JavaScript or cloning
- * them), the arguments of the inserted tasks end to end in one buffer (handed over, not
- * copied), and the rows to delete.
+ * A batch as it crosses to the writer: the task changes as JSON (V8's own encoder and
+ * parser, several times faster than encoding thousands of small arrays in JavaScript or
+ * cloning them), in columns (journal-db.ts `TaskBatch`), the arguments of the inserted
+ * tasks end to end in one buffer (handed over, not copied), and the other changes.
  */
 export interface Batch {
   type: 'batch'
-  /** JSON of the task changes, `[removed seqs, ops]` (null: none); an insert's arguments are their byte length in `args` (or null) */
+  /** JSON of the task changes, a `TaskBatch` (null: none) */
   tasks: string | null
   args: Uint8Array | null
   /** the other changes (clients, workers, functions, modules, datasets), in order */
@@ -91,6 +92,8 @@ export class SqliteJournal implements Journal {
   /** rows written (or in flight) to delete in the next batch */
   private removed: number[] = []
   private nextSeq = 1
+  /** puts the next batch's task changes into columns */
+  private readonly encoder = new TaskBatchEncoder()
   /** batches posted to the writer and not committed yet */
   private inFlight = 0
   /** a send is due at the end of this turn */
@@ -186,9 +189,9 @@ export class SqliteJournal implements Journal {
   private send(): void {
     if (this.closed || !this.pendingAny()) return
     const others = this.ops
-    const ops: Op[] = []
-    const removed = this.removed
+    const enc = this.encoder
     this.ops = []
+    for (const seq of this.removed) enc.remove(seq)
     this.removed = []
     const args: Uint8Array[] = []
     let bytes = 0
@@ -198,30 +201,31 @@ export class SqliteJournal implements Journal {
       if (put !== null) {
         row.put = null
         // its arguments travel in the batch's buffer
-        const a = put[4] as Uint8Array | null
-        if (a !== null) { args.push(a); bytes += a.byteLength; put[4] = a.byteLength }
-        ops.push(put)
+        const a = put.args
+        if (a !== null) { args.push(a); bytes += a.byteLength }
+        enc.put(row.seq, put, a === null ? -1 : a.byteLength)
         continue
       }
       const u = row.update
       if (u !== null) {
         row.update = null
-        ops.push(['updateTask', row.seq, u.state, u.wanters, u.holders, u.nbytes, u.digest, u.error])
+        enc.update(row.seq, u)
       }
       if (row.dropArgs) {
         row.dropArgs = false
-        ops.push(['dropArgs', row.seq])
+        enc.dropArgs(row.seq)
       }
     }
     this.touched = []
-    if (ops.length === 0 && removed.length === 0 && others.length === 0) return
+    const tasks = enc.take()
+    if (tasks === null && others.length === 0) return
     let buffer: Uint8Array | null = null
     if (bytes > 0) {
       buffer = new Uint8Array(bytes)
       let at = 0
       for (const a of args) { buffer.set(a, at); at += a.byteLength }
     }
-    const batch: Batch = { type: 'batch', tasks: ops.length + removed.length > 0 ? JSON.stringify([removed, ops]) : null, args: buffer, others }
+    const batch: Batch = { type: 'batch', tasks, args: buffer, others }
     this.inFlight++
     this.startWriter().postMessage(batch, buffer ? [buffer.buffer as ArrayBuffer] : [])
   }
@@ -281,9 +285,8 @@ export class SqliteJournal implements Journal {
     // a key recorded again replaces its row (a row not sent yet is simply not sent)
     const old = seqs.get(key)
     if (old !== undefined) this.drop(old)
-    // [seq, spec (its key and fn included), owner, args, state, wanters, holders, nbytes, digest, error]
-    const put: Op = ['putTask', this.nextSeq, t.spec, t.owner, t.args, t.state, t.wanters, t.holders, t.nbytes, t.digest, t.error]
-    const row: TaskRow = { seq: this.nextSeq++, put, update: null, dropArgs: false, queued: false }
+    // kept as it is (its later changes are made in it) until it leaves
+    const row: TaskRow = { seq: this.nextSeq++, put: t, update: null, dropArgs: false, queued: false }
     seqs.set(key, row)
     this.queue(row)
   }
@@ -295,8 +298,8 @@ export class SqliteJournal implements Journal {
     const put = row.put
     if (put !== null) {
       // not sent yet: its insert carries the update
-      put[5] = u.state; put[6] = u.wanters; put[7] = u.holders; put[8] = u.nbytes; put[10] = u.error
-      if (u.digest !== null) put[9] = u.digest
+      put.state = u.state; put.wanters = u.wanters; put.holders = u.holders; put.nbytes = u.nbytes; put.error = u.error
+      if (u.digest !== null) put.digest = u.digest
       return
     }
     // the last update wins; a null digest keeps the one an earlier update (or the row) has
@@ -308,7 +311,7 @@ export class SqliteJournal implements Journal {
     if (this.closed) return
     const row = this.rows().get(key)
     if (row === undefined) return
-    if (row.put !== null) row.put[4] = null
+    if (row.put !== null) row.put.args = null
     else {
       row.dropArgs = true
       this.queue(row)

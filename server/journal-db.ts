@@ -289,6 +289,7 @@ function decodeV3(b: TaskBatch, args: Uint8Array | null): Writes {
     if (s[8] !== null) rest.spotCheck = s[8]
     return ',' + JSON.stringify(rest).slice(1)
   })
+  const texts = b.s.map(() => new Map<number, string>())
   const p = b.p
   const errors = new Map(p.e)
   const deps = new Map(p.deps)
@@ -303,7 +304,16 @@ function decodeV3(b: TaskBatch, args: Uint8Array | null): Writes {
       a = args === null ? Buffer.alloc(0) : Buffer.from(args.buffer, args.byteOffset + at, len)
       at += len
     }
-    const spec = `{"deps":${d === undefined ? '[]' : JSON.stringify(d)},"nbytes":${p.nbytes[i]!}${tails[p.shape[i]!]!}`
+    const k = p.shape[i]!
+    const nbytes = p.nbytes[i]!
+    let spec: string | undefined
+    if (d !== undefined) spec = `{"deps":${JSON.stringify(d)},"nbytes":${nbytes}${tails[k]!}`
+    else {
+      // the tasks of a map mostly have the same spec but for their key: one text for them all
+      const known = texts[k]!
+      spec = known.get(nbytes)
+      if (spec === undefined) known.set(nbytes, spec = `{"deps":[],"nbytes":${nbytes}${tails[k]!}`)
+    }
     puts.push([p.seq[i]!, p.key[i]!, s[1], s[0], spec, a, STATES[p.st[i]!]!, list(p.w[i]!), list(p.h[i]!), p.n[i]!, p.g[i]!, errors.size === 0 ? null : json(errors.get(i))])
   }
   const u = b.u

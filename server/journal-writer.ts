@@ -11,6 +11,8 @@
  * each batch is answered `committed` once its transaction is (the next batch waits for
  * it), `flush` and `close` through a shared flag the coordinator's thread waits on.
  */
+import { readlinkSync } from 'node:fs'
+import { setPriority } from 'node:os'
 import { parentPort, workerData } from 'node:worker_threads'
 import { LoggedTasks, openDatabase, prepareWrites } from './journal-db.js'
 import type { Batch } from './journal.js'
@@ -21,6 +23,25 @@ type Message =
   | { type: 'clear' }
   | { type: 'flush'; flag: Int32Array }
   | { type: 'close'; flag: Int32Array }
+
+/**
+ * The writer thread's niceness (Linux: a thread has its own). It is background work: on a
+ * machine whose cores are all busy (the coordinator, local workers) it writes in their
+ * gaps rather than taking turns from them, and what is recorded meanwhile leaves merged in
+ * the next batch (less to write). On 10,000 tiny tasks with 2 local workers on 2 cores it
+ * cut the journal's extra time by about half (bench/journal.js); the cost is that a crash
+ * while the cores are saturated may lose more of the last changes (those not committed yet).
+ */
+const NICE = 10
+
+/** Lowers this thread's priority (only this thread's: its Linux thread id, from /proc/thread-self); elsewhere nothing. */
+function lowerPriority(): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop())
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, NICE)
+  } catch { /* not Linux, or not allowed: the thread keeps the process's priority */ }
+}
+lowerPriority()
 
 const port = parentPort!
 const { path } = workerData as { path: string }

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fork } from 'node:child_process'
@@ -271,6 +271,28 @@ INSERT INTO tasks (seq, key, owner, fn, spec, args, state, wanters, holders, nby
     expect(back.tasks).toEqual(tasks)
     expect(back.tasks[2]!.spec).toStrictEqual(tasks[2]!.spec)
     expect('timeout' in back.tasks[0]!.spec).toBe(false)
+  })
+
+  it.runIf(process.platform === 'linux')('the writer thread runs at a lower priority (nice 10); the coordinator\'s thread keeps its own', () => {
+    // nice is the 19th field of a thread's stat line, the 17th after its command
+    const niceOf = (stat: string): number => Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])
+    const threads = (): Map<string, number> => {
+      const m = new Map<string, number>()
+      for (const t of readdirSync('/proc/self/task')) {
+        try { m.set(t, niceOf(readFileSync(`/proc/self/task/${t}/stat`, 'utf8'))) } catch { /* gone meanwhile */ }
+      }
+      return m
+    }
+    const mainNice = (): number => niceOf(readFileSync('/proc/self/stat', 'utf8'))
+    const before = threads()
+    const own = mainNice()
+    const j = journal(file())
+    j.putTask(task('a'))
+    j.flush()
+    // the thread that started for the journal
+    const started = [...threads()].filter(([t]) => !before.has(t))
+    expect(started.filter(([, n]) => n === 10).length).toBe(1)
+    expect(mainNice()).toBe(own)
   })
 
   it('one coordinator per file: a second is refused with a clear error; a file that is not a journal too', () => {

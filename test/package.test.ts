@@ -119,7 +119,7 @@ await c.close()`
     const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', code], { cwd: app, timeout: 30_000 })
     expect(stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+/)
     const { stdout: check } = await exec(process.execPath, ['-e', `const D = require('better-sqlite3'); const db = new D('journal.db'); console.log(db.pragma('journal_mode', { simple: true }), db.pragma('user_version', { simple: true }))`], { cwd: app })
-    expect(check.trim()).toBe('wal 2')
+    expect(check.trim()).toBe('wal 3')
   })
 
   it('type-checks a Node program against the Node typings and a browser app against the browser ones', { timeout: 120_000 }, async () => {

@@ -5,7 +5,7 @@
 //
 //   node bench/sim.js [--workers 10,100,1000,5000] [--tasks 50000]
 //                     [--sizes 1000,10000,100000,1000000] [--size-workers 100]
-//                     [--idle-seconds 30] [--runs 1] [--worker-nice 10] [--profile DIR] [--json]
+//                     [--idle-seconds 30] [--runs 1] [--worker-nice 0] [--profile DIR] [--json]
 //
 // Rows: for each worker count, 50,000 no-op tasks (map + gather): tasks/s and its ratio to
 // the first count's rate, coordinator CPU per task, frames and steals per task; with every
@@ -26,8 +26,8 @@ import { Client } from 'tabgrid'
 const PER_PROCESS = 1250
 /** node flags of `npm start`'s coordinator (package.json) */
 const COORD_ARGS = '--max-semi-space-size=64'
-/** the simulated workers' nice value (--worker-nice; 0: as the coordinator) */
-let NICE = 10
+/** the simulated workers' nice value (--worker-nice N, e.g. 10: they stand for other machines and take only what the coordinator leaves; 0, the default: alike) */
+let NICE = 0
 const WORKER = fileURLToPath(new URL('./sim-worker.js', import.meta.url))
 const COORDINATOR = fileURLToPath(new URL('./sim-coordinator.js', import.meta.url))
 const sleep = ms => new Promise(r => setTimeout(r, ms))
@@ -221,8 +221,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const opt = (name, dflt) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : dflt }
   const list = s => (s === '' || s === 'none' ? [] : s.split(',').map(Number))
   const runs = Number(opt('runs', 1))
-  NICE = Number(opt('worker-nice', 10))
-  if (NICE !== 0) console.log(`(simulated workers at nice ${NICE}: they stand for other machines and take only what the coordinator leaves of the cores; --worker-nice 0 to run them alike)`)
+  NICE = Number(opt('worker-nice', 0))
+  if (NICE !== 0) console.log(`(simulated workers at nice ${NICE}: they stand for other machines and take only what the coordinator leaves of the cores; the default, --worker-nice 0, runs them alike)`)
   const rows = {}
   rows.workers = await workersRows({ counts: list(opt('workers', '10,100,1000,5000')), tasks: Number(opt('tasks', 50_000)), idleSeconds: Number(opt('idle-seconds', 30)), runs, profile: opt('profile', null) })
   rows.sizes = await sizeRows({ sizes: list(opt('sizes', '1000,10000,100000,1000000')), workers: Number(opt('size-workers', 100)), runs, profile: opt('profile', null) })

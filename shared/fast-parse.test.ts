@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { fastClientMessage, fastWorkerMessage } from './fast-parse.js'
-import { LIMITS, clientMessage, workerMessage } from './protocol.js'
+import { fastClientMessage, fastExecEvents, fastTaskBatch, fastWorkerMessage } from './fast-parse.js'
+import { LIMITS, clientMessage, execEvents, taskBatch, workerMessage } from './protocol.js'
 
 // values each field is swapped for, one field at a time: types, bounds on both sides, oddities
 const ODD: unknown[] = [
@@ -26,6 +26,19 @@ const bases = {
   ],
 }
 
+const execTask = { key: 'inc-a1', attempt: 4, fn: 'f'.repeat(64), args: new Uint8Array([1]), deps: ['inc-a0'], push: true, digest: false, timeout: 1.5, ns: 'c-1' }
+// the thread side: what a runtime posts to a thread, and a thread's reports (arrays and objects alike mutated one field at a time)
+const threadBases = {
+  batch: [
+    { tasks: [execTask, { key: 'b', attempt: 0, fn: '', args: new Uint8Array(0), deps: [], push: false, digest: true }] },
+    { fns: [['f'.repeat(64), 'x => x']], tasks: [execTask] },
+    { tasks: [] },
+  ],
+  events: [
+    [{ type: 'finished', key: 'k', attempt: 1, nbytes: 2, ms: 0, data: new Uint8Array(2), digest: 'ab' }, { type: 'finished', key: 'k2', attempt: 2, nbytes: 0, ms: 3.5 }],
+  ],
+}
+
 /** Every message one field away from `m` (swapped for each odd value, or left out), and one field deeper in the first task of a submit. */
 function* mutations(m: Record<string, unknown>): Generator<Record<string, unknown>> {
   for (const f of [...Object.keys(m), 'extra']) {
@@ -33,13 +46,20 @@ function* mutations(m: Record<string, unknown>): Generator<Record<string, unknow
     const { [f]: _, ...rest } = m
     yield rest
   }
+  if (Array.isArray(m.fns) && m.fns.length > 0) {
+    for (const v of ODD) yield { ...m, fns: [v] }
+    for (const v of ODD) yield { ...m, fns: [[v, 'src']] }
+    for (const v of ODD) yield { ...m, fns: [['h', v]] }
+    yield { ...m, fns: [['h', 'src', 'extra']] }
+    for (const n of [LIMITS.source, LIMITS.source + 1]) yield { ...m, fns: [['h', 's'.repeat(n)]] }
+  }
   if (Array.isArray(m.tasks) && m.tasks.length > 0) {
     for (const t of mutations(m.tasks[0] as Record<string, unknown>)) yield { ...m, tasks: [t, ...m.tasks.slice(1)] }
   }
   if (Array.isArray(m.keys)) yield { ...m, keys: Array.from({ length: LIMITS.keys + 1 }, () => 'k') }
 }
 
-function agree(fast: (raw: unknown) => unknown, schema: typeof workerMessage | typeof clientMessage, m: unknown): 'fast' | 'zod' {
+function agree(fast: (raw: unknown) => unknown, schema: { safeParse: (v: unknown) => { success: boolean; data?: unknown } }, m: unknown): 'fast' | 'zod' {
   const quick = fast(m)
   const z = schema.safeParse(m)
   if (quick === undefined) return 'zod'
@@ -71,6 +91,33 @@ describe('hand-written checks of the per-task messages', () => {
     expect(total).toBeGreaterThan(1500)
     expect(fast).toBeGreaterThan(100)
     expect(fast).toBeLessThan(total)
+  })
+
+  it('on the thread side too: a batch of tasks, and a batch of reports, one field swapped or left out', () => {
+    let fast = 0
+    let total = 0
+    for (const base of threadBases.batch) {
+      expect(agree(fastTaskBatch, taskBatch, base)).toBe('fast')
+      for (const m of mutations(base)) { total++; if (agree(fastTaskBatch, taskBatch, m) === 'fast') fast++ }
+    }
+    for (const base of threadBases.events) {
+      expect(agree(fastExecEvents, execEvents, base)).toBe('fast')
+      for (const [i, e] of base.entries()) {
+        for (const m of mutations(e)) {
+          const list = base.map((x, j) => (j === i ? m : x))
+          total++
+          if (agree(fastExecEvents, execEvents, list) === 'fast') fast++
+        }
+      }
+    }
+    expect(total).toBeGreaterThan(1000)
+    expect(fast).toBeGreaterThan(50)
+    expect(fast).toBeLessThan(total)
+    // what comes rarely goes to zod: forgetting, modules, other reports
+    expect(fastTaskBatch({ tasks: [], forgetFns: [] })).toBeUndefined()
+    expect(fastTaskBatch({ tasks: [], modules: [] })).toBeUndefined()
+    expect(fastExecEvents([{ type: 'memory', inMemory: 1, spilled: 0, paused: false }])).toBeUndefined()
+    expect(fastExecEvents({ length: 0 })).toBeUndefined()
   })
 
   it('leave other messages, and non-objects, to zod', () => {

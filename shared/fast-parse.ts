@@ -100,3 +100,67 @@ export function fastClientMessage(raw: unknown): Obj | undefined {
       return undefined
   }
 }
+
+/** One report of a thread as `execEvent.parse` would give it, or undefined. */
+function fastExecEvent(raw: unknown): Obj | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined
+  const m = raw as Obj
+  if (m.type !== 'finished') return undefined
+  const { key, attempt, nbytes, ms, data, digest } = m
+  if (!isKey(key) || !isCount(attempt) || !isCount(nbytes) || typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) return undefined
+  if (data !== undefined && !(data instanceof Uint8Array)) return undefined
+  if (digest !== undefined && (typeof digest !== 'string' || digest.length > 64)) return undefined
+  const out: Obj = { type: 'finished', key, attempt, nbytes, ms }
+  if (data !== undefined) out.data = data
+  if (digest !== undefined) out.digest = digest
+  return out
+}
+
+/** A thread's batch of reports as `execEvents.parse` would give it, or undefined: ask zod. */
+export function fastExecEvents(raw: unknown): Obj[] | undefined {
+  if (!Array.isArray(raw) || raw.length > LIMITS.messagesPerFrame) return undefined
+  const out: Obj[] = new Array(raw.length)
+  for (let i = 0; i < raw.length; i++) {
+    const e = fastExecEvent(raw[i])
+    if (e === undefined) return undefined
+    out[i] = e
+  }
+  return out
+}
+
+/** One task for a thread as `execTask.parse` would give it, or undefined. */
+function fastExecTask(raw: unknown): Obj | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined
+  const { key, attempt, fn, args, deps, push, digest, timeout, ns } = raw as Obj
+  if (!isKey(key) || !isCount(attempt) || typeof fn !== 'string' || fn.length > 64 || !(args instanceof Uint8Array) || !isKeys(deps)) return undefined
+  if (typeof push !== 'boolean' || typeof digest !== 'boolean') return undefined
+  const out: Obj = { key, attempt, fn, args, deps, push, digest }
+  if (timeout !== undefined) { if (typeof timeout !== 'number' || !(timeout > 0) || timeout === Infinity) return undefined; out.timeout = timeout }
+  if (ns !== undefined) { if (typeof ns !== 'string' || ns.length > LIMITS.name) return undefined; out.ns = ns }
+  return out
+}
+
+/** A batch of tasks for a thread (tasks only, or with function sources) as `taskBatch.parse` would give it, or undefined: ask zod. */
+export function fastTaskBatch(raw: unknown): Obj | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined
+  const { forgetFns, forgetModules, fns, modules, tasks } = raw as Obj
+  // what comes with a task's first run (forgetting, modules) is rare: zod's
+  if (forgetFns !== undefined || forgetModules !== undefined || modules !== undefined) return undefined
+  if (!Array.isArray(tasks) || tasks.length > LIMITS.keys) return undefined
+  const out: Obj = {}
+  if (fns !== undefined) {
+    if (!Array.isArray(fns)) return undefined
+    for (const f of fns) {
+      if (!Array.isArray(f) || f.length !== 2 || typeof f[0] !== 'string' || f[0].length > 64 || typeof f[1] !== 'string' || f[1].length > LIMITS.source) return undefined
+    }
+    out.fns = fns
+  }
+  const ts: Obj[] = new Array(tasks.length)
+  for (let i = 0; i < tasks.length; i++) {
+    const t = fastExecTask(tasks[i])
+    if (t === undefined) return undefined
+    ts[i] = t
+  }
+  out.tasks = ts
+  return out
+}

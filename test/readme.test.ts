@@ -85,11 +85,18 @@ async function runSh(block: Block): Promise<void> {
       continue
     }
     const words = shellWords(substitute(line))
+    // leading NAME=value words set the command's environment, as a shell does
+    const vars: Record<string, string> = {}
+    while (words.length > 0 && /^[A-Z_][A-Z0-9_]*=/.test(words[0]!)) {
+      const w = words.shift()!
+      vars[w.slice(0, w.indexOf('='))] = w.slice(w.indexOf('=') + 1)
+    }
+    const withVars = { ...process.env, ...vars }
     if (words[0] !== 'npx' || words[1] !== 'tabgrid') throw new Error(`README line ${block.line}: no test runs \`${line}\`: teach test/readme.test.ts to run it`)
     const args = words.slice(2)
     if (args[0] === 'coordinator') {
       if (!args.includes('--port')) args.push('--port', '0')
-      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir() })
+      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir(), env: withVars })
       procs.push(p)
       let out = ''
       p.stdout!.on('data', d => { out += String(d) })
@@ -99,7 +106,7 @@ async function runSh(block: Block): Promise<void> {
       address = url.replace('http://', '')
       token = /TABGRID_TOKEN=([0-9a-f]+)/.exec(out)?.[1]
     } else if (args[0] === 'worker') {
-      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir() })
+      const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: scratchDir(), env: withVars })
       procs.push(p)
       let out = ''
       p.stdout!.on('data', d => { out += String(d) })
@@ -107,7 +114,7 @@ async function runSh(block: Block): Promise<void> {
       const joined = await until(() => /joined (http:\/\/\S+) as .*: (\d+) threads?/.exec(out) ?? (p.exitCode !== null ? undefined : undefined), `\`${line}\` to join`)
       if (args.includes('--nworkers')) expect(joined[2]).toBe(args[args.indexOf('--nworkers') + 1])
     } else {
-      const { stdout } = await exec(process.execPath, [BIN, ...args])
+      const { stdout } = await exec(process.execPath, [BIN, ...args], { env: withVars })
       expect(stdout.length).toBeGreaterThan(0)
     }
   }

@@ -930,12 +930,10 @@ export class Coordinator {
     const erred = (key: string, error: WireError): void => {
       c.conn?.send({ type: 'key-state', key, state: 'erred', error: { ...error, key } } satisfies ToClientMessage)
     }
-    // the small arguments of a batch share a few buffers (shared/bytes.ts)
-    let small = 0
-    for (const t of tasks) if (t.args.byteLength <= ARENA_ITEM) small += t.args.byteLength
-    const arena = new ByteArena(small)
+    // new tasks keep views of the frame until the loop is done, then copies of their own
+    const fresh: { stored: StoredTask; spec: TaskSpec }[] = []
     for (const t of tasks) {
-      let fresh = false
+      let stored: StoredTask | undefined
       const fn = c.fns.get(t.fn)
       if (fn === undefined) {
         erred(t.key, { code: 'bad-message', message: `function ${t.fn} was never sent: send a 'function' message first` })
@@ -960,12 +958,12 @@ export class Coordinator {
           erred(t.key, { code: 'too-large', message: `this client holds ${c.bytes} bytes of arguments and scattered data at the coordinator; ${t.args.byteLength} more would pass its limit of ${this.limits.bytes}` })
           continue
         }
-        this.tasks.set(t.key, { fn, args: arena.copy(t.args), redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group, owner: c })
+        stored = { fn, args: t.args, redundancy: t.redundancy ?? 1, timeout: t.timeout, group: t.group, owner: c }
+        this.tasks.set(t.key, stored)
         c.tasks++
         c.bytes += t.args.byteLength
         const f = this.functions.get(fn) as StoredFunction
         if (++f.tasks === 1) this.journal?.putFunction(fn, f.source)
-        fresh = true
       }
       const spec: TaskSpec = {
         key: t.key, fn, deps: t.deps, group: t.group, priority: t.priority ?? 0, retries: t.retries ?? 0,
@@ -974,9 +972,18 @@ export class Coordinator {
       if (t.timeout !== undefined) spec.timeout = t.timeout
       if (t.spotCheck === false) spec.spotCheck = false
       specs.push(spec)
-      if (fresh) this.journal?.putTask({ spec, owner: c.id, args: (this.tasks.get(t.key) as StoredTask).args, state: 'pending', wanters: [c.id], holders: [], nbytes: 0, digest: null, error: null })
+      if (stored) fresh.push({ stored, spec })
       // another client wants it too
       else this.markDirty(t.key)
+    }
+    // the small arguments of the tasks taken share a few buffers cut to their sum (shared/bytes.ts):
+    // sized after the checks, so arguments refused take no room that the client's limit does not count
+    let small = 0
+    for (const { stored } of fresh) if (stored.args.byteLength <= ARENA_ITEM) small += stored.args.byteLength
+    const arena = new ByteArena(small)
+    for (const { stored, spec } of fresh) {
+      stored.args = arena.copy(stored.args)
+      this.journal?.putTask({ spec, owner: c.id, args: stored.args, state: 'pending', wanters: [c.id], holders: [], nbytes: 0, digest: null, error: null })
     }
     this.metrics.tasksSubmitted += specs.length
     if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })

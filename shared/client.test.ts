@@ -8,6 +8,7 @@ import { Coordinator, type CoordinatorOptions } from '../core/coordinator.js'
 import { FutureRef, decodeValue, encodeValue } from './codec.js'
 import { packFrame, splitParts } from './wire.js'
 import { sha256Hex } from './digest.js'
+import { hashString } from './hash.js'
 import { CancelledError, LostDataError, SerializationError, TabgridError, TaskError, TimeoutError, TooLargeError, toWireError } from './errors.js'
 
 type Msg<T extends ClientMessage['type']> = Extract<ClientMessage, { type: T }>
@@ -1096,6 +1097,31 @@ describe('uploadModule syntax check', () => {
     await until(() => replies.some(m => m.type === 'reply'), 'the reply')
     expect(replies.find(m => m.type === 'reply')).toEqual({ type: 'reply', id: 7, ok: false, error: { code: 'serialization', message: 'module bad does not parse as an ES module: Unexpected token at line 1, column 17; nothing was uploaded' } })
     expect(w.received.filter(m => m.type === 'module')).toHaveLength(0)
+  })
+})
+
+describe("a submit's arguments at the coordinator", () => {
+  it('tasks it refuses take no room: the bytes kept are cut to the arguments of the tasks it took', async () => {
+    const g = memoryGrid()
+    const w = g.worker('w1')
+    w.auto = false
+    // a client speaking the protocol itself: a thousand tasks of a function it never sent, and one good one
+    const [side, coordSide] = memoryLinkPair<ClientMessage, ToClientMessage>({ role: 'client' }, { role: 'client' })
+    const peer = g.coordinator.accept({ id: 'raw', send: m => coordSide.send(m as ToClientMessage), close: () => {} }, { role: 'client' })
+    coordSide.onMessages = msgs => g.coordinator.receive(peer, msgs)
+    const replies: ToClientMessage[] = []
+    side.onMessages = msgs => { replies.push(...msgs) }
+    const source = '(x) => x'
+    side.send({ type: 'function', hash: hashString(source), source })
+    const args = encodeValue([1])
+    const refused = Array.from({ length: 1000 }, (_, i) => ({ key: `never-${i}`, fn: 'unsent', args: new Uint8Array(500).fill(i & 255), deps: [], group: 'never' }))
+    side.send({ type: 'submit', tasks: [...refused, { key: 'one-1', fn: hashString(source), args, deps: [], group: 'one' }] })
+    await until(() => w.assigned.length === 1, 'the assignment')
+    expect(replies.filter(m => m.type === 'key-state' && m.state === 'erred')).toHaveLength(1000)
+    const a = w.assigned[0]!
+    expect([...a.args]).toEqual([...args])
+    // the refused tasks' 500 kB does not size the buffer the one task's bytes are kept in
+    expect(a.args.buffer.byteLength).toBe(args.byteLength)
   })
 })
 

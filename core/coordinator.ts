@@ -18,7 +18,7 @@ import {
   type Hello, type ClientMessage, type ToClientMessage, type WorkerMessage, type ToWorkerMessage, type ToDashboardMessage, type ClientRequest, type ReplyValue,
 } from '../shared/protocol.js'
 import { PartJoiner, ownBytes } from '../shared/wire.js'
-import { fastClientMessage, fastWorkerMessage } from '../shared/fast-parse.js'
+import { checkFirst, fastClientMessage, fastWorkerMessage } from '../shared/fast-parse.js'
 import { ARENA_ITEM, ByteArena } from '../shared/bytes.js'
 import { hashString } from '../shared/hash.js'
 import { randomId, randomSecret, sha256Digester, type Digester, type DigesterFactory } from '../shared/digest.js'
@@ -797,11 +797,10 @@ export class Coordinator {
   private receiveAll(p: Peer, schema: typeof clientMessage | typeof workerMessage, msgs: unknown[]): boolean {
     const id = p.id
     let accepted = false
+    // the messages of every task are checked by hand first (shared/fast-parse.ts), the rest by their schema
     const fast = schema === clientMessage ? fastClientMessage : fastWorkerMessage
     for (const raw of msgs) {
-      // the messages of every task are checked by hand (shared/fast-parse.ts), the rest by their schema
-      const quick = fast(raw)
-      const parsed = quick !== undefined ? { success: true as const, data: quick } : schema.safeParse(raw)
+      const parsed = checkFirst<ClientMessage | WorkerMessage>(fast, schema, raw)
       if (!parsed.success) {
         const type = typeof (raw as { type?: unknown })?.type === 'string' ? String((raw as { type: string }).type).slice(0, 40) : '?'
         const message = `bad ${p.role} message "${type}": ${describeIssues(parsed.error)}`

@@ -15,7 +15,7 @@ import * as Comlink from 'comlink'
 import type { Link, LinkStatus } from '../shared/link.js'
 import { HELLO_HELD_MAX, LIMITS, describeIssues, execEvents, type ExecEvent, type WorkerStoryEntry, type ToWorkerMessage, type WorkerMessage } from '../shared/protocol.js'
 import { PartJoiner, PendingRequests, ownBytes, streamParts } from '../shared/wire.js'
-import { fastExecEvents } from '../shared/fast-parse.js'
+import { checkFirst, fastExecEvents } from '../shared/fast-parse.js'
 import type { ExecutorApi, TaskPort } from '../shared/executor.js'
 import { toWireError, TimeoutError, type WireError } from '../shared/errors.js'
 import { WorkerState, type Instruction, type WorkerEvent, type WorkerStats } from './worker-state.js'
@@ -354,8 +354,7 @@ export class WorkerRuntime {
     if (t.gone) return
     // a thread runs other people's code: what it says is parsed, and junk stops it like a crash
     // (a batch of plain 'finished' reports is checked by hand, shared/fast-parse.ts; anything else by its schema)
-    const quick = fastExecEvents(raw)
-    const parsed = quick !== undefined ? { success: true as const, data: quick as ExecEvent[] } : execEvents.safeParse(raw)
+    const parsed = checkFirst(fastExecEvents, execEvents, raw)
     if (!parsed.success) {
       this.lose(t, `sent a malformed report (${describeIssues(parsed.error)})`, true)
       return

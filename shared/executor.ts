@@ -18,7 +18,7 @@ import { capWireError, toWireError, type WireError } from './errors.js'
 import type { SpillStore } from './spill.js'
 import { attemptId } from './attempt.js'
 import { describeIssues, taskBatch, type ExecEvent, type ExecTask, type TaskBatch } from './protocol.js'
-import { fastTaskBatch } from './fast-parse.js'
+import { checkFirst, fastTaskBatch } from './fast-parse.js'
 import { ValueStore, type ExecMemoryEvent, type ExecutorMemory, type StreamingBytes, type ValueStoreOptions } from './value-store.js'
 
 export type { SpillStore } from './spill.js'
@@ -473,8 +473,7 @@ export function createExecutorApi(
       port = p
       p.addEventListener('message', e => {
         const x = ex()
-        const quick = fastTaskBatch(e.data)
-        const parsed = quick !== undefined ? { success: true as const, data: quick as TaskBatch } : taskBatch.safeParse(e.data)
+        const parsed = checkFirst(fastTaskBatch, taskBatch, e.data)
         if (!parsed.success) { x.refuse(e.data, describeIssues(parsed.error)); return }
         const b: TaskBatch = parsed.data
         if (b.forgetFns) for (const hash of b.forgetFns) x.forgetFunction(hash)

@@ -15,6 +15,7 @@
  * these are a shortcut that must agree with them, and the test compares the two on valid
  * messages and on every mutation of one field.
  */
+import type { z } from 'zod'
 import { LIMITS } from './protocol.js'
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
@@ -27,21 +28,49 @@ const isKeys = (v: unknown): v is string[] => {
 
 type Obj = Record<string, unknown>
 
+/**
+ * `schema.safeParse(raw)`, the hand check first: what `fast` is sure of, as the schema
+ * would give it; anything else, the schema's answer (and its error).
+ *
+ * @example
+ * const parsed = checkFirst(fastWorkerMessage, workerMessage, raw)
+ */
+export function checkFirst<T>(fast: (raw: unknown) => unknown, schema: z.ZodType<T>, raw: unknown): z.ZodSafeParseResult<T> {
+  const quick = fast(raw)
+  return quick !== undefined ? { success: true, data: quick as T } : schema.safeParse(raw)
+}
+
+/** Every item of a list (at most `max`) through `check`, in a new list; undefined if one is not sure. */
+function listOf(raw: unknown, max: number, check: (v: unknown) => Obj | undefined): Obj[] | undefined {
+  if (!Array.isArray(raw) || raw.length > max) return undefined
+  const out: Obj[] = new Array(raw.length)
+  for (let i = 0; i < raw.length; i++) {
+    const item = check(raw[i])
+    if (item === undefined) return undefined
+    out[i] = item
+  }
+  return out
+}
+
+/** A `finished` report, a worker's to the coordinator or a thread's to its runtime (the same fields). */
+function finished(m: Obj): Obj | undefined {
+  const { key, attempt, nbytes, ms, digest, data } = m
+  if (!isKey(key) || !isCount(attempt) || !isCount(nbytes) || typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) return undefined
+  if (digest !== undefined && (typeof digest !== 'string' || digest.length > 64)) return undefined
+  if (data !== undefined && !(data instanceof Uint8Array)) return undefined
+  const out: Obj = { type: 'finished', key, attempt, nbytes, ms }
+  if (digest !== undefined) out.digest = digest
+  if (data !== undefined) out.data = data
+  return out
+}
+
 /** A worker's message as `workerMessage.parse` would give it, or undefined: ask zod. */
 export function fastWorkerMessage(raw: unknown): Obj | undefined {
   if (typeof raw !== 'object' || raw === null) return undefined
   const m = raw as Obj
   switch (m.type) {
-    case 'finished': {
-      const { key, attempt, nbytes, ms, digest, data } = m
-      if (!isKey(key) || !isCount(attempt) || !isCount(nbytes) || typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) return undefined
-      if (digest !== undefined && (typeof digest !== 'string' || digest.length > 64)) return undefined
-      if (data !== undefined && !(data instanceof Uint8Array)) return undefined
-      const out: Obj = { type: 'finished', key, attempt, nbytes, ms }
-      if (digest !== undefined) out.digest = digest
-      if (data !== undefined) out.data = data
-      return out
-    }
+    case 'finished':
+      return finished(m)
     case 'heartbeat': {
       const { memory, spilled } = m
       if ((memory !== undefined && !isCount(memory)) || (spilled !== undefined && !isCount(spilled))) return undefined
@@ -83,15 +112,8 @@ export function fastClientMessage(raw: unknown): Obj | undefined {
   const m = raw as Obj
   switch (m.type) {
     case 'submit': {
-      const tasks = m.tasks
-      if (!Array.isArray(tasks) || tasks.length > LIMITS.keys) return undefined
-      const out: Obj[] = new Array(tasks.length)
-      for (let i = 0; i < tasks.length; i++) {
-        const t = fastTask(tasks[i])
-        if (t === undefined) return undefined
-        out[i] = t
-      }
-      return { type: 'submit', tasks: out }
+      const tasks = listOf(m.tasks, LIMITS.keys, fastTask)
+      return tasks === undefined ? undefined : { type: 'submit', tasks }
     }
     case 'gather':
     case 'release':
@@ -101,31 +123,9 @@ export function fastClientMessage(raw: unknown): Obj | undefined {
   }
 }
 
-/** One report of a thread as `execEvent.parse` would give it, or undefined. */
-function fastExecEvent(raw: unknown): Obj | undefined {
-  if (typeof raw !== 'object' || raw === null) return undefined
-  const m = raw as Obj
-  if (m.type !== 'finished') return undefined
-  const { key, attempt, nbytes, ms, data, digest } = m
-  if (!isKey(key) || !isCount(attempt) || !isCount(nbytes) || typeof ms !== 'number' || !(ms >= 0) || ms === Infinity) return undefined
-  if (data !== undefined && !(data instanceof Uint8Array)) return undefined
-  if (digest !== undefined && (typeof digest !== 'string' || digest.length > 64)) return undefined
-  const out: Obj = { type: 'finished', key, attempt, nbytes, ms }
-  if (data !== undefined) out.data = data
-  if (digest !== undefined) out.digest = digest
-  return out
-}
-
 /** A thread's batch of reports as `execEvents.parse` would give it, or undefined: ask zod. */
 export function fastExecEvents(raw: unknown): Obj[] | undefined {
-  if (!Array.isArray(raw) || raw.length > LIMITS.messagesPerFrame) return undefined
-  const out: Obj[] = new Array(raw.length)
-  for (let i = 0; i < raw.length; i++) {
-    const e = fastExecEvent(raw[i])
-    if (e === undefined) return undefined
-    out[i] = e
-  }
-  return out
+  return listOf(raw, LIMITS.messagesPerFrame, e => (typeof e === 'object' && e !== null && (e as Obj).type === 'finished' ? finished(e as Obj) : undefined))
 }
 
 /** One task for a thread as `execTask.parse` would give it, or undefined. */
@@ -146,7 +146,8 @@ export function fastTaskBatch(raw: unknown): Obj | undefined {
   const { forgetFns, forgetModules, fns, modules, tasks } = raw as Obj
   // what comes with a task's first run (forgetting, modules) is rare: zod's
   if (forgetFns !== undefined || forgetModules !== undefined || modules !== undefined) return undefined
-  if (!Array.isArray(tasks) || tasks.length > LIMITS.keys) return undefined
+  const ts = listOf(tasks, LIMITS.keys, fastExecTask)
+  if (ts === undefined) return undefined
   const out: Obj = {}
   if (fns !== undefined) {
     if (!Array.isArray(fns)) return undefined
@@ -154,12 +155,6 @@ export function fastTaskBatch(raw: unknown): Obj | undefined {
       if (!Array.isArray(f) || f.length !== 2 || typeof f[0] !== 'string' || f[0].length > 64 || typeof f[1] !== 'string' || f[1].length > LIMITS.source) return undefined
     }
     out.fns = fns
-  }
-  const ts: Obj[] = new Array(tasks.length)
-  for (let i = 0; i < tasks.length; i++) {
-    const t = fastExecTask(tasks[i])
-    if (t === undefined) return undefined
-    ts[i] = t
   }
   out.tasks = ts
   return out

@@ -40,6 +40,13 @@ const task = (key: string, o: Partial<JournalTask> = {}): JournalTask => ({
   owner: 'c-1', args: new Uint8Array([1, 2, 3]), state: 'pending', wanters: ['c-1'], holders: [], nbytes: 0, digest: null, error: null, ...o,
 })
 
+/** the tables schema versions 1 and 2 had alike (the tasks table and the log differ) */
+const OLD_TABLES = `CREATE TABLE clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
+CREATE TABLE modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
+CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
+CREATE TABLE functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
+`
+
 describe('SqliteJournal', () => {
   it('records, and a reopened file replays exactly what was committed', () => {
     const j = journal(file())
@@ -190,11 +197,7 @@ describe('SqliteJournal', () => {
   it('a journal of schema version 1 is migrated when opened: its rows are kept', () => {
     const path = file()
     const db = new Database(path)
-    db.exec(`CREATE TABLE clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
-CREATE TABLE modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
-CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
-CREATE TABLE functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
-CREATE TABLE tasks (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, fn TEXT, spec TEXT NOT NULL, args BLOB, state TEXT NOT NULL, wanters TEXT NOT NULL, holders TEXT NOT NULL, nbytes INTEGER NOT NULL, digest TEXT, error TEXT);
+    db.exec(`${OLD_TABLES}CREATE TABLE tasks (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, fn TEXT, spec TEXT NOT NULL, args BLOB, state TEXT NOT NULL, wanters TEXT NOT NULL, holders TEXT NOT NULL, nbytes INTEGER NOT NULL, digest TEXT, error TEXT);
 CREATE TABLE datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
 INSERT INTO clients VALUES ('c-1', 'old', 'h1', 'm-1');
 INSERT INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, digest, error) VALUES
@@ -219,11 +222,7 @@ INSERT INTO tasks (key, owner, fn, spec, args, state, wanters, holders, nbytes, 
     const path = file()
     // what a version 2 tabgrid left: its tables, and a batch logged in its format, not folded yet
     const db = new Database(path)
-    db.exec(`CREATE TABLE clients (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, ns TEXT NOT NULL);
-CREATE TABLE modules (client TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (client, name));
-CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, slots INTEGER NOT NULL, volunteer TEXT NOT NULL, secret_hash TEXT NOT NULL);
-CREATE TABLE functions (id TEXT PRIMARY KEY, source TEXT NOT NULL);
-CREATE TABLE tasks (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, owner TEXT NOT NULL, fn TEXT, spec TEXT NOT NULL, args BLOB, state TEXT NOT NULL, wanters TEXT NOT NULL, holders TEXT NOT NULL, nbytes INTEGER NOT NULL, digest TEXT, error TEXT);
+    db.exec(`${OLD_TABLES}CREATE TABLE tasks (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, owner TEXT NOT NULL, fn TEXT, spec TEXT NOT NULL, args BLOB, state TEXT NOT NULL, wanters TEXT NOT NULL, holders TEXT NOT NULL, nbytes INTEGER NOT NULL, digest TEXT, error TEXT);
 CREATE TABLE datasets (name TEXT PRIMARY KEY, key TEXT NOT NULL);
 CREATE TABLE log (seq INTEGER PRIMARY KEY, tasks TEXT NOT NULL, args BLOB);
 INSERT INTO clients VALUES ('c-1', 'old', 'h1', 'm-1');

@@ -506,7 +506,7 @@ export class LoggedTasks {
     }
   }
 
-  /** What the batches merged so far write into the tables; forgets them. */
+  /** What the batches merged so far write into the tables; forgets them (`last` back to 0). */
   take(): Writes {
     const w: Writes = { removed: [], puts: [], updates: [], drops: [] }
     for (const [s, e] of this.rows) {
@@ -516,6 +516,7 @@ export class LoggedTasks {
       if (e.drop) w.drops.push(s)
     }
     this.rows.clear()
+    this.last = 0
     return w
   }
 }

@@ -68,7 +68,6 @@ const fold = (): void => {
   if (!writes || logged.last === 0) return
   const upTo = logged.last
   const merged = logged.take()
-  logged.last = 0
   try { writes.fold(merged, upTo) } catch (err) { fail('write', err) }
 }
 
@@ -94,7 +93,6 @@ port.on('message', (m: Message) => {
     case 'clear':
       if (!db || !writes) return
       logged.take()
-      logged.last = 0
       try { writes.clear() } catch (err) { fail('clear', err) }
       return
     case 'flush':

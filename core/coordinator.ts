@@ -140,6 +140,14 @@ export interface CoordinatorOptions {
    */
   batchTurns?: boolean
   /**
+   * ms a client's submit may wait for the rest of its turn's tasks when it says more follow
+   * (a map cut into frames, `more` on the submit): they are then placed in one wave, one
+   * frame per worker instead of one per frame of the client's. It waits only while the
+   * free workers have room for more than it holds, never past this, and never for
+   * another client's or another message. Default 50; 0 places each frame as it comes.
+   */
+  submitHoldMs?: number
+  /**
    * Bytes of small results (those that ride with their worker's report, executor
    * INLINE_LIMIT) the coordinator keeps copies of, to answer a client's first gather of
    * them without a fetch from the worker. A copy is dropped once sent to a gatherer, when
@@ -331,7 +339,7 @@ export class Coordinator {
         workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean, trustWorkers: false as boolean,
         log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
         digester, tokenEquals: portableTokenEquals(digester),
-        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000, batchTurns: false as boolean,
+        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000, batchTurns: false as boolean, submitHoldMs: 50,
         restartGraceMs: 30_000, smallResultBytes: 32 << 20,
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
@@ -734,6 +742,7 @@ export class Coordinator {
       this.retryDeferredGathers()
     } else if (p.role === 'client') {
       const c = p as ClientPeer
+      if (this.heldSubmit?.client === c) this.releaseSubmit()
       this.journal?.removeClient(id)
       for (const hash of [...c.fns.keys()]) this.unregister(c, hash)
       this.handle({ type: 'client-removed', client: id })
@@ -865,6 +874,9 @@ export class Coordinator {
   }
 
   private onClient(c: ClientPeer, m: ClientMessage): void {
+    // tasks held for the rest of a map go first, before anything else a client says
+    const held = this.heldSubmit
+    if (held !== null && (m.type !== 'submit' || held.client !== c)) this.releaseSubmit()
     switch (m.type) {
       case 'function': {
         // the hash is the client's name for the source; it must be the source's
@@ -876,7 +888,7 @@ export class Coordinator {
         if (refused) c.conn?.send({ type: 'error', error: refused } satisfies ToClientMessage)
         return
       }
-      case 'submit': return this.onSubmit(c, m.tasks)
+      case 'submit': return this.onSubmit(c, m.tasks, m.more === true)
       case 'scatter': {
         let data: Uint8Array | undefined
         try { data = c.joiner.add(`scatter:${m.key}`, m) } catch (err) {
@@ -924,7 +936,7 @@ export class Coordinator {
     }
   }
 
-  private onSubmit(c: ClientPeer, tasks: Extract<ClientMessage, { type: 'submit' }>['tasks']): void {
+  private onSubmit(c: ClientPeer, tasks: Extract<ClientMessage, { type: 'submit' }>['tasks'], more: boolean): void {
     const specs: TaskSpec[] = []
     const erred = (key: string, error: WireError): void => {
       c.conn?.send({ type: 'key-state', key, state: 'erred', error: { ...error, key } } satisfies ToClientMessage)
@@ -985,7 +997,44 @@ export class Coordinator {
       this.journal?.putTask({ spec, owner: c.id, args: stored.args, state: 'pending', wanters: [c.id], holders: [], nbytes: 0, digest: null, error: null })
     }
     this.metrics.tasksSubmitted += specs.length
-    if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
+    this.submitted(c, specs, more)
+  }
+
+  /** a client's tasks from frames that said more follow, fed to the scheduler with the rest as one event (see submitted) */
+  private heldSubmit: { client: ClientPeer; specs: TaskSpec[]; timer: ReturnType<typeof setTimeout> } | null = null
+
+  /**
+   * A submit's tasks go to the scheduler; those of a frame that says more follow wait for
+   * the rest (at most submitHoldMs, while the free workers have room for more than they
+   * are), so a map cut into frames is placed in one wave: each worker gets its share in
+   * one frame, and answers in one. What is held is only this client's, and goes first
+   * whatever else arrives (onClient, disconnected, close).
+   */
+  private submitted(c: ClientPeer, specs: TaskSpec[], more: boolean): void {
+    let h = this.heldSubmit
+    if (h !== null && h.client !== c) { this.releaseSubmit(); h = null }
+    if (h !== null) for (const s of specs) h.specs.push(s)
+    if (more && this.opts.submitHoldMs > 0 && !this.closed) {
+      if (h === null) {
+        if (specs.length === 0) return
+        const timer = setTimeout(this.releaseSubmit, this.opts.submitHoldMs)
+        ;(timer as { unref?: () => void }).unref?.()
+        h = this.heldSubmit = { client: c, specs, timer }
+      }
+      // placing them now would fill every free worker anyway: nothing to wait for
+      if (h.specs.length >= this.scheduler.room()) this.releaseSubmit()
+      return
+    }
+    if (h !== null) this.releaseSubmit()
+    else if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
+  }
+
+  private readonly releaseSubmit = (): void => {
+    const h = this.heldSubmit
+    if (h === null) return
+    this.heldSubmit = null
+    clearTimeout(h.timer)
+    if (h.specs.length) this.handle({ type: 'submit', client: h.client.id, tasks: h.specs })
   }
 
   /**
@@ -1857,6 +1906,7 @@ export class Coordinator {
     if (this.closed) return
     this.closed = true
     clearInterval(this.tickTimer)
+    if (this.heldSubmit !== null) { clearTimeout(this.heldSubmit.timer); this.heldSubmit = null }
     for (const ask of [...this.storyAsks.values()]) ask.done([])
     if (this.journal) {
       // every session ends here (workers are told goodbye): nothing is left to resume

@@ -1137,6 +1137,13 @@ export class Scheduler {
   // ───────────────────────────── release, recompute, errors ─────────────────────────────
 
   /** Wanted by a client, or by an unfinished dependent. */
+  /** Tasks the free workers could take now, all told (O(free workers)): what a wave of placements would hand out at most. */
+  room(): number {
+    let n = 0
+    for (const w of this.free) n += w.cap - w.attempts.size
+    return n
+  }
+
   isNeeded(t: TaskState): boolean {
     return t.wanters !== null || t.activeDependents > 0
   }

@@ -70,6 +70,23 @@ describe('submit', () => {
     expect(h.of('submit')).toHaveLength(2)
   })
 
+  it("says `more` on each submit of a turn's tasks but the last, when they are cut into frames", async () => {
+    const h = track(harness())
+    const big = 'x'.repeat(20_000)
+    h.client.with({ pure: false }).map((s: string) => s.length, Array.from({ length: 300 }, () => big))
+    h.client.submit((x: number) => x, 1)
+    await tick()
+    const submits = h.of('submit')
+    expect(submits.length).toBeGreaterThanOrEqual(2)
+    expect(submits.reduce((n, m) => n + m.tasks.length, 0)).toBe(301)
+    expect(submits.map(m => m.more)).toEqual([...submits.slice(1).map(() => true), undefined])
+    // a turn whose tasks fit one frame says nothing of more
+    h.clear()
+    h.client.submit((x: number) => x, 2)
+    await tick()
+    expect(h.of('submit').map(m => 'more' in m)).toEqual([false])
+  })
+
   it('gives the same key to the same function and arguments (pure), and unique keys with pure: false', async () => {
     const h = track(harness())
     const add = (a: number, b: number): number => a + b

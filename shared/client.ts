@@ -178,7 +178,7 @@ const FORGOT_US = 'the coordinator restarted or forgot this client (it was away 
 type KeysKind = 'gather' | 'release' | 'cancel' | 'fire-and-forget' | 'retry'
 /** The message being built in this turn: more of the same kind join it. */
 type Building =
-  | { type: 'submit'; tasks: TaskSubmit[]; bytes: number }
+  | { type: 'submit'; tasks: TaskSubmit[]; bytes: number; more?: true }
   | { type: KeysKind; keys: string[]; bytes: number }
 
 /** `awaiting-welcome`: reconnected, and messages wait until the coordinator says whether it remembers this client */
@@ -1055,10 +1055,14 @@ export class Client {
 
   private addTask(task: TaskSubmit, bytes: number): void {
     const b = this.building
-    if (b && b.type === 'submit' && b.tasks.length < LIMITS.keys && b.bytes + bytes <= FRAME_BUDGET) {
-      b.tasks.push(task)
-      b.bytes += bytes
-      return
+    if (b && b.type === 'submit') {
+      if (b.tasks.length < LIMITS.keys && b.bytes + bytes <= FRAME_BUDGET) {
+        b.tasks.push(task)
+        b.bytes += bytes
+        return
+      }
+      // a turn's tasks cut into frames: the coordinator may wait for the rest and place them in one wave
+      b.more = true
     }
     this.flushBuilding()
     this.ensureScheduled()
@@ -1082,7 +1086,7 @@ export class Client {
     const b = this.building
     if (!b) return
     this.building = undefined
-    if (b.type === 'submit') this.out({ type: 'submit', tasks: b.tasks }, b.bytes)
+    if (b.type === 'submit') this.out(b.more ? { type: 'submit', tasks: b.tasks, more: true } : { type: 'submit', tasks: b.tasks }, b.bytes)
     else this.out({ type: b.type, keys: b.keys }, b.bytes)
   }
 

@@ -21,6 +21,8 @@ const bases = {
   client: [
     { type: 'submit', tasks: [task, { key: 'inc-a2', fn: 'f', args: Buffer.from([1]), deps: [], group: 'g' }] },
     { type: 'submit', tasks: [] },
+    { type: 'submit', tasks: [task], more: true },
+    { type: 'submit', tasks: [], more: false },
     { type: 'gather', keys: ['a', 'b'] },
     { type: 'release', keys: [] },
   ],

@@ -113,7 +113,9 @@ export function fastClientMessage(raw: unknown): Obj | undefined {
   switch (m.type) {
     case 'submit': {
       const tasks = listOf(m.tasks, LIMITS.keys, fastTask)
-      return tasks === undefined ? undefined : { type: 'submit', tasks }
+      if (tasks === undefined) return undefined
+      if (m.more === undefined) return { type: 'submit', tasks }
+      return typeof m.more === 'boolean' ? { type: 'submit', tasks, more: m.more } : undefined
     }
     case 'gather':
     case 'release':

@@ -154,8 +154,12 @@ export type TaskSubmit = z.infer<typeof taskSubmit>
 export const clientMessage = z.discriminatedUnion('type', [
   /** a task function's source; sent once per connection before the tasks that use it */
   z.object({ type: z.literal('function'), hash: z.string().min(1).max(64), source: z.string().min(1).max(LIMITS.source) }),
-  /** tasks to run */
-  z.object({ type: z.literal('submit'), tasks: z.array(taskSubmit).max(LIMITS.keys) }),
+  /**
+   * tasks to run; `more`: tasks submitted in the same turn follow in the next frame (a
+   * map cut into frames), so the coordinator may hold these briefly and place them all in
+   * one wave (CoordinatorOptions.submitHoldMs)
+   */
+  z.object({ type: z.literal('submit'), tasks: z.array(taskSubmit).max(LIMITS.keys), more: z.boolean().optional() }),
   /** one value onto the grid (possibly in parts) */
   z.object({ type: z.literal('scatter'), key, data: bytes, replicas: z.number().int().min(1).max(64).optional(), ...partFields }),
   /** the client holds no future to these keys any more */

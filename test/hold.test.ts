@@ -1,0 +1,153 @@
+/**
+ * A map cut into frames is placed in one wave: a client's submit that says more tasks of
+ * its turn follow (`more`) waits for them at the coordinator (CoordinatorOptions
+ * submitHoldMs), so each worker gets its share in one frame. Workers here are raw
+ * connections speaking the worker protocol (they answer every assignment at once and
+ * count the frames that bring them); hostile clients speak the client protocol directly.
+ */
+import { describe, it, expect, afterEach } from 'vitest'
+import { Client, startCoordinator, type RunningCoordinator } from 'tabgrid'
+import { until } from './grid.js'
+import { rawPeer, workerHello, type Msg, type RawPeer } from './hostile.js'
+import { decodeFrame } from '../shared/wire.js'
+import { decodeValue, encodeValue } from '../shared/codec.js'
+import { sha256Hex } from '../shared/digest.js'
+import { hashString } from '../shared/hash.js'
+
+const VALUE = encodeValue(1)
+const DIGEST = sha256Hex(VALUE)
+
+interface Answering { peer: RawPeer; assignFrames: number; assigned: number }
+
+/** A raw worker that answers each assignment at once (value 1), one frame of answers per frame of assignments. */
+async function answeringWorker(url: string, name: string): Promise<Answering> {
+  const peer = await rawPeer(url, workerHello(name))
+  const w: Answering = { peer, assignFrames: 0, assigned: 0 }
+  peer.socket.on('frame', (f: Uint8Array, ...attachments: Uint8Array[]) => {
+    const out: object[] = []
+    for (const m of decodeFrame(f, attachments) as Msg[]) {
+      if (m.type !== 'assign') continue
+      w.assigned++
+      out.push({ type: 'finished', key: m.key, attempt: m.attempt, nbytes: VALUE.byteLength, ms: 0, data: VALUE, ...(m.digest ? { digest: DIGEST } : {}) })
+    }
+    if (out.length) { w.assignFrames++; peer.send(...out) }
+  })
+  await peer.waitFor(m => m.type === 'welcome', 'a welcome')
+  return w
+}
+
+let coord: RunningCoordinator | undefined
+const peers: RawPeer[] = []
+const clients: Client[] = []
+afterEach(async () => {
+  for (const c of clients.splice(0)) await c.close().catch(() => {})
+  for (const p of peers.splice(0)) p.close()
+  await coord?.close()
+  coord = undefined
+})
+
+async function grid(nworkers: number, submitHoldMs?: number): Promise<{ url: string; token: string; workers: Answering[] }> {
+  coord = await startCoordinator({ port: 0, validate: true, ...(submitHoldMs === undefined ? {} : { submitHoldMs }) })
+  const workers: Answering[] = []
+  for (let i = 0; i < nworkers; i++) {
+    const w = await answeringWorker(coord.url, `hold-${i}`)
+    peers.push(w.peer)
+    workers.push(w)
+  }
+  await until(() => coord!.coordinator.scheduler.workers().length === nworkers, 'the workers to join')
+  return { url: coord.url, token: coord.clientToken as string, workers }
+}
+
+/** 300 tasks with 20 kB of arguments each: the client cuts them into two frames (about 4 MB each). */
+const mapInTwoFrames = (c: Client): Promise<unknown[]> => {
+  const big = 'x'.repeat(20_000)
+  return c.gather(c.with({ pure: false }).map((s: string) => s.length, Array.from({ length: 300 }, () => big)))
+}
+
+describe('a map cut into frames', () => {
+  it('reaches each worker in one frame: the first frame waits for the rest', async () => {
+    const g = await grid(60)
+    const c = await Client.connect(g.url, { token: g.token })
+    clients.push(c)
+    const out = await mapInTwoFrames(c)
+    expect(out).toEqual(Array.from({ length: 300 }, () => 1))
+    // 300 tasks over 60 workers (each may hold 8 at first): all at once, one frame each
+    expect(g.workers.reduce((n, w) => n + w.assigned, 0)).toBe(300)
+    expect(g.workers.map(w => w.assignFrames)).toEqual(g.workers.map(() => 1))
+  })
+
+  it('reaches them in a frame per frame of the client with submitHoldMs 0 (what the hold saves)', async () => {
+    const g = await grid(60, 0)
+    const c = await Client.connect(g.url, { token: g.token })
+    clients.push(c)
+    expect(await mapInTwoFrames(c)).toEqual(Array.from({ length: 300 }, () => 1))
+    expect(g.workers.reduce((n, w) => n + w.assigned, 0)).toBe(300)
+    expect(g.workers.filter(w => w.assignFrames >= 2).length).toBeGreaterThan(30)
+  })
+})
+
+describe('a client that says more follow and sends nothing more', () => {
+  const fn = '(x) => x'
+  const task = (key: string): object => ({ key, fn: hashString(fn), args: encodeValue([key]), deps: [], group: 'held' })
+
+  it('has its tasks placed after submitHoldMs all the same', async () => {
+    const g = await grid(2, 200)
+    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
+    peers.push(h)
+    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    h.send({ type: 'submit', tasks: [task('held-1'), task('held-2')], more: true })
+    await until(() => g.workers.reduce((n, w) => n + w.assigned, 0) === 2, 'the held tasks to be assigned')
+    const states = await until(() => { const s = h.of('key-state'); return s.length === 2 ? s : undefined }, 'both results')
+    expect(states.map(s => s.state)).toEqual(['memory', 'memory'])
+  })
+
+  it('has them placed before anything else it says (a gather right after is answered)', async () => {
+    const g = await grid(2, 60_000)
+    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
+    peers.push(h)
+    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    // two frames: the gather comes in the next, before submitHoldMs
+    h.send({ type: 'submit', tasks: [task('g-1')], more: true })
+    h.send({ type: 'gather', keys: ['g-1'] })
+    const v = await h.waitFor(m => m.type === 'value' || (m.type === 'key-state' && m.state === 'memory'), 'the value or its state')
+    expect(v.key).toBe('g-1')
+    if (v.type === 'value') expect(decodeValue(v.data as Uint8Array)).toBe(1)
+  })
+
+  it("never holds another client's tasks: theirs run, and release what it holds", async () => {
+    const g = await grid(2, 60_000)
+    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
+    peers.push(h)
+    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    h.send({ type: 'submit', tasks: [task('o-1')], more: true })
+    const honest = await Client.connect(g.url, { token: g.token })
+    clients.push(honest)
+    expect(await honest.submit((a: number, b: number) => a + b, 1, 2).result()).toBe(1) // the raw workers answer 1 to everything
+    await until(() => coord!.coordinator.scheduler.taskStatus('o-1') === 'memory', "the hostile client's task, released by the other's submit")
+  })
+
+  it('loses nothing when it leaves while its tasks are held, and the coordinator stays consistent', async () => {
+    const g = await grid(2, 60_000)
+    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
+    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    h.send({ type: 'submit', tasks: [task('l-1'), task('l-2')], more: true })
+    await until(() => coord!.coordinator.metrics.tasksSubmitted >= 2, 'the submit to arrive')
+    h.close()
+    await until(() => coord!.coordinator.scheduler.counts().queued === 0 && coord!.coordinator.scheduler.counts().processing === 0, 'nothing left queued')
+    const honest = await Client.connect(g.url, { token: g.token })
+    clients.push(honest)
+    expect(await honest.submit((x: number) => x, 5).result()).toBe(1)
+  })
+
+  it('is refused a `more` that is not a boolean, and nothing is taken', async () => {
+    const g = await grid(1, 60_000)
+    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
+    peers.push(h)
+    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    h.send({ type: 'submit', tasks: [task('b-1')], more: 'yes' })
+    await until(() => h.errors().length, 'a refusal')
+    expect(h.errors()[0]).toMatch(/^bad-message: bad client message "submit"/)
+    expect(coord!.coordinator.scheduler.taskStatus('b-1')).toBeUndefined()
+    expect(g.workers[0]!.assigned).toBe(0)
+  })
+})

@@ -144,7 +144,7 @@ export interface CoordinatorOptions {
    * (a map cut into frames, `more` on the submit): they are then placed in one wave, one
    * frame per worker instead of one per frame of the client's. It waits only while the
    * free workers have room for more than it holds, never past this, and never for
-   * another client's or another message. Default 50; 0 places each frame as it comes.
+   * another client's or another message. Default 200; 0 places each frame as it comes.
    */
   submitHoldMs?: number
   /**
@@ -250,6 +250,44 @@ interface Relay {
 
 const encoder = new TextEncoder()
 
+/** ms the keys a worker is told to free may wait for something else going to it (see FreesFirst) */
+const FREE_DELAY_MS = 1_000
+
+/**
+ * A worker's connection that keeps the keys it is to free until something else goes to
+ * it, or FREE_DELAY_MS pass: releasing a map's results costs no frame of its own per
+ * worker, they ride with its next assignment. Whatever is sent after a free reaches the
+ * worker after it (a key freed, then computed there again, is never freed afterwards).
+ */
+class FreesFirst implements Connection {
+  private keys: string[] | null = null
+  constructor(readonly inner: Connection) {}
+  get id(): string { return this.inner.id }
+  get address(): string | undefined { return this.inner.address }
+  /** keys to free, sent with the next message or by `flush` */
+  free(keys: readonly string[]): void {
+    if (this.keys === null) this.keys = keys.slice()
+    else for (const k of keys) this.keys.push(k)
+  }
+  flush(): void {
+    const keys = this.keys
+    if (keys === null) return
+    this.keys = null
+    this.inner.send({ type: 'free', keys } satisfies ToWorkerMessage)
+  }
+  send(msg: object): void {
+    if (this.keys !== null) this.flush()
+    this.inner.send(msg)
+  }
+  close(reason: string): void {
+    this.keys = null
+    this.inner.close(reason)
+  }
+  buffered(): number { return this.inner.buffered?.() ?? 0 }
+  pause(): void { this.inner.pause?.() }
+  resume(): void { this.inner.resume?.() }
+}
+
 /** ms a worker has to answer a story question before the story goes without its part */
 const STORY_WAIT_MS = 2_000
 /** most workers asked for their part of one story */
@@ -339,7 +377,7 @@ export class Coordinator {
         workerGraceMs: 5_000, clientGraceMs: 30_000, leaseMs: 15_000, fetchTimeoutMs: 15_000, sendAhead: true as boolean, maxBadMessages: 100, validate: false as boolean, trustWorkers: false as boolean,
         log: (_line: string, _level?: 'info' | 'warn' | 'error'): void => {}, now: (): number => Date.now(), timer: (): number => performance.now(),
         digester, tokenEquals: portableTokenEquals(digester),
-        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000, batchTurns: false as boolean, submitHoldMs: 50,
+        outputCapBytes: 64 << 20, stallMs: 10_000, workerSourceBytes: 8 << 20, initialWindow: 8, stealTimeoutMs: 5_000, redundancyWaitMs: 30_000, quarantineMs: 3_600_000, batchTurns: false as boolean, submitHoldMs: 200,
         restartGraceMs: 30_000, smallResultBytes: 32 << 20,
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
@@ -614,7 +652,7 @@ export class Coordinator {
       const w = old as WorkerPeer
       clearTimeout(w.graceTimer)
       w.graceTimer = undefined
-      w.conn = conn
+      w.conn = new FreesFirst(conn)
       w.fns = new Map()
       w.fnBytes = new Map()
       w.joiner = new PartJoiner()
@@ -659,7 +697,7 @@ export class Coordinator {
     }
     const id = randomId('w')
     const w: WorkerPeer = {
-      conn, role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
+      conn: new FreesFirst(conn), role: 'worker', id, name: hello.name ?? id, bad: 0, joiner: new PartJoiner(), graceTimer: undefined, secret: '', overSince: -1,
       kind: hello.kind, slots: hello.slots, volunteer: volunteerOf(conn.address, id), fns: new Map(), fnBytes: new Map(), sent: new Set(),
       memory: 0, spilled: 0, since: this.opts.now(), accepting: true,
     }
@@ -998,6 +1036,16 @@ export class Coordinator {
     }
     this.metrics.tasksSubmitted += specs.length
     this.submitted(c, specs, more)
+  }
+
+  /** workers' connections with keys to free not sent yet, and the timer that sends them */
+  private freesDue = new Set<FreesFirst>()
+  private freeTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly flushFrees = (): void => {
+    this.freeTimer = undefined
+    const due = this.freesDue
+    this.freesDue = new Set()
+    for (const conn of due) conn.flush()
   }
 
   /** a client's tasks from frames that said more follow, fed to the scheduler with the rest as one event (see submitted) */
@@ -1665,10 +1713,19 @@ export class Coordinator {
         w?.conn?.send({ type: c.type === 'cancel-task' ? 'cancel-task' : 'steal', key: c.key, attempt: c.attempt } satisfies ToWorkerMessage)
         return
       }
-      case 'free-keys':
+      case 'free-keys': {
         if (this.journal) for (const k of c.keys) this.markDirty(k)
-        this.peers.get(c.worker)?.conn?.send({ type: 'free', keys: c.keys } satisfies ToWorkerMessage)
+        const conn = this.peers.get(c.worker)?.conn
+        if (conn instanceof FreesFirst) {
+          conn.free(c.keys)
+          this.freesDue.add(conn)
+          if (this.freeTimer === undefined) {
+            this.freeTimer = setTimeout(this.flushFrees, FREE_DELAY_MS)
+            ;(this.freeTimer as { unref?: () => void }).unref?.()
+          }
+        } else conn?.send({ type: 'free', keys: c.keys } satisfies ToWorkerMessage)
         return
+      }
       case 'put-data': {
         const s = this.scattered.get(c.key)
         const w = this.peers.get(c.worker) as WorkerPeer | undefined
@@ -1907,6 +1964,7 @@ export class Coordinator {
     this.closed = true
     clearInterval(this.tickTimer)
     if (this.heldSubmit !== null) { clearTimeout(this.heldSubmit.timer); this.heldSubmit = null }
+    clearTimeout(this.freeTimer)
     for (const ask of [...this.storyAsks.values()]) ask.done([])
     if (this.journal) {
       // every session ends here (workers are told goodbye): nothing is left to resume

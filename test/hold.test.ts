@@ -1,7 +1,8 @@
 /**
- * A map cut into frames is placed in one wave: a client's submit that says more tasks of
+ * Fewer frames per worker. A map cut into frames is placed in one wave: a client's submit that says more tasks of
  * its turn follow (`more`) waits for them at the coordinator (CoordinatorOptions
- * submitHoldMs), so each worker gets its share in one frame. Workers here are raw
+ * submitHoldMs), so each worker gets its share in one frame; keys a worker is to free
+ * ride with the next frame to it (or go within a second). Workers here are raw
  * connections speaking the worker protocol (they answer every assignment at once and
  * count the frames that bring them); hostile clients speak the client protocol directly.
  */
@@ -17,15 +18,17 @@ import { hashString } from '../shared/hash.js'
 const VALUE = encodeValue(1)
 const DIGEST = sha256Hex(VALUE)
 
-interface Answering { peer: RawPeer; assignFrames: number; assigned: number }
+interface Answering { peer: RawPeer; assignFrames: number; assigned: number; /** every frame received, as its messages */ frames: Msg[][] }
 
 /** A raw worker that answers each assignment at once (value 1), one frame of answers per frame of assignments. */
 async function answeringWorker(url: string, name: string): Promise<Answering> {
   const peer = await rawPeer(url, workerHello(name))
-  const w: Answering = { peer, assignFrames: 0, assigned: 0 }
+  const w: Answering = { peer, assignFrames: 0, assigned: 0, frames: [] }
   peer.socket.on('frame', (f: Uint8Array, ...attachments: Uint8Array[]) => {
     const out: object[] = []
-    for (const m of decodeFrame(f, attachments) as Msg[]) {
+    const msgs = decodeFrame(f, attachments) as Msg[]
+    w.frames.push(msgs)
+    for (const m of msgs) {
       if (m.type !== 'assign') continue
       w.assigned++
       out.push({ type: 'finished', key: m.key, attempt: m.attempt, nbytes: VALUE.byteLength, ms: 0, data: VALUE, ...(m.digest ? { digest: DIGEST } : {}) })
@@ -149,5 +152,42 @@ describe('a client that says more follow and sends nothing more', () => {
     expect(h.errors()[0]).toMatch(/^bad-message: bad client message "submit"/)
     expect(coord!.coordinator.scheduler.taskStatus('b-1')).toBeUndefined()
     expect(g.workers[0]!.assigned).toBe(0)
+  })
+})
+
+describe('keys a worker is to free', () => {
+  it('ride with the next frame to it, before what follows (a key freed and computed there again is kept)', async () => {
+    const g = await grid(1)
+    const w = g.workers[0]!
+    const c = await Client.connect(g.url, { token: g.token })
+    clients.push(c)
+    const double = (x: number): number => x * 2
+    const f = c.submit(double, 21)
+    expect(await f.result()).toBe(1) // the raw worker answers 1
+    const before = w.frames.length
+    f.release()
+    await until(() => coord!.coordinator.scheduler.taskStatus(f.key) === undefined, 'the key to be forgotten')
+    // the same key again, on the same (only) worker: the free goes first, in the same frame
+    const again = c.submit(double, 21)
+    expect(again.key).toBe(f.key)
+    expect(await again.result()).toBe(1)
+    const after = w.frames.slice(before)
+    const withAssign = after.find(fr => fr.some(m => m.type === 'assign'))!
+    expect(withAssign.map(m => m.type)).toEqual(['free', 'assign'])
+    expect(withAssign[0]!.keys).toEqual([f.key])
+    expect(withAssign[1]!.key).toBe(f.key)
+    expect(coord!.coordinator.scheduler.whoHas(f.key)).toEqual([w.peer.received.find(m => m.type === 'welcome')!.id])
+  })
+
+  it('go on their own when nothing else goes to the worker', async () => {
+    const g = await grid(1)
+    const w = g.workers[0]!
+    const c = await Client.connect(g.url, { token: g.token })
+    clients.push(c)
+    const f = c.submit((x: number) => x + 1, 1)
+    await f.result()
+    f.release()
+    const free = await w.peer.waitFor(m => m.type === 'free', 'the free on its own', 10_000)
+    expect(free.keys).toEqual([f.key])
   })
 })

@@ -1824,9 +1824,11 @@ export class Coordinator {
   private forget(key: string): void {
     this.markDirty(key)
     if (this.small.size > 0) this.dropSmall(key)
-    this.restoredDigests.delete(key)
+    if (this.restoredDigests.size > 0) this.restoredDigests.delete(key)
+    // a key names a task or scattered data, never both (onSubmit and the scatter refuse a key taken)
     const t = this.tasks.get(key)
-    if (t) {
+    if (t === undefined) this.dropScattered(key)
+    else {
       this.tasks.delete(key)
       const c = t.owner
       c.tasks--
@@ -1838,8 +1840,7 @@ export class Coordinator {
       }
       if (c.tasks === 0 && !this.peers.has(c.id)) this.dropModules(c)
     }
-    this.dropScattered(key)
-    this.digests.delete(key)
+    if (this.digests.size > 0) this.digests.delete(key)
   }
 
   private dropScattered(key: string): void {

@@ -93,6 +93,20 @@ describe('Scheduler basics', () => {
     expect(() => s.validate()).toThrow(/waitingOn 3[\s\S]*story of x[\s\S]*new → queued/)
   })
 
+  it('room() counts the tasks the free workers could take now, all told', () => {
+    const s = sched({ initialWindow: 4 })
+    expect(s.room()).toBe(0)
+    addW(s, 'a')
+    addW(s, 'b', 2)
+    // capacity: twice its slots here (pipelineMs 0), within its window (4): a 2, b 4
+    expect(s.room()).toBe(6)
+    expect(assigned(submit(s, 'c', spec('x'), spec('y'), spec('z')))).toEqual([['a', 'x', 1], ['b', 'y', 2], ['b', 'z', 3]])
+    expect(s.room()).toBe(1 + 2)
+    // a worker that takes nothing has no room
+    s.handle({ type: 'worker-status', worker: 'b', accepting: false })
+    expect(s.room()).toBe(1)
+  })
+
   it('rejects bad options by name', () => {
     expect(() => new Scheduler({ bandwidth: -1 })).toThrow(/SchedulerOptions.bandwidth/)
     expect(() => new Scheduler({ storyLength: 1.5 })).toThrow(/SchedulerOptions.storyLength/)

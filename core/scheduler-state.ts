@@ -165,6 +165,8 @@ export class WorkerState {
   inSaturated = false
   /** index in the scheduler's list of workers with free capacity, −1 if not there */
   freeIndex = -1
+  /** what it adds to the scheduler's freeRoom: cap − attempts while in the free list, else 0 */
+  room = 0
   /** live task attempts */
   readonly attempts = new Set<Attempt>()
   /** attempts in assignment order; dead ones are skipped and compacted away */

@@ -168,6 +168,9 @@ export function validate(sched: Scheduler): void {
   if (thieves !== incomingTotal) throw new Error(`scheduler: invariant broken: ${thieves} pending steals but ${incomingTotal} expected by thieves`)
   if (open !== sched.openWorkers) throw new Error(`scheduler: invariant broken: ${sched.openWorkers} open workers counted, ${open} real`)
   for (const w of sched.free) if (w.status === 'gone') throw new Error(`scheduler: invariant broken: dead worker ${w.id} in the free list`)
+  let room = 0
+  for (const w of sched.free) room += w.cap - w.attempts.size
+  if (room !== sched.freeRoom) throw new Error(`scheduler: invariant broken: freeRoom ${sched.freeRoom}, the free list has room for ${room}`)
   sched.leases.check()
   for (const w of sched.leases.values()) if (w.status === 'gone') throw new Error(`scheduler: invariant broken: dead worker ${w.id} in the lease queue`)
   for (const [t, ms] of sched.moves) {

@@ -93,6 +93,8 @@ export class Scheduler {
   readonly constrainedQ = new TaskQueue<TaskState>(runsBefore)
   /** scattered values waiting for a worker to put them on */
   readonly scatterQ = new Set<TaskState>()
+  /** Σ cap − attempts over the free list (each worker's share in its `room`, kept by touch) */
+  freeRoom = 0
   /** open workers below capacity */
   readonly free: WorkerState[] = []
   /** workers with task attempts, by the deadline their lease was last checked against (the earliest first) */
@@ -1137,11 +1139,9 @@ export class Scheduler {
   // ───────────────────────────── release, recompute, errors ─────────────────────────────
 
   /** Wanted by a client, or by an unfinished dependent. */
-  /** Tasks the free workers could take now, all told (O(free workers)): what a wave of placements would hand out at most. */
+  /** Tasks the free workers could take now, all told: what a wave of placements would hand out at most (kept by `touch`, O(1)). */
   room(): number {
-    let n = 0
-    for (const w of this.free) n += w.cap - w.attempts.size
-    return n
+    return this.freeRoom
   }
 
   isNeeded(t: TaskState): boolean {
@@ -1651,6 +1651,9 @@ export class Scheduler {
       }
       w.freeIndex = -1
     }
+    const room = w.freeIndex >= 0 ? w.cap - n : 0
+    this.freeRoom += room - w.room
+    w.room = room
     const idle = open && n - w.ahead + w.incoming < w.slots
     if (idle !== w.inIdle) {
       w.inIdle = idle

@@ -142,6 +142,20 @@ describe('a client that says more follow and sends nothing more', () => {
     expect(await honest.submit((x: number) => x, 5).result()).toBe(1)
   })
 
+  it('gets nothing odd from a frame of 5,000 one-task submits that each say more: all run, each once', async () => {
+    const g = await grid(4, 60_000)
+    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
+    peers.push(h)
+    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    h.send(...Array.from({ length: 5000 }, (_, i) => ({ type: 'submit', tasks: [task(`m-${i}`)], more: true })))
+    // the free workers' room (4 × 8) is what it may hold: past it, they go
+    await until(() => g.workers.reduce((n, w) => n + w.assigned, 0) >= 32, 'the first wave')
+    h.send({ type: 'submit', tasks: [] })
+    await until(() => h.of('key-state').filter(m => m.state === 'memory').length === 5000, 'every result', 30_000)
+    expect(g.workers.reduce((n, w) => n + w.assigned, 0)).toBe(5000)
+    expect(new Set(h.of('key-state').map(m => m.key)).size).toBe(5000)
+  })
+
   it('is refused a `more` that is not a boolean, and nothing is taken', async () => {
     const g = await grid(1, 60_000)
     const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })

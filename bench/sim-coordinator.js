@@ -2,7 +2,7 @@
 // are measured alone (the client and the simulated workers run in other processes).
 // Answers the bench over IPC: { id, op } → { id, value }. Not a coordinator to run.
 //   node --expose-gc bench/sim-coordinator.js
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { startCoordinator } from 'tabgrid'
 
@@ -15,6 +15,11 @@ const ALLOC = process.env.SIM_ALLOC === '1'
 const ops = {
   cpu: () => { const u = process.cpuUsage(); return u.user + u.system },
   'cpu-split': () => process.cpuUsage(),
+  // µs on a CPU of the main thread alone (Linux: its schedstat), null elsewhere: the rest of
+  // the process's CPU is other threads (the collector's concurrent marking, libuv's pool)
+  'main-cpu': () => {
+    try { return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1000 } catch { return null }
+  },
   workers: () => sched.workers().length,
   counts: () => sched.counts(),
   metrics: () => ({ ...coord.coordinator.metrics }),

@@ -97,17 +97,19 @@ async function noopRun(grid, n) {
   const c = grid.client.with({ pure: false })
   const s0 = await grid.stats()
   const cpu0 = await grid.rpc('cpu')
+  const main0 = await grid.rpc('main-cpu')
   const own0 = process.cpuUsage()
   const t0 = performance.now()
   const out = await grid.client.gather(c.map(x => x, Array.from({ length: n }, (_, i) => i)))
   const ms = performance.now() - t0
   const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
+  const main = main0 === null ? null : (await grid.rpc('main-cpu')) - main0
   const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   const per = k => (s1[k] - s0[k]) / n
   if (process.env.SIM_DEBUG === '1') console.log(Object.fromEntries(Object.keys(s1).map(k => [k, +per(k).toFixed(3)])))
-  return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches'), workersCpuUsPerTask: per('cpuUs'), clientCpuUsPerTask: (own.user + own.system) / n, assignFrames: per('assignFrames'), fetchFrames: per('fetchFrames') }
+  return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, mainCpuUsPerTask: main === null ? null : main / n, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches'), workersCpuUsPerTask: per('cpuUs'), clientCpuUsPerTask: (own.user + own.system) / n, assignFrames: per('assignFrames'), fetchFrames: per('fetchFrames') }
 }
 
 function medianRow(runs) {
@@ -147,7 +149,7 @@ export async function workersRows({ counts, tasks, idleSeconds, runs, profile, l
       }
       const row = { workers: n, ...medianRow(results), idle }
       rows.push(row)
-      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task, ${row.fetches.toFixed(2)} fetches/task (frames with assigns ${row.assignFrames?.toFixed(2)}, with fetches ${row.fetchFrames?.toFixed(2)})${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
+      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task${row.mainCpuUsPerTask == null ? '' : ` (its main thread ${row.mainCpuUsPerTask.toFixed(1)})`} (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task, ${row.fetches.toFixed(2)} fetches/task (frames with assigns ${row.assignFrames?.toFixed(2)}, with fetches ${row.fetchFrames?.toFixed(2)})${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
     } finally {
       await grid.close()
     }
@@ -176,6 +178,7 @@ async function queueAndRun(grid, n, profilePath = null, log = console.log) {
   const heapPerTask = ((await grid.rpc('heap')) - heap0) / n
   const s0 = await grid.stats()
   const cpu0 = await grid.rpc('cpu')
+  const main0 = await grid.rpc('main-cpu')
   const own0 = process.cpuUsage()
   if (profilePath) await grid.rpc('profile-start')
   const t1 = performance.now()
@@ -186,6 +189,7 @@ async function queueAndRun(grid, n, profilePath = null, log = console.log) {
   const ms = performance.now() - t1
   const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
+  const main = main0 === null ? null : (await grid.rpc('main-cpu')) - main0
   if (profilePath) {
     mkdirSync(dirname(profilePath), { recursive: true })
     log(`  profile: ${await grid.rpc('profile-stop', { path: profilePath })}`)
@@ -193,7 +197,7 @@ async function queueAndRun(grid, n, profilePath = null, log = console.log) {
   const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   for (const f of futures) f.release()
-  return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, heapPerTask, workersCpuUsPerTask: (s1.cpuUs - s0.cpuUs) / n, clientCpuUsPerTask: (own.user + own.system) / n }
+  return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, mainCpuUsPerTask: main === null ? null : main / n, heapPerTask, workersCpuUsPerTask: (s1.cpuUs - s0.cpuUs) / n, clientCpuUsPerTask: (own.user + own.system) / n }
 }
 
 export async function sizeRows({ sizes, workers, runs, profile, log = console.log }) {
@@ -208,7 +212,7 @@ export async function sizeRows({ sizes, workers, runs, profile, log = console.lo
       for (let r = 0; r < (n >= 1_000_000 ? 1 : runs); r++) results.push(await queueAndRun(grid, n, profile && (last || process.env.SIM_PROFILE_ALL) ? join(profile, `coordinator-${n}-tasks.cpuprofile`) : null, log))
       const row = { tasks: n, ...medianRow(results) }
       rows.push(row)
-      log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
+      log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task${row.mainCpuUsPerTask == null ? '' : ` (its main thread ${row.mainCpuUsPerTask.toFixed(1)})`} (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
     }
   } finally {
     await grid.close()

@@ -1041,7 +1041,7 @@ export class Coordinator {
   /** workers' connections with keys to free not sent yet, and the timer that sends them */
   private freesDue = new Set<FreesFirst>()
   private freeTimer: ReturnType<typeof setTimeout> | undefined
-  private readonly flushFrees = (): void => {
+  private readonly sendDueFrees = (): void => {
     this.freeTimer = undefined
     const due = this.freesDue
     this.freesDue = new Set()
@@ -1059,8 +1059,8 @@ export class Coordinator {
    * whatever else arrives (onClient, disconnected, close).
    */
   private submitted(c: ClientPeer, specs: TaskSpec[], more: boolean): void {
+    // (what another client held went before this submit was read: onClient)
     let h = this.heldSubmit
-    if (h !== null && h.client !== c) { this.releaseSubmit(); h = null }
     if (h !== null) for (const s of specs) h.specs.push(s)
     if (more && this.opts.submitHoldMs > 0 && !this.closed) {
       if (h === null) {
@@ -1715,15 +1715,15 @@ export class Coordinator {
       }
       case 'free-keys': {
         if (this.journal) for (const k of c.keys) this.markDirty(k)
+        // every worker's connection is a FreesFirst (accepted, or resumed); none: it is away, and tells what it holds when back
         const conn = this.peers.get(c.worker)?.conn
-        if (conn instanceof FreesFirst) {
-          conn.free(c.keys)
-          this.freesDue.add(conn)
-          if (this.freeTimer === undefined) {
-            this.freeTimer = setTimeout(this.flushFrees, FREE_DELAY_MS)
-            ;(this.freeTimer as { unref?: () => void }).unref?.()
-          }
-        } else conn?.send({ type: 'free', keys: c.keys } satisfies ToWorkerMessage)
+        if (!(conn instanceof FreesFirst)) return
+        conn.free(c.keys)
+        this.freesDue.add(conn)
+        if (this.freeTimer === undefined) {
+          this.freeTimer = setTimeout(this.sendDueFrees, FREE_DELAY_MS)
+          ;(this.freeTimer as { unref?: () => void }).unref?.()
+        }
         return
       }
       case 'put-data': {

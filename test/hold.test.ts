@@ -61,6 +61,9 @@ async function grid(nworkers: number, submitHoldMs?: number): Promise<{ url: str
   return { url: coord.url, token: coord.clientToken as string, workers }
 }
 
+/** tasks assigned to the grid's workers so far, all told */
+const assignedIn = (g: { workers: Answering[] }): number => g.workers.reduce((n, w) => n + w.assigned, 0)
+
 /** 300 tasks with 20 kB of arguments each: the client cuts them into two frames (about 4 MB each). */
 const mapInTwoFrames = (c: Client): Promise<unknown[]> => {
   const big = 'x'.repeat(20_000)
@@ -75,7 +78,7 @@ describe('a map cut into frames', () => {
     const out = await mapInTwoFrames(c)
     expect(out).toEqual(Array.from({ length: 300 }, () => 1))
     // 300 tasks over 60 workers (each may hold 8 at first): all at once, one frame each
-    expect(g.workers.reduce((n, w) => n + w.assigned, 0)).toBe(300)
+    expect(assignedIn(g)).toBe(300)
     expect(g.workers.map(w => w.assignFrames)).toEqual(g.workers.map(() => 1))
   })
 
@@ -84,7 +87,7 @@ describe('a map cut into frames', () => {
     const c = await Client.connect(g.url, { token: g.token })
     clients.push(c)
     expect(await mapInTwoFrames(c)).toEqual(Array.from({ length: 300 }, () => 1))
-    expect(g.workers.reduce((n, w) => n + w.assigned, 0)).toBe(300)
+    expect(assignedIn(g)).toBe(300)
     expect(g.workers.filter(w => w.assignFrames >= 2).length).toBeGreaterThan(30)
   })
 })
@@ -92,23 +95,26 @@ describe('a map cut into frames', () => {
 describe('a client that says more follow and sends nothing more', () => {
   const fn = '(x) => x'
   const task = (key: string): object => ({ key, fn: hashString(fn), args: encodeValue([key]), deps: [], group: 'held' })
+  /** a raw client that has sent its function (closed after the test unless `keep`: it leaves by itself) */
+  const hostile = async (g: { url: string; token: string }, keep = true): Promise<RawPeer> => {
+    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
+    if (keep) peers.push(h)
+    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    return h
+  }
 
   it('has its tasks placed after submitHoldMs all the same', async () => {
     const g = await grid(2, 200)
-    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
-    peers.push(h)
-    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    const h = await hostile(g)
     h.send({ type: 'submit', tasks: [task('held-1'), task('held-2')], more: true })
-    await until(() => g.workers.reduce((n, w) => n + w.assigned, 0) === 2, 'the held tasks to be assigned')
+    await until(() => assignedIn(g) === 2, 'the held tasks to be assigned')
     const states = await until(() => { const s = h.of('key-state'); return s.length === 2 ? s : undefined }, 'both results')
     expect(states.map(s => s.state)).toEqual(['memory', 'memory'])
   })
 
   it('has them placed before anything else it says (a gather right after is answered)', async () => {
     const g = await grid(2, 60_000)
-    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
-    peers.push(h)
-    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    const h = await hostile(g)
     // two frames: the gather comes in the next, before submitHoldMs
     h.send({ type: 'submit', tasks: [task('g-1')], more: true })
     h.send({ type: 'gather', keys: ['g-1'] })
@@ -119,9 +125,7 @@ describe('a client that says more follow and sends nothing more', () => {
 
   it("never holds another client's tasks: theirs run, and release what it holds", async () => {
     const g = await grid(2, 60_000)
-    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
-    peers.push(h)
-    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    const h = await hostile(g)
     h.send({ type: 'submit', tasks: [task('o-1')], more: true })
     const honest = await Client.connect(g.url, { token: g.token })
     clients.push(honest)
@@ -131,8 +135,7 @@ describe('a client that says more follow and sends nothing more', () => {
 
   it('loses nothing when it leaves while its tasks are held, and the coordinator stays consistent', async () => {
     const g = await grid(2, 60_000)
-    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
-    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    const h = await hostile(g, false)
     h.send({ type: 'submit', tasks: [task('l-1'), task('l-2')], more: true })
     await until(() => coord!.coordinator.metrics.tasksSubmitted >= 2, 'the submit to arrive')
     h.close()
@@ -144,23 +147,19 @@ describe('a client that says more follow and sends nothing more', () => {
 
   it('gets nothing odd from a frame of 5,000 one-task submits that each say more: all run, each once', async () => {
     const g = await grid(4, 60_000)
-    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
-    peers.push(h)
-    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    const h = await hostile(g)
     h.send(...Array.from({ length: 5000 }, (_, i) => ({ type: 'submit', tasks: [task(`m-${i}`)], more: true })))
     // the free workers' room (4 × 8) is what it may hold: past it, they go
-    await until(() => g.workers.reduce((n, w) => n + w.assigned, 0) >= 32, 'the first wave')
+    await until(() => assignedIn(g) >= 32, 'the first wave')
     h.send({ type: 'submit', tasks: [] })
     await until(() => h.of('key-state').filter(m => m.state === 'memory').length === 5000, 'every result', 30_000)
-    expect(g.workers.reduce((n, w) => n + w.assigned, 0)).toBe(5000)
+    expect(assignedIn(g)).toBe(5000)
     expect(new Set(h.of('key-state').map(m => m.key)).size).toBe(5000)
   })
 
   it('is refused a `more` that is not a boolean, and nothing is taken', async () => {
     const g = await grid(1, 60_000)
-    const h = await rawPeer(g.url, { role: 'client', token: g.token, name: 'hostile' })
-    peers.push(h)
-    h.send({ type: 'function', hash: hashString(fn), source: fn })
+    const h = await hostile(g)
     h.send({ type: 'submit', tasks: [task('b-1')], more: 'yes' })
     await until(() => h.errors().length, 'a refusal')
     expect(h.errors()[0]).toMatch(/^bad-message: bad client message "submit"/)

@@ -4,7 +4,7 @@
  * committed at once, in one transaction: its task changes appended to the `log` table as
  * the JSON they came as (one row, whatever the number of tasks), the other changes written
  * into their tables. The task changes are merged here, per row, and folded into the tasks
- * table once a second, or past 20,000 rows, or when the journal closes (one transaction that
+ * table every 5 seconds (`foldMs`), or past 20,000 rows, or when the journal closes (one transaction that
  * also drops the folded batches from the log): a task submitted, run and forgotten within
  * that window never costs a row, one that stays costs one insert. A journal opened after a
  * crash folds what its log holds first (journal-db.ts `replay`). Messages arrive in order;
@@ -44,15 +44,15 @@ function lowerPriority(): void {
 lowerPriority()
 
 const port = parentPort!
-const { path } = workerData as { path: string }
+const { path, foldMs, foldRows } = workerData as { path: string; foldMs: number; foldRows: number }
 let failures = 0
 const fail = (what: string, err: unknown): void => {
   if (failures++ < 5) port.postMessage({ type: 'error', message: `journal ${what} failed: ${(err as Error).message}; a restart may lose these changes` })
 }
 
-/** how long task changes stay merged in the log before they are folded into the tasks table, and how many rows at most */
-const FOLD_MS = 1_000
-const FOLD_ROWS = 20_000
+/** how long task changes stay merged in the log before they are folded into the tasks table, and how many rows at most (server/journal.ts) */
+const FOLD_MS = foldMs
+const FOLD_ROWS = foldRows
 
 let db: ReturnType<typeof openDatabase> | undefined
 let writes: ReturnType<typeof prepareWrites> | undefined

@@ -194,6 +194,31 @@ describe('SqliteJournal', () => {
     expect(back.tasks[1]).toMatchObject({ args: null })
   })
 
+  it('keeps task changes in its log for foldMs (default 5 s) before it folds them into the tasks table; a crash loses neither', async () => {
+    const counts = async (args: string[]): Promise<{ log: number; tasks: number; path: string }> => {
+      const path = file()
+      const child = fork(new URL('../test/fixtures/journal-writer.ts', import.meta.url).pathname, [path, ...args], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+      await new Promise<void>(r => child.once('message', () => r()))
+      child.kill('SIGKILL')
+      await new Promise(r => child.once('exit', r))
+      const raw = new Database(path)
+      const n = (t: string): number => (raw.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n
+      const out = { log: n('log'), tasks: n('tasks'), path }
+      raw.close()
+      return out
+    }
+    // 300 ms after the tasks were committed: within the default window they are still in the log only
+    const kept = await counts(['fold', '5000'])
+    expect(kept).toMatchObject({ log: 1, tasks: 0 })
+    // a window of 50 ms: folded by its timer (and the log emptied) before the kill
+    const folded = await counts(['fold', '50'])
+    expect(folded).toMatchObject({ log: 0, tasks: 10 })
+    // either way a restart has every task
+    for (const c of [kept, folded]) expect(journal(c.path).load().tasks.map(t => t.spec.key)).toEqual(Array.from({ length: 10 }, (_, i) => `k-${i}`))
+    expect(() => openJournal(file(), { foldMs: -1 })).toThrow(/foldMs/)
+    expect(() => openJournal(file(), { foldRows: 0 })).toThrow(/foldRows/)
+  })
+
   it('a journal of schema version 1 is migrated when opened: its rows are kept', () => {
     const path = file()
     const db = new Database(path)

@@ -27,6 +27,14 @@ import { TaskBatchEncoder, openDatabase, prepareWrites, type Op } from './journa
 export interface SqliteJournalOptions {
   /** where a failed write is reported (the coordinator goes on without it) */
   log?: (line: string, level?: 'info' | 'warn' | 'error') => void
+  /**
+   * How long (ms) the writer keeps task changes merged in its log before it folds them into
+   * the tasks table. Default 5,000: a task submitted, run and forgotten within it never costs
+   * a row of its own; a crash replays at most this much of the log (and `foldRows` rows)
+   */
+  foldMs?: number
+  /** How many task rows the log may hold merged before it is folded whatever its age. Default 20,000 */
+  foldRows?: number
 }
 
 type Row = Record<string, unknown>
@@ -83,6 +91,7 @@ export class SqliteJournal implements Journal {
   private db: Database.Database | undefined
   private writer: Worker | undefined
   private readonly log: (line: string, level?: 'info' | 'warn' | 'error') => void
+  private readonly fold: { foldMs: number; foldRows: number }
   /** changes to clients, workers, functions, modules and datasets, in order (few) */
   private ops: Op[] = []
   /** the row of every task recorded, written or about to be */
@@ -106,6 +115,11 @@ export class SqliteJournal implements Journal {
 
   constructor(readonly path: string, options: SqliteJournalOptions = {}) {
     this.log = options.log ?? (() => {})
+    const foldMs = options.foldMs ?? 5_000
+    const foldRows = options.foldRows ?? 20_000
+    if (!(Number.isFinite(foldMs) && foldMs >= 0)) throw new Error(`journal foldMs must be a number of ms ≥ 0, not ${String(options.foldMs)}`)
+    if (!(Number.isInteger(foldRows) && foldRows > 0)) throw new Error(`journal foldRows must be a whole number > 0, not ${String(options.foldRows)}`)
+    this.fold = { foldMs, foldRows }
     this.db = openDatabase(path)
   }
 
@@ -244,7 +258,7 @@ export class SqliteJournal implements Journal {
     this.db?.close()
     this.db = undefined
     const fromSource = import.meta.url.endsWith('.ts')
-    const workerData = { path: this.path }
+    const workerData = { path: this.path, ...this.fold }
     // from sources (tests), the thread registers tsx itself: `--import tsx` does not reach a thread's own entry
     const w = fromSource
       ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(new URL('./journal-writer.ts', import.meta.url).href)}) })`, { eval: true, workerData })

@@ -144,7 +144,9 @@ export interface CoordinatorOptions {
    * (a map cut into frames, `more` on the submit): they are then placed in one wave, one
    * frame per worker instead of one per frame of the client's. It waits only while the
    * free workers have room for more than it holds, never past this, and never for
-   * another client's or another message. Default 200; 0 places each frame as it comes.
+   * another client's or another message. Each frame that says more gives the rest another
+   * submitHoldMs (a coordinator busy reading a big map's frames is not a client that
+   * stopped), up to 5 × submitHoldMs in all. Default 200; 0 places each frame as it comes.
    */
   submitHoldMs?: number
   /**
@@ -252,6 +254,8 @@ const encoder = new TextEncoder()
 
 /** ms the keys a worker is told to free may wait for something else going to it (see FreesFirst) */
 const FREE_DELAY_MS = 1_000
+/** a client's held submit waits at most this many times submitHoldMs in all, however many frames say more follow */
+const HOLD_LIMIT = 5
 
 /**
  * A worker's connection that keeps the keys it is to free until something else goes to
@@ -1049,25 +1053,29 @@ export class Coordinator {
   }
 
   /** a client's tasks from frames that said more follow, fed to the scheduler with the rest as one event (see submitted) */
-  private heldSubmit: { client: ClientPeer; specs: TaskSpec[]; timer: ReturnType<typeof setTimeout> } | null = null
+  private heldSubmit: { client: ClientPeer; specs: TaskSpec[]; timer: ReturnType<typeof setTimeout>; /** performance.now() when it began */ since: number } | null = null
 
   /**
    * A submit's tasks go to the scheduler; those of a frame that says more follow wait for
-   * the rest (at most submitHoldMs, while the free workers have room for more than they
-   * are), so a map cut into frames is placed in one wave: each worker gets its share in
-   * one frame, and answers in one. What is held is only this client's, and goes first
-   * whatever else arrives (onClient, disconnected, close).
+   * the rest (submitHoldMs after the last frame that said so, 5 × submitHoldMs at most
+   * in all, while the free workers have room for more than they are), so a map cut into
+   * frames is placed in one wave: each worker gets its share in one frame, and answers in
+   * one. What is held is only this client's, and goes first whatever else arrives
+   * (onClient, disconnected, close).
    */
   private submitted(c: ClientPeer, specs: TaskSpec[], more: boolean): void {
     // (what another client held went before this submit was read: onClient)
     let h = this.heldSubmit
     if (h !== null) for (const s of specs) h.specs.push(s)
-    if (more && this.opts.submitHoldMs > 0 && !this.closed) {
+    const holdMs = this.opts.submitHoldMs
+    if (more && holdMs > 0 && !this.closed) {
       if (h === null) {
         if (specs.length === 0) return
-        const timer = setTimeout(this.releaseSubmit, this.opts.submitHoldMs)
-        ;(timer as { unref?: () => void }).unref?.()
-        h = this.heldSubmit = { client: c, specs, timer }
+        h = this.heldSubmit = { client: c, specs, timer: this.holdTimer(holdMs), since: performance.now() }
+      } else if (specs.length > 0) {
+        // more came: the rest has another submitHoldMs, within the hold's whole allowance
+        clearTimeout(h.timer)
+        h.timer = this.holdTimer(Math.min(holdMs, h.since + HOLD_LIMIT * holdMs - performance.now()))
       }
       // placing them now would fill every free worker anyway: nothing to wait for
       if (h.specs.length >= this.scheduler.room()) this.releaseSubmit()
@@ -1075,6 +1083,12 @@ export class Coordinator {
     }
     if (h !== null) this.releaseSubmit()
     else if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
+  }
+
+  private holdTimer(ms: number): ReturnType<typeof setTimeout> {
+    const timer = setTimeout(this.releaseSubmit, Math.max(0, ms))
+    ;(timer as { unref?: () => void }).unref?.()
+    return timer
   }
 
   private readonly releaseSubmit = (): void => {

@@ -157,6 +157,39 @@ describe('a client that says more follow and sends nothing more', () => {
     expect(new Set(h.of('key-state').map(m => m.key)).size).toBe(5000)
   })
 
+  it('is given submitHoldMs more by each frame that says more: frames 600 ms apart with a 1 s hold are one wave', async () => {
+    const g = await grid(4, 1_000)
+    const h = await hostile(g)
+    const frame = (n: number, more: boolean): void => h.send({ type: 'submit', tasks: Array.from({ length: 4 }, (_, i) => task(`s-${n}-${i}`)), ...(more ? { more: true } : {}) })
+    frame(0, true)
+    await new Promise(r => setTimeout(r, 600))
+    frame(1, true)
+    await new Promise(r => setTimeout(r, 600))
+    // 1.2 s after the first frame: a hold counted from it alone would have placed the first 8 by now
+    expect(assignedIn(g)).toBe(0)
+    frame(2, false)
+    await until(() => h.of('key-state').filter(m => m.state === 'memory').length === 12, 'every result')
+    // 12 tasks on 4 workers with room for 32: one frame each
+    expect(g.workers.map(w => w.assignFrames)).toEqual([1, 1, 1, 1])
+    expect(g.workers.map(w => w.assigned)).toEqual([3, 3, 3, 3])
+  })
+
+  it('cannot hold its tasks past 5 × submitHoldMs by sending a task that says more every 100 ms', async () => {
+    const g = await grid(2, 200)
+    const h = await hostile(g)
+    const t0 = performance.now()
+    let n = 0
+    // 4 s of frames that each say more: the hold ends after 1 s all the same
+    while (performance.now() - t0 < 4_000 && assignedIn(g) === 0) {
+      h.send({ type: 'submit', tasks: [task(`t-${n++}`)], more: true })
+      await new Promise(r => setTimeout(r, 100))
+    }
+    expect(assignedIn(g)).toBeGreaterThan(0)
+    expect(performance.now() - t0).toBeLessThan(4_000)
+    h.send({ type: 'submit', tasks: [] })
+    await until(() => h.of('key-state').filter(m => m.state === 'memory').length === n, 'every result')
+  })
+
   it('is refused a `more` that is not a boolean, and nothing is taken', async () => {
     const g = await grid(1, 60_000)
     const h = await hostile(g)

@@ -143,10 +143,11 @@ export interface CoordinatorOptions {
    * ms a client's submit may wait for the rest of its turn's tasks when it says more follow
    * (a map cut into frames, `more` on the submit): they are then placed in one wave, one
    * frame per worker instead of one per frame of the client's. It waits only while the
-   * free workers have room for more than it holds, never past this, and never for
-   * another client's or another message. Each frame that says more gives the rest another
+   * free workers have room for more than it holds, and never for another client's or
+   * another message. Each frame with tasks that says more gives the rest another
    * submitHoldMs (a coordinator busy reading a big map's frames is not a client that
-   * stopped), up to 5 × submitHoldMs in all. Default 200; 0 places each frame as it comes.
+   * stopped), up to 5 × submitHoldMs in all. Default 200; 0 places each frame as it
+   * comes; at most 60,000.
    */
   submitHoldMs?: number
   /**
@@ -256,6 +257,8 @@ const encoder = new TextEncoder()
 const FREE_DELAY_MS = 1_000
 /** a client's held submit waits at most this many times submitHoldMs in all, however many frames say more follow */
 const HOLD_LIMIT = 5
+/** the longest submitHoldMs (a held client waits 5 times it at most) */
+const MAX_HOLD_MS = 60_000
 
 /**
  * A worker's connection that keeps the keys it is to free until something else goes to
@@ -386,6 +389,8 @@ export class Coordinator {
       }, options),
       clientToken: options.clientToken, workerToken: options.workerToken, deadlines: options.deadlines,
     }
+    const hold = this.opts.submitHoldMs
+    if (!(typeof hold === 'number' && hold >= 0 && hold <= MAX_HOLD_MS)) throw new RangeError(`submitHoldMs must be a number of ms from 0 to ${MAX_HOLD_MS}, not ${String(hold)}`)
     this.limits = withDefaults(DEFAULT_CLIENT_LIMITS, options.clientLimits)
     this.scheduler = new Scheduler({
       validate: this.opts.validate, leaseMs: this.opts.leaseMs, sendAhead: this.opts.sendAhead, redundancyWaitMs: this.opts.redundancyWaitMs,
@@ -1053,11 +1058,11 @@ export class Coordinator {
   }
 
   /** a client's tasks from frames that said more follow, fed to the scheduler with the rest as one event (see submitted) */
-  private heldSubmit: { client: ClientPeer; specs: TaskSpec[]; timer: ReturnType<typeof setTimeout>; /** performance.now() when it began */ since: number } | null = null
+  private heldSubmit: { client: ClientPeer; specs: TaskSpec[]; timer: ReturnType<typeof setTimeout>; /** when it began (opts.timer, ms) */ since: number } | null = null
 
   /**
    * A submit's tasks go to the scheduler; those of a frame that says more follow wait for
-   * the rest (submitHoldMs after the last frame that said so, 5 × submitHoldMs at most
+   * the rest (submitHoldMs after the last frame with tasks that said so, 5 × submitHoldMs at most
    * in all, while the free workers have room for more than they are), so a map cut into
    * frames is placed in one wave: each worker gets its share in one frame, and answers in
    * one. What is held is only this client's, and goes first whatever else arrives
@@ -1071,11 +1076,11 @@ export class Coordinator {
     if (more && holdMs > 0 && !this.closed) {
       if (h === null) {
         if (specs.length === 0) return
-        h = this.heldSubmit = { client: c, specs, timer: this.holdTimer(holdMs), since: performance.now() }
+        h = this.heldSubmit = { client: c, specs, timer: this.holdTimer(holdMs), since: this.opts.timer() }
       } else if (specs.length > 0) {
         // more came: the rest has another submitHoldMs, within the hold's whole allowance
         clearTimeout(h.timer)
-        h.timer = this.holdTimer(Math.min(holdMs, h.since + HOLD_LIMIT * holdMs - performance.now()))
+        h.timer = this.holdTimer(Math.min(holdMs, h.since + HOLD_LIMIT * holdMs - this.opts.timer()))
       }
       // placing them now would fill every free worker anyway: nothing to wait for
       if (h.specs.length >= this.scheduler.room()) this.releaseSubmit()

@@ -28,6 +28,12 @@ export interface StartOptions extends Omit<CoordinatorOptions, 'journal'> {
    * ./tabgrid-journal.db unless told `--no-journal`.
    */
   journal?: string | false | undefined
+  /**
+   * How long (ms) the journal keeps task changes in its log before folding them into its
+   * tasks table (server/journal.ts `foldMs`): a task that lives less costs no row of its
+   * own; a restart replays about this much of the log. Default 5,000.
+   */
+  journalFoldMs?: number
   /** Default 8786; 0 picks a free port. */
   port?: number
   /** Default 127.0.0.1. */
@@ -89,7 +95,7 @@ const TYPES: Record<string, string> = {
 export async function startCoordinator(options: StartOptions = {}): Promise<RunningCoordinator> {
   // safe by default: a grid started without a client token gets one
   const clientToken = options.clientToken === undefined ? randomSecret(16) : options.clientToken || undefined
-  const journal = options.journal ? openJournal(options.journal, options.log ? { log: options.log } : {}) : undefined
+  const journal = options.journal ? openJournal(options.journal, { ...(options.log ? { log: options.log } : {}), ...(options.journalFoldMs === undefined ? {} : { foldMs: options.journalFoldMs }) }) : undefined
   const coordinator = new Coordinator({ tokenEquals, digester: nodeDigester, batchTurns: true, ...options, clientToken, journal })
   const allowed = new Set(options.allowOrigin ?? [])
   const failures = new AuthFailures(options.maxAuthFailures ?? 10, options.authWindowMs ?? 60_000)

@@ -8,6 +8,7 @@ import { openJournal, type SqliteJournal } from './journal.js'
 import { LoggedTasks, TaskBatchEncoder, decodeTasks } from './journal-db.js'
 import type { JournalTask } from '../core/journal.js'
 import { Coordinator } from '../core/coordinator.js'
+import { startCoordinator } from './http.js'
 import type { Connection } from '../core/coordinator.js'
 import { sha256Hex } from '../shared/digest.js'
 import { hashString } from '../shared/hash.js'
@@ -208,15 +209,20 @@ describe('SqliteJournal', () => {
       return out
     }
     // 300 ms after the tasks were committed: within the default window they are still in the log only
-    const kept = await counts(['fold', '5000'])
+    const kept = await counts(['fold'])
     expect(kept).toMatchObject({ log: 1, tasks: 0 })
-    // a window of 50 ms: folded by its timer (and the log emptied) before the kill
-    const folded = await counts(['fold', '50'])
+    // a window of 50 ms: folded by its timer (and the log emptied) well before the kill, 2 s later
+    const folded = await counts(['fold', '50', '2000'])
     expect(folded).toMatchObject({ log: 0, tasks: 10 })
     // either way a restart has every task
     for (const c of [kept, folded]) expect(journal(c.path).load().tasks.map(t => t.spec.key)).toEqual(Array.from({ length: 10 }, (_, i) => `k-${i}`))
     expect(() => openJournal(file(), { foldMs: -1 })).toThrow(/foldMs/)
+    // a timer that long would fire at once (Node's setTimeout): refused rather than turned around
+    expect(() => openJournal(file(), { foldMs: 2 ** 31 })).toThrow(/foldMs/)
+    expect(() => openJournal(file(), { foldMs: Number.NaN })).toThrow(/foldMs/)
     expect(() => openJournal(file(), { foldRows: 0 })).toThrow(/foldRows/)
+    // startCoordinator's journalFoldMs is this option
+    await expect(startCoordinator({ port: 0, journal: file(), journalFoldMs: -5 })).rejects.toThrow(/journal foldMs must be/)
   })
 
   it('a journal of schema version 1 is migrated when opened: its rows are kept', () => {

@@ -117,7 +117,8 @@ export class SqliteJournal implements Journal {
     this.log = options.log ?? (() => {})
     const foldMs = options.foldMs ?? 5_000
     const foldRows = options.foldRows ?? 20_000
-    if (!(Number.isFinite(foldMs) && foldMs >= 0)) throw new Error(`journal foldMs must be a number of ms ≥ 0, not ${String(options.foldMs)}`)
+    // (a timer of more than 2^31 - 1 ms would fire at once: Node's setTimeout)
+    if (!(typeof foldMs === 'number' && foldMs >= 0 && foldMs <= 2 ** 31 - 1)) throw new Error(`journal foldMs must be a number of ms from 0 to ${2 ** 31 - 1}, not ${String(options.foldMs)}`)
     if (!(Number.isInteger(foldRows) && foldRows > 0)) throw new Error(`journal foldRows must be a whole number > 0, not ${String(options.foldRows)}`)
     this.fold = { foldMs, foldRows }
     this.db = openDatabase(path)

@@ -17,6 +17,9 @@ import { stealWork } from './scheduler-stealing.js'
 import { record } from './scheduler-story.js'
 import { digestsWanted } from './scheduler-verify.js'
 
+/** tiny tasks are packed out of a batch of at least this many tasks per idle worker */
+const PACK_EXCESS = 2
+
 /**
  * Hands ready tasks to workers with capacity, best first. Unrestricted tasks fit any
  * free worker, so each costs O(log n); constrained ones that fit nowhere now are set
@@ -26,6 +29,8 @@ export function dispatch(sched: Scheduler): void {
   if (sched.scatterQ.size > 0 && sched.openWorkers > 0) placeScattered(sched)
   let aside: TaskState[] | null = null
   let constrainedOpen = true
+  // tiny tasks are packed only out of a batch much bigger than the idle workers (see leastOccupied)
+  sched.packNow = sched.avgReports > 0 && sched.mainQ.size >= PACK_EXCESS * sched.idle.size
   while (sched.free.length > 0) {
     const a = sched.mainQ.peek()
     const b = constrainedOpen ? sched.constrainedQ.peek() : undefined
@@ -41,6 +46,7 @@ export function dispatch(sched: Scheduler): void {
       }
     }
   }
+  sched.packNow = false
   if (aside !== null) for (const t of aside) if (!sched.constrainedQ.has(t)) sched.constrainedQ.push(t)
   if (sched.aheadLater.size > 0 && sched.free.length > 0) dispatchAhead(sched)
   stealWork(sched)
@@ -138,11 +144,25 @@ export function leastOccupiedOf(sched: Scheduler, pool: readonly WorkerState[]):
 }
 
 
-/** The least occupied free worker: all of them when few, a rotating sample of SAMPLE when many. */
+/**
+ * The least occupied free worker: all of them when few, a rotating sample of SAMPLE when
+ * many. But tiny tasks are packed: once run times have been measured, while the worker
+ * the last one went to would still have less than a steal's latency of work per slot with
+ * one more (`stealLatencyMs`, the rule by which stealing leaves such tasks alone), it
+ * takes the next too — when the batch being placed has at least PACK_EXCESS tasks per
+ * idle worker (a few tasks still go one to a worker: one that takes longer than the
+ * average says must not hold up another behind it while a worker is idle). Spread over
+ * every free worker, a map of tasks that each take microseconds costs a frame each way
+ * per worker for no gain in time: an idle worker could not start them sooner than the
+ * one holding them.
+ */
 export function leastOccupied(sched: Scheduler, exclude: readonly string[] | null): WorkerState | null {
   const free = sched.free
   const n = free.length
   if (n === 0) return null
+  const p = sched.packing
+  if (sched.packNow && p !== null && p.freeIndex >= 0 && ((p.attempts.size + 1) * sched.avgMs) / p.slots < sched.opts.stealLatencyMs &&
+    (exclude === null || !exclude.includes(p.volunteer))) return p
   const all = n <= SAMPLE
   const count = all ? n : SAMPLE
   const start = all ? 0 : sched.cursor % n
@@ -156,8 +176,9 @@ export function leastOccupied(sched: Scheduler, exclude: readonly string[] | nul
   }
   if (!all) {
     sched.cursor = start + count
-    if (best === null) return leastOccupiedOf(sched, free.filter(w => !(exclude?.includes(w.volunteer))))
+    if (best === null) best = leastOccupiedOf(sched, free.filter(w => !(exclude?.includes(w.volunteer))))
   }
+  sched.packing = best
   return best
 }
 

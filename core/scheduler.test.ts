@@ -314,6 +314,50 @@ describe('pipelining', () => {
     expect(assigned(fin(s, 'w1', 't0', 1, { ms: 0 }))).toEqual([['w1', 't17', 18], ['w1', 't18', 19], ['w1', 't19', 20]])
   })
 
+  /** 10 one-slot workers, and run times measured at 1 µs: 10 tasks (one a worker: nothing measured yet) finished */
+  const measuredTiny = (): Scheduler => {
+    const s = new Scheduler({ validate: true, sendAhead: false }) // pipelineMs (and stealLatencyMs) 5
+    for (let i = 0; i < 10; i++) addW(s, `w${i}`, 1)
+    const first = assigned(submit(s, 'c', ...Array.from({ length: 10 }, (_, i) => spec(`m${i}`))))
+    expect(new Set(first.map(([w]) => w)).size).toBe(10)
+    for (const [w, k, a] of first) fin(s, w, k, a, { ms: 0.001 })
+    return s
+  }
+  const perWorker = (cmds: Command[]): Record<string, number> => {
+    const n: Record<string, number> = {}
+    for (const [w] of assigned(cmds)) n[w] = (n[w] ?? 0) + 1
+    return n
+  }
+
+  it('packs tiny tasks out of a big batch: a worker takes them while it holds under a steal latency of work per slot', () => {
+    const s = measuredTiny()
+    // the average is 0.108 ms: a worker takes tasks while (held + 1) × 0.108 < 5 ms, 46 of them; 100 tasks on 3 workers, not 10
+    expect(s.avgMs).toBeCloseTo(0.1082, 3)
+    expect(perWorker(submit(s, 'c', ...Array.from({ length: 100 }, (_, i) => spec(`t${i}`))))).toEqual({ w9: 46, w0: 46, w1: 8 })
+  })
+
+  it('does not pack a batch of fewer than 2 tasks per idle worker: a task slower than the average holds up no other', () => {
+    const s = measuredTiny()
+    expect(perWorker(submit(s, 'c', ...Array.from({ length: 19 }, (_, i) => spec(`t${i}`))))).toEqual(Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`w${i}`, i < 9 ? 2 : 1])))
+    // and a slow task beside a fast one: each on a worker of its own
+    const t = measuredTiny()
+    expect(new Set(assigned(submit(t, 'c', spec('slow'), spec('fast'))).map(([w]) => w)).size).toBe(2)
+  })
+
+  it('never packs tasks whose average is past a steal latency, nor before anything was measured', () => {
+    const s = new Scheduler({ validate: true, sendAhead: false })
+    for (let i = 0; i < 10; i++) addW(s, `w${i}`, 1)
+    // nothing measured: 100 tasks spread, 6 each on 10 workers (1 + 5 ahead at the 1 ms guess)
+    const first = submit(s, 'c', ...Array.from({ length: 100 }, (_, i) => spec(`u${i}`)))
+    expect(Object.values(perWorker(first))).toEqual(Array.from({ length: 10 }, () => 6))
+    // run times of 50 ms measured: every worker holds 2 (a slot and one ahead) and no more
+    const r = new Scheduler({ validate: true, sendAhead: false })
+    for (let i = 0; i < 10; i++) addW(r, `w${i}`, 1)
+    const warm = assigned(submit(r, 'c', ...Array.from({ length: 10 }, (_, i) => spec(`m${i}`))))
+    for (const [w, k, a] of warm) fin(r, w, k, a, { ms: 50 })
+    expect(Object.values(perWorker(submit(r, 'c', ...Array.from({ length: 100 }, (_, i) => spec(`t${i}`)))))).toEqual(Array.from({ length: 10 }, () => 2))
+  })
+
   it('respects maxAhead', () => {
     const s = new Scheduler({ validate: true, maxAhead: 3 })
     addW(s, 'w1', 2)

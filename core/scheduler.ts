@@ -124,6 +124,12 @@ export class Scheduler {
   workerSeq = 0
   mark = 0
   cursor = 0
+  /** the worker tiny tasks are being packed onto (scheduler-placement.ts leastOccupied) */
+  packing: WorkerState | null = null
+  /** run times reported into avgMs (until then it is a guess: nothing is packed) */
+  avgReports = 0
+  /** this dispatch packs tiny tasks (it has at least PACK_EXCESS tasks per idle worker) */
+  packNow = false
   openWorkers = 0
   lastEntry: Entry | null = null
   lastGroup: GroupCounts | null = null
@@ -656,6 +662,7 @@ export class Scheduler {
     const w = this.byId.get(id)
     if (w === undefined) return
     this.setWorkerStatus(w, 'gone')
+    if (this.packing === w) this.packing = null
     this.byId.delete(id)
     const nv = (this.volunteers.get(w.volunteer) ?? 1) - 1
     if (nv > 0) this.volunteers.set(w.volunteer, nv)
@@ -1671,6 +1678,7 @@ export class Scheduler {
   updateAvg(ms: number): void {
     if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) return
     this.avgMs = Math.max(MIN_AVG_MS, this.avgMs + EMA_WEIGHT * (ms - this.avgMs))
+    this.avgReports++
     // no pass over the workers: each is re-filed with the new capacity at its next touch
     // (every assignment and result touches its worker), so this is O(1) per report
     if (this.avgMs * CAPACITY_HYSTERESIS < this.capMs || this.avgMs > this.capMs * CAPACITY_HYSTERESIS) this.capMs = this.avgMs

@@ -29,8 +29,9 @@ export function dispatch(sched: Scheduler): void {
   if (sched.scatterQ.size > 0 && sched.openWorkers > 0) placeScattered(sched)
   let aside: TaskState[] | null = null
   let constrainedOpen = true
-  // tiny tasks are packed only out of a batch much bigger than the idle workers (see leastOccupied)
-  sched.packNow = sched.avgReports > 0 && sched.mainQ.size >= PACK_EXCESS * sched.idle.size
+  // tiny tasks are packed only out of a batch much bigger than the idle workers, onto a worker of this dispatch (see packed)
+  sched.packNow = sched.idle.size > 0 && sched.mainQ.size >= PACK_EXCESS * sched.idle.size
+  sched.packing = null
   while (sched.free.length > 0) {
     const a = sched.mainQ.peek()
     const b = constrainedOpen ? sched.constrainedQ.peek() : undefined
@@ -61,6 +62,7 @@ export function place(sched: Scheduler, t: TaskState): boolean {
     const w = (t.avoid !== null ? chooseWorker(sched, t, t.avoid) : null) ?? chooseWorker(sched, t, null)
     if (w === null) return false
     run(sched, t, w)
+    sched.packing = w
     return true
   }
   let need = attemptsNeeded(sched, t)
@@ -127,7 +129,7 @@ export function chooseWorker(sched: Scheduler, t: TaskState, exclude: readonly s
     if (t.deps.length === 0) return leastOccupiedOf(sched, pool)
     return cheapest(sched, t, pool, null)
   }
-  const fallback = leastOccupied(sched, exclude)
+  const fallback = packed(sched, t, exclude) ?? leastOccupied(sched, exclude)
   if (t.deps.length === 0 || fallback === null) return fallback
   return cheapest(sched, t, null, fallback, exclude)
 }
@@ -145,24 +147,30 @@ export function leastOccupiedOf(sched: Scheduler, pool: readonly WorkerState[]):
 
 
 /**
- * The least occupied free worker: all of them when few, a rotating sample of SAMPLE when
- * many. But tiny tasks are packed: once run times have been measured, while the worker
- * the last one went to would still have less than a steal's latency of work per slot with
- * one more (`stealLatencyMs`, the rule by which stealing leaves such tasks alone), it
- * takes the next too — when the batch being placed has at least PACK_EXCESS tasks per
- * idle worker (a few tasks still go one to a worker: one that takes longer than the
- * average says must not hold up another behind it while a worker is idle). Spread over
- * every free worker, a map of tasks that each take microseconds costs a frame each way
- * per worker for no gain in time: an idle worker could not start them sooner than the
- * one holding them.
+ * Tiny tasks are packed: the worker the last task of this dispatch went to takes this one
+ * too while it would still hold less than a steal's latency of work per slot with it
+ * (`stealLatencyMs`, the rule by which stealing leaves such tasks alone), judged by the
+ * run time of the task's own group, measured by two workers at least — when the batch
+ * being placed has at least PACK_EXCESS tasks per idle worker (a few tasks still go one
+ * to a worker: one that takes longer than its group's average holds up no other while a
+ * worker is idle). Spread over every free worker, a map of tasks that each take
+ * microseconds costs a frame each way per worker for no gain in time: an idle worker
+ * could not start them sooner than the one holding them. Null: place it as usual.
  */
+function packed(sched: Scheduler, t: TaskState, exclude: readonly string[] | null): WorkerState | null {
+  const p = sched.packing
+  if (!sched.packNow || p === null || p.freeIndex < 0) return null
+  const g = sched.groupMs.get(t.group)
+  if (g === undefined || !g.two || ((p.attempts.size + 1) * g.ms) / p.slots >= sched.opts.stealLatencyMs) return null
+  return exclude !== null && exclude.includes(p.volunteer) ? null : p
+}
+
+
+/** The least occupied free worker: all of them when few, a rotating sample of SAMPLE when many. */
 export function leastOccupied(sched: Scheduler, exclude: readonly string[] | null): WorkerState | null {
   const free = sched.free
   const n = free.length
   if (n === 0) return null
-  const p = sched.packing
-  if (sched.packNow && p !== null && p.freeIndex >= 0 && ((p.attempts.size + 1) * sched.avgMs) / p.slots < sched.opts.stealLatencyMs &&
-    (exclude === null || !exclude.includes(p.volunteer))) return p
   const all = n <= SAMPLE
   const count = all ? n : SAMPLE
   const start = all ? 0 : sched.cursor % n
@@ -176,9 +184,8 @@ export function leastOccupied(sched: Scheduler, exclude: readonly string[] | nul
   }
   if (!all) {
     sched.cursor = start + count
-    if (best === null) best = leastOccupiedOf(sched, free.filter(w => !(exclude?.includes(w.volunteer))))
+    if (best === null) return leastOccupiedOf(sched, free.filter(w => !(exclude?.includes(w.volunteer))))
   }
-  sched.packing = best
   return best
 }
 

@@ -314,11 +314,11 @@ describe('pipelining', () => {
     expect(assigned(fin(s, 'w1', 't0', 1, { ms: 0 }))).toEqual([['w1', 't17', 18], ['w1', 't18', 19], ['w1', 't19', 20]])
   })
 
-  /** 10 one-slot workers, and run times measured at 1 µs: 10 tasks (one a worker: nothing measured yet) finished */
+  /** 10 one-slot workers, and group inc's run times measured at 1 µs: 10 tasks (one a worker: nothing measured yet) finished */
   const measuredTiny = (): Scheduler => {
     const s = new Scheduler({ validate: true, sendAhead: false }) // pipelineMs (and stealLatencyMs) 5
     for (let i = 0; i < 10; i++) addW(s, `w${i}`, 1)
-    const first = assigned(submit(s, 'c', ...Array.from({ length: 10 }, (_, i) => spec(`m${i}`))))
+    const first = assigned(submit(s, 'c', ...Array.from({ length: 10 }, (_, i) => spec(`inc-m${i}`))))
     expect(new Set(first.map(([w]) => w)).size).toBe(10)
     for (const [w, k, a] of first) fin(s, w, k, a, { ms: 0.001 })
     return s
@@ -328,34 +328,57 @@ describe('pipelining', () => {
     for (const [w] of assigned(cmds)) n[w] = (n[w] ?? 0) + 1
     return n
   }
+  const batch = (group: string, n: number): TaskSpec[] => Array.from({ length: n }, (_, i) => spec(`${group}-t${i}`))
 
   it('packs tiny tasks out of a big batch: a worker takes them while it holds under a steal latency of work per slot', () => {
     const s = measuredTiny()
-    // the average is 0.108 ms: a worker takes tasks while (held + 1) × 0.108 < 5 ms, 46 of them; 100 tasks on 3 workers, not 10
-    expect(s.avgMs).toBeCloseTo(0.1082, 3)
-    expect(perWorker(submit(s, 'c', ...Array.from({ length: 100 }, (_, i) => spec(`t${i}`))))).toEqual({ w9: 46, w0: 46, w1: 8 })
+    // inc runs in 1 µs: a worker would take 4,999 of them under 5 ms; its capacity stops it first (1 + ⌈5 ÷ 0.108⌉ = 48 at the
+    // average of all runs, which started from the 1 ms guess): 100 tasks on 3 workers, not 10
+    expect(s.groupMs.get('inc')).toMatchObject({ ms: 0.001, n: 10, two: true })
+    expect(perWorker(submit(s, 'c', ...batch('inc', 100)))).toEqual({ w0: 48, w1: 48, w2: 4 })
   })
 
   it('does not pack a batch of fewer than 2 tasks per idle worker: a task slower than the average holds up no other', () => {
     const s = measuredTiny()
-    expect(perWorker(submit(s, 'c', ...Array.from({ length: 19 }, (_, i) => spec(`t${i}`))))).toEqual(Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`w${i}`, i < 9 ? 2 : 1])))
+    expect(perWorker(submit(s, 'c', ...batch('inc', 19)))).toEqual(Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`w${i}`, i < 9 ? 2 : 1])))
     // and a slow task beside a fast one: each on a worker of its own
     const t = measuredTiny()
-    expect(new Set(assigned(submit(t, 'c', spec('slow'), spec('fast'))).map(([w]) => w)).size).toBe(2)
+    expect(new Set(assigned(submit(t, 'c', spec('inc-slow'), spec('inc-fast'))).map(([w]) => w)).size).toBe(2)
+    // nor one task at a time once no worker is idle: each goes to the least occupied
+    const u = new Scheduler({ validate: true, sendAhead: false })
+    for (let i = 0; i < 3; i++) addW(u, `w${i}`, 1)
+    for (const [w, k, a] of assigned(submit(u, 'c', ...batch('inc', 3)))) fin(u, w, k, a, { ms: 0.001 })
+    submit(u, 'c', ...batch('busy', 3))
+    const singles = [1, 2, 3, 4].flatMap(i => assigned(submit(u, 'c', spec(`inc-s${i}`))).map(([w]) => w))
+    expect(singles).toEqual(['w0', 'w1', 'w2', 'w0'])
+  })
+
+  it("packs by the task's own group, measured by two workers: not another group's tasks, not one volunteer's word", () => {
+    // a group never measured is spread however tiny another group is
+    const s = measuredTiny()
+    expect(Object.values(perWorker(submit(s, 'c', ...batch('slow', 100))))).toHaveLength(10)
+    // a group measured by one worker alone (it could say anything) is spread too
+    const r = new Scheduler({ validate: true, sendAhead: false })
+    for (let i = 0; i < 10; i++) addW(r, `w${i}`, 1)
+    for (let i = 0; i < 10; i++) {
+      const [[w, k, a]] = assigned(submit(r, 'c', spec(`one-m${i}`, { workers: ['w3'] })))
+      fin(r, w, k, a, { ms: 0 })
+    }
+    expect(r.groupMs.get('one')).toMatchObject({ n: 10, two: false })
+    expect(Object.values(perWorker(submit(r, 'c', ...batch('one', 100))))).toHaveLength(10)
   })
 
   it('never packs tasks whose average is past a steal latency, nor before anything was measured', () => {
     const s = new Scheduler({ validate: true, sendAhead: false })
     for (let i = 0; i < 10; i++) addW(s, `w${i}`, 1)
     // nothing measured: 100 tasks spread, 6 each on 10 workers (1 + 5 ahead at the 1 ms guess)
-    const first = submit(s, 'c', ...Array.from({ length: 100 }, (_, i) => spec(`u${i}`)))
-    expect(Object.values(perWorker(first))).toEqual(Array.from({ length: 10 }, () => 6))
+    expect(Object.values(perWorker(submit(s, 'c', ...batch('inc', 100))))).toEqual(Array.from({ length: 10 }, () => 6))
     // run times of 50 ms measured: every worker holds 2 (a slot and one ahead) and no more
     const r = new Scheduler({ validate: true, sendAhead: false })
     for (let i = 0; i < 10; i++) addW(r, `w${i}`, 1)
-    const warm = assigned(submit(r, 'c', ...Array.from({ length: 10 }, (_, i) => spec(`m${i}`))))
+    const warm = assigned(submit(r, 'c', ...Array.from({ length: 10 }, (_, i) => spec(`inc-m${i}`))))
     for (const [w, k, a] of warm) fin(r, w, k, a, { ms: 50 })
-    expect(Object.values(perWorker(submit(r, 'c', ...Array.from({ length: 100 }, (_, i) => spec(`t${i}`)))))).toEqual(Array.from({ length: 10 }, () => 2))
+    expect(Object.values(perWorker(submit(r, 'c', ...batch('inc', 100))))).toEqual(Array.from({ length: 10 }, () => 2))
   })
 
   it('respects maxAhead', () => {

@@ -126,10 +126,13 @@ export class Scheduler {
   cursor = 0
   /** the worker tiny tasks are being packed onto (scheduler-placement.ts leastOccupied) */
   packing: WorkerState | null = null
-  /** run times reported into avgMs (until then it is a guess: nothing is packed) */
-  avgReports = 0
   /** this dispatch packs tiny tasks (it has at least PACK_EXCESS tasks per idle worker) */
   packNow = false
+  /**
+   * Run times per group (a task's prefix), for packing: a moving average, how many reports,
+   * and whether two workers reported (one volunteer's word alone packs nothing)
+   */
+  groupMs = new Map<string, { ms: number; n: number; by: WorkerState; two: boolean }>()
   openWorkers = 0
   lastEntry: Entry | null = null
   lastGroup: GroupCounts | null = null
@@ -817,6 +820,7 @@ export class Scheduler {
     // run times clamped to what the scheduler saw elapse: no stretching a group's deadline
     this.deadlines?.observe(t.group, Math.min(e.ms, this.now - a.at))
     this.updateAvg(e.ms)
+    this.observeGroup(t.group, w, Math.min(e.ms, this.now - a.at))
     const nbytes = int(e.nbytes, 0, 0)
     if (t.redundant !== null) {
       const r = t.redundant
@@ -1675,10 +1679,23 @@ export class Scheduler {
     }
   }
 
+  /** A group's run time (clamped to what the scheduler saw elapse), for packing its tasks. */
+  observeGroup(group: string, w: WorkerState, ms: number): void {
+    if (!(ms >= 0) || !Number.isFinite(ms)) return
+    const g = this.groupMs.get(group)
+    if (g === undefined) {
+      if (this.groupMs.size >= 10_000) this.groupMs.clear()
+      this.groupMs.set(group, { ms: Math.max(MIN_AVG_MS, ms), n: 1, by: w, two: false })
+      return
+    }
+    g.ms = Math.max(MIN_AVG_MS, g.ms + EMA_WEIGHT * (ms - g.ms))
+    g.n++
+    if (g.by !== w) g.two = true
+  }
+
   updateAvg(ms: number): void {
     if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) return
     this.avgMs = Math.max(MIN_AVG_MS, this.avgMs + EMA_WEIGHT * (ms - this.avgMs))
-    this.avgReports++
     // no pass over the workers: each is re-filed with the new capacity at its next touch
     // (every assignment and result touches its worker), so this is O(1) per report
     if (this.avgMs * CAPACITY_HYSTERESIS < this.capMs || this.avgMs > this.capMs * CAPACITY_HYSTERESIS) this.capMs = this.avgMs

@@ -361,7 +361,7 @@ describe('pipelining', () => {
     const r = new Scheduler({ validate: true, sendAhead: false })
     for (let i = 0; i < 10; i++) addW(r, `w${i}`, 1)
     for (let i = 0; i < 10; i++) {
-      const [[w, k, a]] = assigned(submit(r, 'c', spec(`one-m${i}`, { workers: ['w3'] })))
+      const [w, k, a] = assigned(submit(r, 'c', spec(`one-m${i}`, { workers: ['w3'] })))[0]!
       fin(r, w, k, a, { ms: 0 })
     }
     expect(r.groupMs.get('one')).toMatchObject({ n: 10, two: false })

@@ -93,6 +93,11 @@ export async function startSimGrid(nworkers, { env = {}, nice = NICE } = {}) {
 }
 
 /** n no-op tasks, map + gather, on a grid already warmed up: wall time, coordinator CPU, frames. */
+/** µs of CPU the coordinator's main thread spent since `before` (a 'main-cpu' reading), per task; null where it cannot be read */
+const mainCpuPerTask = async (grid, before, n) => before === null ? null : ((await grid.rpc('main-cpu')) - before) / n
+/** the main thread's share, for a row's line */
+const mainPart = row => row.mainCpuUsPerTask == null ? '' : ` (its main thread ${row.mainCpuUsPerTask.toFixed(1)})`
+
 async function noopRun(grid, n) {
   const c = grid.client.with({ pure: false })
   const s0 = await grid.stats()
@@ -104,12 +109,12 @@ async function noopRun(grid, n) {
   const ms = performance.now() - t0
   const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
-  const main = main0 === null ? null : (await grid.rpc('main-cpu')) - main0
+  const mainCpuUsPerTask = await mainCpuPerTask(grid, main0, n)
   const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   const per = k => (s1[k] - s0[k]) / n
   if (process.env.SIM_DEBUG === '1') console.log(Object.fromEntries(Object.keys(s1).map(k => [k, +per(k).toFixed(3)])))
-  return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, mainCpuUsPerTask: main === null ? null : main / n, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches'), workersCpuUsPerTask: per('cpuUs'), clientCpuUsPerTask: (own.user + own.system) / n, assignFrames: per('assignFrames'), fetchFrames: per('fetchFrames') }
+  return { rate: n / (ms / 1000), usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, mainCpuUsPerTask, frames: per('framesIn') + per('framesOut'), steals: per('steals'), fetches: per('fetches'), workersCpuUsPerTask: per('cpuUs'), clientCpuUsPerTask: (own.user + own.system) / n, assignFrames: per('assignFrames'), fetchFrames: per('fetchFrames') }
 }
 
 function medianRow(runs) {
@@ -149,7 +154,7 @@ export async function workersRows({ counts, tasks, idleSeconds, runs, profile, l
       }
       const row = { workers: n, ...medianRow(results), idle }
       rows.push(row)
-      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task${row.mainCpuUsPerTask == null ? '' : ` (its main thread ${row.mainCpuUsPerTask.toFixed(1)})`} (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task, ${row.fetches.toFixed(2)} fetches/task (frames with assigns ${row.assignFrames?.toFixed(2)}, with fetches ${row.fetchFrames?.toFixed(2)})${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
+      log(`${String(n).padStart(5)} workers: ${row.rate.toFixed(0).padStart(6)} tasks/s (${row.usPerTask.toFixed(1)} µs/task${rows.length > 1 ? `, ${(100 * row.rate / rows[0].rate).toFixed(0)}% of the ${rows[0].workers}-worker rate` : ''}), coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task${mainPart(row)} (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.frames.toFixed(2)} frames/task, ${row.steals.toFixed(3)} steals/task, ${row.fetches.toFixed(2)} fetches/task (frames with assigns ${row.assignFrames?.toFixed(2)}, with fetches ${row.fetchFrames?.toFixed(2)})${idle === null ? '' : `; idle: ${(100 * idle).toFixed(1)}% of a core over ${idleSeconds} s`}`)
     } finally {
       await grid.close()
     }
@@ -189,7 +194,7 @@ async function queueAndRun(grid, n, profilePath = null, log = console.log) {
   const ms = performance.now() - t1
   const own = process.cpuUsage(own0)
   const cpu = (await grid.rpc('cpu')) - cpu0
-  const main = main0 === null ? null : (await grid.rpc('main-cpu')) - main0
+  const mainCpuUsPerTask = await mainCpuPerTask(grid, main0, n)
   if (profilePath) {
     mkdirSync(dirname(profilePath), { recursive: true })
     log(`  profile: ${await grid.rpc('profile-stop', { path: profilePath })}`)
@@ -197,7 +202,7 @@ async function queueAndRun(grid, n, profilePath = null, log = console.log) {
   const s1 = await grid.stats()
   if (out.length !== n || out[n - 1] !== 1) throw new Error('lost or wrong results (a simulated worker answers 1)')
   for (const f of futures) f.release()
-  return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, mainCpuUsPerTask: main === null ? null : main / n, heapPerTask, workersCpuUsPerTask: (s1.cpuUs - s0.cpuUs) / n, clientCpuUsPerTask: (own.user + own.system) / n }
+  return { usPerTask: (ms * 1000) / n, cpuUsPerTask: cpu / n, mainCpuUsPerTask, heapPerTask, workersCpuUsPerTask: (s1.cpuUs - s0.cpuUs) / n, clientCpuUsPerTask: (own.user + own.system) / n }
 }
 
 export async function sizeRows({ sizes, workers, runs, profile, log = console.log }) {
@@ -212,7 +217,7 @@ export async function sizeRows({ sizes, workers, runs, profile, log = console.lo
       for (let r = 0; r < (n >= 1_000_000 ? 1 : runs); r++) results.push(await queueAndRun(grid, n, profile && (last || process.env.SIM_PROFILE_ALL) ? join(profile, `coordinator-${n}-tasks.cpuprofile`) : null, log))
       const row = { tasks: n, ...medianRow(results) }
       rows.push(row)
-      log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task${row.mainCpuUsPerTask == null ? '' : ` (its main thread ${row.mainCpuUsPerTask.toFixed(1)})`} (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
+      log(`${n.toLocaleString('en').padStart(9)} tasks on ${workers} workers: ${row.usPerTask.toFixed(1)} µs/task, coordinator CPU ${row.cpuUsPerTask.toFixed(1)} µs/task${mainPart(row)} (simulated workers ${row.workersCpuUsPerTask.toFixed(1)}, client ${row.clientCpuUsPerTask.toFixed(1)}), ${row.heapPerTask.toFixed(0)} bytes of coordinator heap per queued task`)
     }
   } finally {
     await grid.close()

@@ -255,6 +255,13 @@ const encoder = new TextEncoder()
 
 /** ms the keys a worker is told to free may wait for something else going to it (see FreesFirst) */
 const FREE_DELAY_MS = 1_000
+/** A timer that does not keep the process alive (Node; a browser's timers have no unref). */
+function backgroundTimeout(fn: () => void, ms: number): ReturnType<typeof setTimeout> {
+  const timer = setTimeout(fn, ms)
+  ;(timer as { unref?: () => void }).unref?.()
+  return timer
+}
+
 /** a client's held submit waits at most this many times submitHoldMs in all, however many frames say more follow */
 const HOLD_LIMIT = 5
 /** the longest submitHoldMs (a held client waits 5 times it at most) */
@@ -1076,11 +1083,11 @@ export class Coordinator {
     if (more && holdMs > 0 && !this.closed) {
       if (h === null) {
         if (specs.length === 0) return
-        h = this.heldSubmit = { client: c, specs, timer: this.holdTimer(holdMs), since: this.opts.timer() }
+        h = this.heldSubmit = { client: c, specs, timer: backgroundTimeout(this.releaseSubmit, holdMs), since: this.opts.timer() }
       } else if (specs.length > 0) {
         // more came: the rest has another submitHoldMs, within the hold's whole allowance
         clearTimeout(h.timer)
-        h.timer = this.holdTimer(Math.min(holdMs, h.since + HOLD_LIMIT * holdMs - this.opts.timer()))
+        h.timer = backgroundTimeout(this.releaseSubmit, Math.max(0, Math.min(holdMs, h.since + HOLD_LIMIT * holdMs - this.opts.timer())))
       }
       // placing them now would fill every free worker anyway: nothing to wait for
       if (h.specs.length >= this.scheduler.room()) this.releaseSubmit()
@@ -1088,12 +1095,6 @@ export class Coordinator {
     }
     if (h !== null) this.releaseSubmit()
     else if (specs.length) this.handle({ type: 'submit', client: c.id, tasks: specs })
-  }
-
-  private holdTimer(ms: number): ReturnType<typeof setTimeout> {
-    const timer = setTimeout(this.releaseSubmit, Math.max(0, ms))
-    ;(timer as { unref?: () => void }).unref?.()
-    return timer
   }
 
   private readonly releaseSubmit = (): void => {
@@ -1739,10 +1740,7 @@ export class Coordinator {
         if (!(conn instanceof FreesFirst)) return
         conn.free(c.keys)
         this.freesDue.add(conn)
-        if (this.freeTimer === undefined) {
-          this.freeTimer = setTimeout(this.sendDueFrees, FREE_DELAY_MS)
-          ;(this.freeTimer as { unref?: () => void }).unref?.()
-        }
+        this.freeTimer ??= backgroundTimeout(this.sendDueFrees, FREE_DELAY_MS)
         return
       }
       case 'put-data': {

@@ -48,6 +48,7 @@ export function dispatch(sched: Scheduler): void {
     }
   }
   sched.packNow = false
+  sched.packing = null
   if (aside !== null) for (const t of aside) if (!sched.constrainedQ.has(t)) sched.constrainedQ.push(t)
   if (sched.aheadLater.size > 0 && sched.free.length > 0) dispatchAhead(sched)
   stealWork(sched)

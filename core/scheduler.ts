@@ -81,6 +81,11 @@ function resolveOptions(o: SchedulerOptions): ResolvedOptions {
   }
 }
 
+/** A run time a worker reported that can be averaged (a number of ms, finite, not negative). */
+const validMs = (ms: unknown): ms is number => typeof ms === 'number' && ms >= 0 && Number.isFinite(ms)
+/** The moving average after one more run time (EMA_WEIGHT, never under MIN_AVG_MS). */
+const movingAverage = (avg: number, ms: number): number => Math.max(MIN_AVG_MS, avg + EMA_WEIGHT * (ms - avg))
+
 export class Scheduler {
   readonly opts: ResolvedOptions
   readonly tasks = new Map<string, TaskState>()
@@ -124,7 +129,7 @@ export class Scheduler {
   workerSeq = 0
   mark = 0
   cursor = 0
-  /** the worker tiny tasks are being packed onto (scheduler-placement.ts leastOccupied) */
+  /** while a dispatch packs tiny tasks (scheduler-placement.ts `packed`): the worker its last task went to */
   packing: WorkerState | null = null
   /** this dispatch packs tiny tasks (it has at least PACK_EXCESS tasks per idle worker) */
   packNow = false
@@ -132,7 +137,7 @@ export class Scheduler {
    * Run times per group (a task's prefix), for packing: a moving average, how many reports,
    * and whether two workers reported (one volunteer's word alone packs nothing)
    */
-  groupMs = new Map<string, { ms: number; n: number; by: WorkerState; two: boolean }>()
+  groupMs = new Map<string, { ms: number; n: number; /** the first reporter's id */ by: string; two: boolean }>()
   openWorkers = 0
   lastEntry: Entry | null = null
   lastGroup: GroupCounts | null = null
@@ -665,7 +670,6 @@ export class Scheduler {
     const w = this.byId.get(id)
     if (w === undefined) return
     this.setWorkerStatus(w, 'gone')
-    if (this.packing === w) this.packing = null
     this.byId.delete(id)
     const nv = (this.volunteers.get(w.volunteer) ?? 1) - 1
     if (nv > 0) this.volunteers.set(w.volunteer, nv)
@@ -818,9 +822,10 @@ export class Scheduler {
     w.done++
     if (w.window < w.claimed + this.opts.maxAhead) this.setWindow(w, widen(w.window, w.claimed + this.opts.maxAhead))
     // run times clamped to what the scheduler saw elapse: no stretching a group's deadline
-    this.deadlines?.observe(t.group, Math.min(e.ms, this.now - a.at))
+    const ms = Math.min(e.ms, this.now - a.at)
+    this.deadlines?.observe(t.group, ms)
     this.updateAvg(e.ms)
-    this.observeGroup(t.group, w, Math.min(e.ms, this.now - a.at))
+    this.observeGroup(t.group, w, ms)
     const nbytes = int(e.nbytes, 0, 0)
     if (t.redundant !== null) {
       const r = t.redundant
@@ -1681,21 +1686,21 @@ export class Scheduler {
 
   /** A group's run time (clamped to what the scheduler saw elapse), for packing its tasks. */
   observeGroup(group: string, w: WorkerState, ms: number): void {
-    if (!(ms >= 0) || !Number.isFinite(ms)) return
+    if (!validMs(ms)) return
     const g = this.groupMs.get(group)
     if (g === undefined) {
       if (this.groupMs.size >= 10_000) this.groupMs.clear()
-      this.groupMs.set(group, { ms: Math.max(MIN_AVG_MS, ms), n: 1, by: w, two: false })
+      this.groupMs.set(group, { ms: Math.max(MIN_AVG_MS, ms), n: 1, by: w.id, two: false })
       return
     }
-    g.ms = Math.max(MIN_AVG_MS, g.ms + EMA_WEIGHT * (ms - g.ms))
+    g.ms = movingAverage(g.ms, ms)
     g.n++
-    if (g.by !== w) g.two = true
+    if (g.by !== w.id) g.two = true
   }
 
   updateAvg(ms: number): void {
-    if (typeof ms !== 'number' || !(ms >= 0) || !Number.isFinite(ms)) return
-    this.avgMs = Math.max(MIN_AVG_MS, this.avgMs + EMA_WEIGHT * (ms - this.avgMs))
+    if (!validMs(ms)) return
+    this.avgMs = movingAverage(this.avgMs, ms)
     // no pass over the workers: each is re-filed with the new capacity at its next touch
     // (every assignment and result touches its worker), so this is O(1) per report
     if (this.avgMs * CAPACITY_HYSTERESIS < this.capMs || this.avgMs > this.capMs * CAPACITY_HYSTERESIS) this.capMs = this.avgMs

@@ -44,15 +44,12 @@ function lowerPriority(): void {
 lowerPriority()
 
 const port = parentPort!
+/** how long task changes stay merged in the log before they are folded into the tasks table, and how many rows at most (server/journal.ts) */
 const { path, foldMs, foldRows } = workerData as { path: string; foldMs: number; foldRows: number }
 let failures = 0
 const fail = (what: string, err: unknown): void => {
   if (failures++ < 5) port.postMessage({ type: 'error', message: `journal ${what} failed: ${(err as Error).message}; a restart may lose these changes` })
 }
-
-/** how long task changes stay merged in the log before they are folded into the tasks table, and how many rows at most (server/journal.ts) */
-const FOLD_MS = foldMs
-const FOLD_ROWS = foldRows
 
 let db: ReturnType<typeof openDatabase> | undefined
 let writes: ReturnType<typeof prepareWrites> | undefined
@@ -84,8 +81,8 @@ port.on('message', (m: Message) => {
           const seq = writes.log(m.tasks, m.args, m.others)
           if (m.tasks !== null) logged.add(m.tasks, m.args, seq, performance.now())
         } catch (err) { fail('write', err) }
-        if (logged.size > FOLD_ROWS || (logged.last !== 0 && performance.now() - logged.since >= FOLD_MS)) fold()
-        else if (logged.last !== 0 && !foldTimer) foldTimer = setTimeout(fold, FOLD_MS)
+        if (logged.size > foldRows || (logged.last !== 0 && performance.now() - logged.since >= foldMs)) fold()
+        else if (logged.last !== 0 && !foldTimer) foldTimer = setTimeout(fold, foldMs)
       }
       // the coordinator's thread sends what it recorded meanwhile (merged) once this one is done
       port.postMessage({ type: 'committed' })

@@ -69,6 +69,9 @@ export interface Batch {
   others: Op[]
 }
 
+/** the longest timer Node keeps (setTimeout fires at once past it): the longest fold window */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** how long `flush` and `close` wait for the writer thread */
 const WAIT_MS = 10_000
 
@@ -117,8 +120,7 @@ export class SqliteJournal implements Journal {
     this.log = options.log ?? (() => {})
     const foldMs = options.foldMs ?? 5_000
     const foldRows = options.foldRows ?? 20_000
-    // (a timer of more than 2^31 - 1 ms would fire at once: Node's setTimeout)
-    if (!(typeof foldMs === 'number' && foldMs >= 0 && foldMs <= 2 ** 31 - 1)) throw new Error(`journal foldMs must be a number of ms from 0 to ${2 ** 31 - 1}, not ${String(options.foldMs)}`)
+    if (!(typeof foldMs === 'number' && foldMs >= 0 && foldMs <= MAX_TIMER_MS)) throw new Error(`journal foldMs must be a number of ms from 0 to ${MAX_TIMER_MS}, not ${String(options.foldMs)}`)
     if (!(Number.isInteger(foldRows) && foldRows > 0)) throw new Error(`journal foldRows must be a whole number > 0, not ${String(options.foldRows)}`)
     this.fold = { foldMs, foldRows }
     this.db = openDatabase(path)

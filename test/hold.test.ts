@@ -61,6 +61,9 @@ async function grid(nworkers: number, submitHoldMs?: number): Promise<{ url: str
   return { url: coord.url, token: coord.clientToken as string, workers }
 }
 
+/** results a raw client was told are in memory so far */
+const inMemory = (h: RawPeer): number => h.of('key-state').filter(m => m.state === 'memory').length
+
 /** tasks assigned to the grid's workers so far, all told */
 const assignedIn = (g: { workers: Answering[] }): number => g.workers.reduce((n, w) => n + w.assigned, 0)
 
@@ -152,7 +155,7 @@ describe('a client that says more follow and sends nothing more', () => {
     // the free workers' room (4 × 8) is what it may hold: past it, they go
     await until(() => assignedIn(g) >= 32, 'the first wave')
     h.send({ type: 'submit', tasks: [] })
-    await until(() => h.of('key-state').filter(m => m.state === 'memory').length === 5000, 'every result', 30_000)
+    await until(() => inMemory(h) === 5000, 'every result', 30_000)
     expect(assignedIn(g)).toBe(5000)
     expect(new Set(h.of('key-state').map(m => m.key)).size).toBe(5000)
   })
@@ -168,7 +171,7 @@ describe('a client that says more follow and sends nothing more', () => {
     // 2.4 s after the first frame: a hold counted from it alone would have placed the first 8 by now
     expect(assignedIn(g)).toBe(0)
     frame(2, false)
-    await until(() => h.of('key-state').filter(m => m.state === 'memory').length === 12, 'every result')
+    await until(() => inMemory(h) === 12, 'every result')
     // 12 tasks on 4 workers with room for 32: one frame each
     expect(g.workers.map(w => w.assignFrames)).toEqual([1, 1, 1, 1])
     expect(g.workers.map(w => w.assigned)).toEqual([3, 3, 3, 3])
@@ -192,7 +195,7 @@ describe('a client that says more follow and sends nothing more', () => {
     expect(heldMs).toBeLessThan(4_000)
     expect(n).toBeLessThan(160)
     h.send({ type: 'submit', tasks: [] })
-    await until(() => h.of('key-state').filter(m => m.state === 'memory').length === n, 'every result')
+    await until(() => inMemory(h) === n, 'every result')
   })
 
   it('is not a coordinator option that can be anything: submitHoldMs is refused out of 0 to 60,000 ms', async () => {

@@ -151,7 +151,8 @@ export function leastOccupiedOf(sched: Scheduler, pool: readonly WorkerState[]):
  * Tiny tasks are packed: the worker the last task of this dispatch went to takes this one
  * too while it would still hold less than a steal's latency of work per slot with it
  * (`stealLatencyMs`, the rule by which stealing leaves such tasks alone), judged by the
- * run time of the task's own group, measured by two workers at least — when the batch
+ * run time of the task's own group, measured by two volunteers at least (or by the only
+ * one, on a grid that has one: a single machine's agents, Client.local) — when the batch
  * being placed has at least PACK_EXCESS tasks per idle worker (a few tasks still go one
  * to a worker: one that takes longer than its group's average holds up no other while a
  * worker is idle). Spread over every free worker, a map of tasks that each take
@@ -162,7 +163,7 @@ function packed(sched: Scheduler, t: TaskState, exclude: readonly string[] | nul
   const p = sched.packing
   if (!sched.packNow || p === null || p.freeIndex < 0) return null
   const g = sched.groupMs.get(t.group)
-  if (g === undefined || !g.two || ((p.attempts.size + 1) * g.ms) / p.slots >= sched.opts.stealLatencyMs) return null
+  if (g === undefined || (!g.two && sched.volunteers.size > 1) || ((p.attempts.size + 1) * g.ms) / p.slots >= sched.opts.stealLatencyMs) return null
   return exclude !== null && exclude.includes(p.volunteer) ? null : p
 }
 

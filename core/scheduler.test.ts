@@ -353,7 +353,7 @@ describe('pipelining', () => {
     expect(singles).toEqual(['w0', 'w1', 'w2', 'w0'])
   })
 
-  it("packs by the task's own group, measured by two workers: not another group's tasks, not one volunteer's word", () => {
+  it("packs by the task's own group, measured by two volunteers: not another group's tasks, not one volunteer's word", () => {
     // a group never measured is spread however tiny another group is
     const s = measuredTiny()
     expect(Object.values(perWorker(submit(s, 'c', ...batch('slow', 100))))).toHaveLength(10)
@@ -366,6 +366,23 @@ describe('pipelining', () => {
     }
     expect(r.groupMs.get('one')).toMatchObject({ n: 10, two: false })
     expect(Object.values(perWorker(submit(r, 'c', ...batch('one', 100))))).toHaveLength(10)
+    // nor by two tabs of one volunteer (both saying its tasks take no time), on a grid of several
+    const v = new Scheduler({ validate: true, sendAhead: false })
+    for (let i = 0; i < 10; i++) v.handle({ type: 'worker-added', worker: `w${i}`, name: `w${i}`, kind: 'browser', slots: 1, volunteer: i < 2 ? 'liar' : `v${i}` })
+    for (let i = 0; i < 10; i++) {
+      const [w, k, a] = assigned(submit(v, 'c', spec(`two-m${i}`, { workers: [`w${i % 2}`] })))[0]!
+      fin(v, w, k, a, { ms: 0 })
+    }
+    expect(v.groupMs.get('two')).toMatchObject({ n: 10, by: 'liar', two: false })
+    expect(Object.values(perWorker(submit(v, 'c', ...batch('two', 100))))).toHaveLength(10)
+  })
+
+  it('packs on a grid of one volunteer (one machine) by what its workers measured', () => {
+    const s = new Scheduler({ validate: true, sendAhead: false })
+    for (let i = 0; i < 10; i++) s.handle({ type: 'worker-added', worker: `w${i}`, name: `w${i}`, kind: 'node', slots: 1, volunteer: '127.0.0.1' })
+    for (const [w, k, a] of assigned(submit(s, 'c', ...Array.from({ length: 10 }, (_, i) => spec(`inc-m${i}`))))) fin(s, w, k, a, { ms: 0.001 })
+    expect(s.groupMs.get('inc')).toMatchObject({ two: false })
+    expect(perWorker(submit(s, 'c', ...batch('inc', 100)))).toEqual({ w0: 48, w1: 48, w2: 4 })
   })
 
   it('never packs tasks whose average is past a steal latency, nor before anything was measured', () => {

@@ -135,9 +135,10 @@ export class Scheduler {
   packNow = false
   /**
    * Run times per group (a task's prefix), for packing: a moving average, how many reports,
-   * and whether two workers reported (one volunteer's word alone packs nothing)
+   * and whether two volunteers reported (on a grid of several, one volunteer's word alone
+   * packs nothing: its tabs could all say its tasks take no time)
    */
-  groupMs = new Map<string, { ms: number; n: number; /** the first reporter's id */ by: string; two: boolean }>()
+  groupMs = new Map<string, { ms: number; n: number; /** the first reporter's volunteer */ by: string; two: boolean }>()
   openWorkers = 0
   lastEntry: Entry | null = null
   lastGroup: GroupCounts | null = null
@@ -1690,12 +1691,12 @@ export class Scheduler {
     const g = this.groupMs.get(group)
     if (g === undefined) {
       if (this.groupMs.size >= 10_000) this.groupMs.clear()
-      this.groupMs.set(group, { ms: Math.max(MIN_AVG_MS, ms), n: 1, by: w.id, two: false })
+      this.groupMs.set(group, { ms: Math.max(MIN_AVG_MS, ms), n: 1, by: w.volunteer, two: false })
       return
     }
     g.ms = movingAverage(g.ms, ms)
     g.n++
-    if (g.by !== w.id) g.two = true
+    if (g.by !== w.volunteer) g.two = true
   }
 
   updateAvg(ms: number): void {

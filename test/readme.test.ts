@@ -101,7 +101,9 @@ async function runSh(block: Block): Promise<void> {
       let out = ''
       p.stdout!.on('data', d => { out += String(d) })
       p.stderr!.on('data', d => { out += String(d) })
-      const url = await until(() => /listening on (http:\/\/\S+)/.exec(out)?.[1] ?? (p.exitCode !== null ? `exited: ${out}` : undefined), `\`${line}\` to listen`)
+      // the banner's lines arrive in as many writes: the token is on its last (none with --quiet or JSON logs)
+      const banner = !args.includes('--quiet') && !args.some(a => a === 'json' || a === '--log-format=json')
+      const url = await until(() => (banner && !out.includes('  client: ') ? undefined : /listening on (http:\/\/\S+)/.exec(out)?.[1]) ?? (p.exitCode !== null ? `exited: ${out}` : undefined), `\`${line}\` to listen`)
       expect(url).toMatch(/^http:/)
       address = url.replace('http://', '')
       token = /TABGRID_TOKEN=([0-9a-f]+)/.exec(out)?.[1]

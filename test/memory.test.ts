@@ -17,7 +17,7 @@ describe('memory budget', () => {
     const parts = client.map((i: number) => new Float64Array(131_072).fill(i), Array.from({ length: 12 }, (_, i) => i))
     const firsts = await client.gather(parts.map(p => client!.submit((a: Float64Array) => a[0], p)))
     expect(firsts).toEqual(Array.from({ length: 12 }, (_, i) => i))
-    const w = await until(async () => (await client!.workers()).find(x => (x.spilled as number) > 0), 'the worker to report spilled bytes', 10_000)
+    const w = await until(async () => (await client!.workers()).find(x => (x.spilled as number) > 0), 'the worker to report spilled bytes', 30_000)
     expect(w!.spilled as number).toBeGreaterThan(1 << 20)
     // every part, spilled or not, comes back right, and nothing was recomputed
     const total = await client.submit((...arrs: Float64Array[]) => arrs.reduce((s, a) => s + a[a.length - 1]!, 0), ...parts).result()
